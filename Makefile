@@ -1,0 +1,41 @@
+# Two set-up commands for a newcomer: `make demo` and `make test`. Everything else is optional.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# An exported HDH_HOME wins; otherwise the platform lives in ./.hdh
+export HDH_HOME ?= $(CURDIR)/.hdh
+
+.PHONY: install demo test test-fast ui lint format clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install  ## generate the synthetic sample, materialise every asset, print a summary
+	$(BIN)/hdh demo
+
+test: install  ## the whole test suite (Spark and PostgreSQL tests included)
+	$(BIN)/pytest
+
+test-fast: install  ## everything but Spark and the slow subprocess tests
+	$(BIN)/pytest -m "not spark and not slow"
+
+ui: install  ## Dagster webserver and daemon on http://127.0.0.1:3000
+	$(BIN)/hdh ui
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:  ## remove the platform's data (HDH_HOME), keep the virtual environment
+	rm -rf "$(HDH_HOME)"

@@ -1,0 +1,120 @@
+"""Claims assets: pseudonymised care events, one partition per month of (shifted) event date."""
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from hdh_assets import owners
+from hdh_assets.checks import pandera_check
+from hdh_assets.claims.events import EVENT_SCHEMA, pseudonymise_claims
+from hdh_assets.claims.schema import ClaimsEvents
+from hdh_assets.landing.assets import landing_inventory_asset
+from hdh_assets.landing.batches import ready_batches
+from resources.platform import HomeResource
+from resources.pseudonymisation import DEMO_KEY_WARNING, PseudonymisationKeyResource
+
+MONTHS = dg.MonthlyPartitionsDefinition(start_date="2021-01-01", end_offset=1)
+EVENTS_KEY = dg.AssetKey(["claims", "events"])
+SCHEMA_CHECK = "matches_published_schema"
+
+landed_claims_files = landing_inventory_asset(
+    source="claims",
+    group="claims",
+    owners=[owners.CLAIMS, owners.PLATFORM],
+    kinds={"parquet"},
+    expected_formats={"parquet"},
+    description=(
+        "Inventory of one landed claims extract (landing/claims/<batch>/): the SNDS-like event "
+        "files, one row per file with content hash and size."
+    ),
+)
+
+
+@dg.asset(
+    key=EVENTS_KEY,
+    group_name="claims",
+    owners=[owners.CLAIMS, owners.DATA_REFERENTS],
+    kinds={"polars", "parquet"},
+    description=(
+        "SNDS-like care events (consultations, pharmacy, biology, imaging, stays, nursing) from "
+        "every ready claims batch, with the national identifier replaced by the subject pseudonym "
+        "and dates shifted by the subject's offset (the same as in imaging and clinical data). "
+        "Monthly partitions by shifted event date; a range of months runs as one run. Rows "
+        "without a valid NIR or date go to quarantine/claims/<batch>/, never to the lake."
+    ),
+    partitions_def=MONTHS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[dg.AssetDep(landed_claims_files.key, partition_mapping=dg.AllPartitionMapping())],
+    metadata={"partition_column": "month", "subject_column": "subject_pseudonym"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            SCHEMA_CHECK,
+            asset=EVENTS_KEY,
+            blocking=True,
+            description="strict pandera schema: pseudonym format, care types, amounts >= 0, "
+            "no column beyond the published ones (so no raw identifier)",
+        )
+    ],
+)
+def claims_events(
+    context: dg.AssetExecutionContext,
+    hdh_home: HomeResource,
+    pseudonymisation: PseudonymisationKeyResource,
+):
+    home = hdh_home.home
+    pseudonymiser = pseudonymisation.pseudonymiser()
+    if pseudonymisation.uses_demo_key:
+        context.log.warning(DEMO_KEY_WARNING)
+    window = context.partition_time_window
+    start, end = window.start.date(), window.end.date()
+    batches = ready_batches(home.landing_for("claims"))
+    parts, rejected_by_batch = [], {}
+    for batch in batches:
+        files = sorted(batch.path.rglob("*.parquet"))
+        if not files:
+            continue
+        events, rejected = pseudonymise_claims(
+            pl.scan_parquet([str(f) for f in files]), pseudonymiser, batch.name
+        )
+        parts.append(events.filter(pl.col("event_date").is_between(start, end, closed="left")))
+        rejected_frame = rejected.collect()
+        rejected_by_batch[batch.name] = rejected_frame.height
+        _quarantine_rejected(home.quarantine / "claims" / batch.name, rejected_frame)
+    if parts:
+        frame = pl.concat(parts).collect(engine="streaming")
+    else:
+        frame = pl.DataFrame(schema=EVENT_SCHEMA)
+    context.log.info(
+        f"{frame.height} events in {start:%Y-%m} .. {end - dt.timedelta(days=1):%Y-%m} "
+        f"from {len(batches)} ready batches; {sum(rejected_by_batch.values())} rows quarantined"
+    )
+    yield dg.Output(
+        frame,
+        metadata={
+            "subjects": dg.MetadataValue.int(frame["subject_pseudonym"].n_unique()),
+            "batches": dg.MetadataValue.json(sorted(rejected_by_batch)),
+            "quarantined_rows_by_batch": dg.MetadataValue.json(rejected_by_batch),
+            "date_range": dg.MetadataValue.text(
+                f"{frame['event_date'].min()} .. {frame['event_date'].max()}"
+                if frame.height
+                else "-"
+            ),
+        },
+    )
+    yield pandera_check(ClaimsEvents, frame, SCHEMA_CHECK, EVENTS_KEY)
+
+
+def _quarantine_rejected(folder, rejected: pl.DataFrame) -> None:
+    """Keep rejected rows, with their reason, outside the lake; rewriting is idempotent."""
+    target = folder / "rejected_rows.parquet"
+    if rejected.is_empty():
+        target.unlink(missing_ok=True)
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / ".rejected_rows.parquet.partial"
+    rejected.write_parquet(partial)
+    partial.replace(target)
+
+
+assets = [landed_claims_files, claims_events]

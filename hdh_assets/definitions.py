@@ -1,0 +1,51 @@
+"""The one code location: every domain's assets, with resources chosen by configuration."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from hdh_assets.claims import assets as claims
+from hdh_assets.clinical import assets as clinical
+from hdh_assets.imaging import assets as imaging
+from hdh_assets.landing.partitions import LANDING_SOURCES
+from jobs.ingestion import landing_job
+from resources.home import HdhHome
+from resources.lake import LakeIOManager
+from resources.platform import HomeResource
+from resources.pseudonymisation import PseudonymisationKeyResource
+from resources.spark import spark_resource
+from sensors.landing import landing_sensor
+
+ALL_ASSETS = [*imaging.assets, *clinical.assets, *claims.assets]
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes"}
+
+
+def build_resources(home: HdhHome | None = None) -> dict:
+    """Resources for a platform rooted at ``home`` (``HDH_HOME`` by default)."""
+    home = home or HdhHome.from_env()
+    return {
+        "io_manager": LakeIOManager(base_path=str(home.lake)),
+        "hdh_home": HomeResource(root=str(home.root)),
+        "pseudonymisation": PseudonymisationKeyResource(
+            require_configured_key=_env_flag("HDH_REQUIRE_KEY")
+        ),
+        "pyspark": spark_resource(),
+    }
+
+
+def build_definitions(home: HdhHome | None = None) -> dg.Definitions:
+    landing_jobs = {source: landing_job(source, ALL_ASSETS) for source in LANDING_SOURCES}
+    return dg.Definitions(
+        assets=ALL_ASSETS,
+        jobs=list(landing_jobs.values()),
+        sensors=[landing_sensor(source, job) for source, job in landing_jobs.items()],
+        resources=build_resources(home),
+    )
+
+
+defs = build_definitions()

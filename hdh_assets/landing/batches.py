@@ -1,0 +1,55 @@
+"""When a landed batch is complete: it holds a ``_READY`` marker, or nothing in it changed for a
+quiet period. Hidden folders (``.name``) are batches still being written and never count."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+READY_MARKER = "_READY"
+DEFAULT_QUIET_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class Batch:
+    source: str
+    name: str
+    path: Path
+    ready: bool
+    reason: str  # "marker", "quiet", or why it is not ready yet
+
+
+def latest_change(folder: Path) -> float:
+    newest = folder.stat().st_mtime
+    for path in folder.rglob("*"):
+        newest = max(newest, path.lstat().st_mtime)
+    return newest
+
+
+def batch_state(source: str, folder: Path, quiet_seconds: float, now: float | None = None) -> Batch:
+    if (folder / READY_MARKER).exists():
+        return Batch(source, folder.name, folder, True, "marker")
+    now = time.time() if now is None else now
+    idle = now - latest_change(folder)
+    if idle >= quiet_seconds:
+        return Batch(source, folder.name, folder, True, "quiet")
+    return Batch(source, folder.name, folder, False, f"changed {idle:.0f}s ago")
+
+
+def list_batches(
+    source_root: Path, quiet_seconds: float = DEFAULT_QUIET_SECONDS, now: float | None = None
+) -> list[Batch]:
+    """Every batch folder of one source, ready or not, in name order."""
+    if not source_root.exists():
+        return []
+    source = source_root.name
+    return [
+        batch_state(source, child, quiet_seconds, now)
+        for child in sorted(source_root.iterdir())
+        if child.is_dir() and not child.name.startswith((".", "_"))
+    ]
+
+
+def ready_batches(source_root: Path, quiet_seconds: float = DEFAULT_QUIET_SECONDS) -> list[Batch]:
+    return [b for b in list_batches(source_root, quiet_seconds) if b.ready]

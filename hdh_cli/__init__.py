@@ -1,0 +1,1 @@
+"""The ``hdh`` command: the platform from a terminal, with ``--json`` for scripts."""

@@ -1,0 +1,90 @@
+"""``hdh demo``, the main job: sample into the landing zone, materialise everything, summarise.
+
+The plan is explicit and ordered: each capability adds its steps here, and the demo must always
+run end to end on a fresh HDH_HOME.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from hdh_assets.claims.events import landed_date_range, months_touched
+from hdh_assets.landing.batches import ready_batches
+from hdh_assets.landing.partitions import BATCH_PARTITIONS, LANDING_GROUPS, LANDING_SOURCES
+from hdh_cli.runs import RunOutcome, materialize_selection
+from hdh_cli.status import PlatformStatus, collect_status
+from resources.home import HdhHome
+from resources.pseudonymisation import PseudonymisationKeyResource
+from synthetic.sample import Progress, SampleConfig, SampleSummary, generate_sample
+
+
+@dataclass
+class DemoReport:
+    sample: SampleSummary
+    runs: list[RunOutcome] = field(default_factory=list)
+    status: PlatformStatus | None = None
+
+    @property
+    def success(self) -> bool:
+        return all(r.success for r in self.runs)
+
+    def to_json(self) -> dict:
+        return {
+            "success": self.success,
+            "sample": self.sample.to_json(),
+            "runs": [r.to_json() for r in self.runs],
+            "status": self.status.to_json() if self.status else None,
+        }
+
+
+def register_batches(instance: dg.DagsterInstance, home: HdhHome, source: str) -> list[str]:
+    """What the landing sensor does, done synchronously: ready batches become partitions."""
+    partitions = BATCH_PARTITIONS[source]
+    names = [b.name for b in ready_batches(home.landing_for(source), quiet_seconds=0)]
+    known = set(instance.get_dynamic_partitions(partitions.name))
+    new = [n for n in names if n not in known]
+    if new:
+        instance.add_dynamic_partitions(partitions.name, new)
+    return names
+
+
+def run_demo(
+    home: HdhHome,
+    instance: dg.DagsterInstance,
+    config: SampleConfig,
+    progress: Progress,
+    on_run=lambda outcome: None,
+) -> DemoReport:
+    home.ensure()
+    report = DemoReport(sample=generate_sample(home.landing, home.sample, config, progress))
+
+    def run(selection: str, **kwargs) -> None:
+        outcome = materialize_selection(home, instance, selection, **kwargs)
+        report.runs.append(outcome)
+        progress("materialisation runs", 1, None)
+        on_run(outcome)
+
+    for source in LANDING_SOURCES:
+        for batch in register_batches(instance, home, source):
+            run(f'key:"{LANDING_GROUPS[source]}/landed_files"', partition=batch)
+
+    claims_files = [
+        f
+        for b in ready_batches(home.landing_for("claims"), 0)
+        for f in sorted(b.path.rglob("*.parquet"))
+    ]
+    raw_range = landed_date_range(claims_files)
+    if raw_range:
+        max_shift = PseudonymisationKeyResource().max_date_shift_days
+        run('key:"claims/events"', partition_range=months_touched(*raw_range, max_shift))
+
+    report.status = collect_status(_definitions(home), instance, home)
+    return report
+
+
+def _definitions(home: HdhHome) -> dg.Definitions:
+    from hdh_assets.definitions import build_definitions
+
+    return build_definitions(home)

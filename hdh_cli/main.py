@@ -1,0 +1,267 @@
+"""``hdh``: sample, demo, status, materialize, ui. Every reporting command has ``--json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from contextlib import contextmanager
+
+import click
+import dagster as dg
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from resources.home import HdhHome
+
+console = Console(stderr=True)
+# Tables go to stdout; a pipe or CI log still gets them whole rather than cut at 80 columns.
+table_console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def _print_json(payload: dict) -> None:
+    click.echo(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+
+
+@contextmanager
+def _progress(enabled: bool):
+    """A rich progress bar driven by the generator's (task, advance, total) callbacks."""
+    if not enabled:
+        yield lambda task, advance, total: None
+        return
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(task: str, advance: int, total: int | None) -> None:
+            if task not in tasks:
+                tasks[task] = bar.add_task(task, total=total)
+            bar.advance(tasks[task], advance)
+
+        yield update
+
+
+def _home() -> HdhHome:
+    return HdhHome.from_env()
+
+
+@click.group()
+@click.version_option(package_name="hdh-platform")
+def cli() -> None:
+    """Health-data hub platform. Data lives under HDH_HOME (default ./.hdh)."""
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+
+def sample_options(function):
+    for option in reversed(
+        [
+            click.option("--seed", default=42, show_default=True, help="Same seed, same bytes."),
+            click.option("--people", default=40, show_default=True, help="Population size."),
+            click.option(
+                "--claims-rows",
+                default=50_000,
+                show_default=True,
+                help="Claims events to generate (thousands to hundreds of millions).",
+            ),
+            click.option(
+                "--chunk-rows",
+                default=1_000_000,
+                show_default=True,
+                help="Claims rows per Parquet file; bounds memory.",
+            ),
+            click.option("--batch", default="", help="Batch name (default sample-seed<SEED>)."),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+def _sample_config(seed, people, claims_rows, chunk_rows, batch):
+    from synthetic.sample import SampleConfig
+
+    return SampleConfig(
+        seed=seed, people=people, claims_rows=claims_rows, claims_chunk_rows=chunk_rows, batch=batch
+    )
+
+
+@cli.command()
+@sample_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def sample(seed, people, claims_rows, chunk_rows, batch, as_json) -> None:
+    """Generate the synthetic sample into HDH_HOME/landing (DICOM, FHIR, claims)."""
+    from synthetic.sample import generate_sample
+
+    home = _home().ensure()
+    config = _sample_config(seed, people, claims_rows, chunk_rows, batch)
+    with _progress(not as_json) as progress:
+        summary = generate_sample(home.landing, home.sample, config, progress)
+    if as_json:
+        _print_json(summary.to_json())
+        return
+    table = Table(title=f"Synthetic sample '{summary.batch}' (seed {seed})")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("people", str(summary.people))
+    table.add_row(
+        "DICOM studies / instances", f"{summary.dicom_studies} / {summary.dicom_instances}"
+    )
+    table.add_row("  with burned-in annotation", str(summary.dicom_burned_in_studies))
+    table.add_row("  malformed files", str(summary.dicom_malformed_files))
+    for kind, count in summary.fhir_resources.items():
+        table.add_row(f"FHIR {kind}", str(count))
+    table.add_row("claims rows / files", f"{summary.claims_rows} / {summary.claims_files}")
+    table_console.print(table)
+    console.print(
+        f"Landed under [bold]{home.landing}[/]; identities (tests only): {summary.identities}"
+    )
+
+
+def _status_table(status) -> Table:
+    table = Table(title=f"Assets under {status.home}")
+    for column in ("asset", "group", "rows", "partitions", "last materialised", "checks"):
+        table.add_column(column, justify="right" if column in ("rows", "partitions") else "left")
+    for item in status.assets:
+        partitions = (
+            f"{item.partitions_materialized}/{item.partitions_total}"
+            if item.partitions_total is not None
+            else "-"
+        )
+        checks = (
+            ", ".join(
+                [f"[green]{c} ok[/]" for c in item.checks_passed]
+                + [f"[red]{c} FAILED[/]" for c in item.checks_failed]
+                + [f"[yellow]{c} warn[/]" for c in item.checks_warned]
+                + [f"[dim]{c} not run[/]" for c in item.checks_not_run]
+            )
+            or "-"
+        )
+        last = (item.last_materialization or "never").replace("T", " ")[:16]
+        table.add_row(item.asset, item.group, f"{item.rows:,}", partitions, last, checks)
+    return table
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(as_json) -> None:
+    """Assets, partitions, rows in the lake, last materialisation, failing checks."""
+    from hdh_assets.definitions import build_definitions
+    from hdh_cli.instance import platform_instance
+    from hdh_cli.status import collect_status
+
+    home = _home()
+    result = collect_status(build_definitions(home), platform_instance(home), home)
+    if as_json:
+        _print_json(result.to_json())
+        return
+    table_console.print(_status_table(result))
+    console.print(f"Quarantined files: {result.quarantined_files}")
+    if result.failing_checks:
+        console.print(f"[red]Failing checks: {', '.join(result.failing_checks)}[/]")
+
+
+@cli.command()
+@click.argument("selection")
+@click.option("--partition", help="One partition key.")
+@click.option("--from", "range_start", help="First partition key of a range (one run).")
+@click.option("--to", "range_end", help="Last partition key of a range.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def materialize(selection, partition, range_start, range_end, as_json) -> None:
+    """Materialise SELECTION in-process, e.g. 'key:claims/events' or 'group:imaging'."""
+    from hdh_cli.instance import platform_instance
+    from hdh_cli.runs import materialize_selection
+
+    if bool(range_start) != bool(range_end):
+        raise click.UsageError("--from and --to go together")
+    if partition and range_start:
+        raise click.UsageError("give --partition or --from/--to, not both")
+    home = _home().ensure()
+    outcome = materialize_selection(
+        home,
+        platform_instance(home),
+        selection,
+        partition=partition,
+        partition_range=(range_start, range_end) if range_start else None,
+    )
+    if as_json:
+        _print_json(outcome.to_json())
+    else:
+        colour = "green" if outcome.success else "red"
+        console.print(
+            f"[{colour}]{'succeeded' if outcome.success else 'FAILED'}[/]: run "
+            f"{outcome.run_id}, {outcome.materializations} materialisation(s)"
+        )
+    sys.exit(0 if outcome.success else 1)
+
+
+@cli.command()
+@sample_options
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def demo(seed, people, claims_rows, chunk_rows, batch, as_json) -> None:
+    """The main job: sample into the landing zone, materialise every asset, print a summary."""
+    from hdh_cli.demo import run_demo
+    from hdh_cli.instance import platform_instance
+
+    home = _home().ensure()
+    instance = platform_instance(home)
+    config = _sample_config(seed, people, claims_rows, chunk_rows, batch)
+
+    def on_run(outcome) -> None:
+        if not as_json:
+            mark = "[green]ok[/]" if outcome.success else "[red]FAILED[/]"
+            console.print(
+                f"  {mark} {outcome.selection} {outcome.partition or ''} "
+                f"({outcome.materializations} materialisations)"
+            )
+
+    with _progress(not as_json) as progress:
+        report = run_demo(home, instance, config, progress, on_run)
+    if as_json:
+        _print_json(report.to_json())
+    else:
+        table_console.print(_status_table(report.status))
+        checks = [c for a in report.status.assets for c in a.checks_passed]
+        console.print(
+            f"Runs: {len(report.runs)} ({sum(not r.success for r in report.runs)} failed); "
+            f"checks passed: {len(checks)}, failed: {len(report.status.failing_checks)}; "
+            f"quarantined files: {report.status.quarantined_files}"
+        )
+        console.print("Open the Dagster UI with [bold]make ui[/] (http://127.0.0.1:3000).")
+    sys.exit(0 if report.success else 1)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=3000, show_default=True)
+def ui(host, port) -> None:
+    """Dagster webserver and daemon (sensors, schedules) on the platform's instance."""
+    from hdh_cli.instance import prepare_dagster_home
+
+    home = _home().ensure()
+    prepare_dagster_home(home)
+    workspace = os.path.join(os.path.dirname(os.path.dirname(__file__)), "workspace.yaml")
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "dagster"),
+        "dev",
+        "-h",
+        host,
+        "-p",
+        str(port),
+        "-w",
+        workspace,
+    ]
+    console.print(f"Dagster UI on http://{host}:{port} (HDH_HOME={home.root})")
+    # Replace this process, so the caller (make, a test) holds the pid of the server itself.
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,1 @@
+"""Jobs and schedules: landing ingestion now; workspace provisioning, GDPR, packages later."""

@@ -1,0 +1,19 @@
+"""One job per landing source, run by its sensor for each complete batch."""
+
+from collections.abc import Iterable
+
+import dagster as dg
+
+from hdh_assets.landing.partitions import BATCH_PARTITIONS
+
+
+def landing_job(source: str, assets: Iterable[dg.AssetsDefinition]):
+    """Every asset partitioned by this source's batches: what one landed batch feeds."""
+    partitions = BATCH_PARTITIONS[source]
+    keys = [key for asset in assets if asset.partitions_def == partitions for key in asset.keys]
+    return dg.define_asset_job(
+        name=f"ingest_{source}_batch",
+        selection=dg.AssetSelection.assets(*keys),
+        partitions_def=partitions,
+        description=f"Ingest one batch of landing/{source}/.",
+    )

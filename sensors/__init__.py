@@ -1,0 +1,1 @@
+"""Sensors: landing zones now; GDPR rights, package requests and workspace specs later."""
