@@ -110,4 +110,5 @@ def read_spark(table_path: UPath, folders: Sequence[tuple[UPath, dict[str, str]]
 
 
 def _spark_uri(path: UPath) -> str:
-    return path.as_uri() if path.protocol in ("", "file", "local") else str(path)
+    # Local paths go as plain paths: a file URI would escape the '=' of hive folders.
+    return path.path if path.protocol in ("", "file", "local") else str(path)

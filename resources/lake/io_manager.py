@@ -104,10 +104,9 @@ class LakeIOManager(dg.ConfigurableIOManager):
         staging = lake.new_staging()
         try:
             frames.write_frame(obj, staging)
-        except BaseException:
+            lake.replace(staging, target)
+        finally:  # after a successful replace the staging folder is gone already
             lake.discard(staging)
-            raise
-        lake.replace(staging, target)
 
     def load_input(self, context: dg.InputContext) -> Any:
         lake = self.lake
