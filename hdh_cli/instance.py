@@ -12,6 +12,17 @@ from resources.home import HdhHome
 
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "deploy" / "dagster"
 DEFAULT_PROFILE = "sqlite"
+PG_URL_ENV = "HDH_DAGSTER_PG_URL"
+# dagster-postgres speaks psycopg2 (its NOTIFY does not work through psycopg 3, which SQLAlchemy
+# 2.1 picks for a bare postgresql:// URL).
+PG_DRIVER_SCHEME = "postgresql+psycopg2://"
+
+
+def with_psycopg2_driver(url: str) -> str:
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            return PG_DRIVER_SCHEME + url[len(bare) :]
+    return url
 
 
 def profile_path(name: str) -> Path:
@@ -25,6 +36,8 @@ def profile_path(name: str) -> Path:
 def prepare_dagster_home(home: HdhHome) -> Path:
     """Point ``DAGSTER_HOME`` at HDH_HOME/dagster (unless exported) and give it a dagster.yaml."""
     dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(home.dagster_home)))
+    if PG_URL_ENV in os.environ:
+        os.environ[PG_URL_ENV] = with_psycopg2_driver(os.environ[PG_URL_ENV])
     dagster_home.mkdir(parents=True, exist_ok=True)
     config = dagster_home / "dagster.yaml"
     if not config.exists():

@@ -1,0 +1,111 @@
+"""`hdh ui` (what `make ui` runs) serves the Dagster UI with the daemon, on the platform instance."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ASSETS_QUERY = """
+{ assetNodes { assetKey { path } groupName description kinds
+    owners { ... on TeamAssetOwner { team } ... on UserAssetOwner { email } } } }
+"""
+DAEMONS_QUERY = (
+    "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["data"]
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Stop the server group we started, by its pid (dagster dev may ignore SIGTERM)."""
+    for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        if process.poll() is not None:
+            break
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # children the server left behind, if any
+    except ProcessLookupError:
+        pass
+
+
+def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "HDH_HOME": str(tmp_path / "hdh"), "HDH_PSEUDONYM_KEY": "cd" * 32}
+    env.pop("DAGSTER_HOME", None)
+    hdh = str(Path(sys.executable).with_name("hdh"))
+    log = (tmp_path / "ui.log").open("w")
+    process = subprocess.Popen(
+        [hdh, "ui", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        nodes = None
+        while time.monotonic() < deadline:
+            assert process.poll() is None, (tmp_path / "ui.log").read_text()[-3000:]
+            try:
+                nodes = _graphql(port, ASSETS_QUERY)["assetNodes"]
+                if nodes:
+                    break
+            except OSError:
+                pass
+            time.sleep(2)
+        assert nodes, "the UI did not answer in time:\n" + (tmp_path / "ui.log").read_text()[-3000:]
+        by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
+        assert {"imaging/landed_files", "clinical/landed_files", "claims/events"} <= set(by_key)
+        for key, node in by_key.items():
+            assert node["groupName"] in {"imaging", "clinical", "claims"}, key
+            assert node["description"], key
+            assert node["owners"], key
+            assert node["kinds"], key
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as page:
+            assert b"Dagster" in page.read()
+
+        # The daemon runs beside the webserver, so sensors and schedules tick.
+        deadline = time.monotonic() + 120
+        healthy = {}
+        while time.monotonic() < deadline:
+            statuses = _graphql(port, DAEMONS_QUERY)["instance"]["daemonHealth"][
+                "allDaemonStatuses"
+            ]
+            healthy = {s["daemonType"]: s["healthy"] for s in statuses if s["required"]}
+            if healthy.get("SENSOR"):
+                break
+            time.sleep(3)
+        assert healthy.get("SENSOR"), healthy
+        assert (tmp_path / "hdh" / "dagster" / "dagster.yaml").exists()
+    finally:
+        _stop(process)
+        log.close()
+    assert process.poll() is not None
