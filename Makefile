@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # An exported HDH_HOME wins; otherwise the platform lives in ./.hdh
 export HDH_HOME ?= $(CURDIR)/.hdh
 
-.PHONY: install demo test test-fast ui lint format clean
+.PHONY: install demo test test-fast ui lint format bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+bench: install  ## benchmarks, each printing throughput against a baseline measured in the same run
+	$(BIN)/python benchmarks/claims_generator.py
+	$(BIN)/python benchmarks/lake_io.py
 
 clean:  ## remove the platform's data (HDH_HOME), keep the virtual environment
 	rm -rf "$(HDH_HOME)"

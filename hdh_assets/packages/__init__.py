@@ -1,0 +1,1 @@
+"""Approved Python and R packages for workspaces (package request flow)."""

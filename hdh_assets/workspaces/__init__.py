@@ -1,0 +1,1 @@
+"""Project workspaces: specs, data grants, Kubernetes manifests, delivery (issue #7)."""

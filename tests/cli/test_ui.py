@@ -1,5 +1,6 @@
 """`hdh ui` (what `make ui` runs) serves the Dagster UI with the daemon, on the platform instance."""
 
+import contextlib
 import json
 import os
 import signal
@@ -49,10 +50,8 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             continue
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)  # children the server left behind, if any
-    except ProcessLookupError:
-        pass
 
 
 def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon(tmp_path):

@@ -185,5 +185,5 @@ def test_unsupported_output_type_names_the_type(tmp_path):
     def wrong() -> dict:
         return {"a": 1}
 
-    with pytest.raises(TypeError, match="builtins.dict"):
+    with pytest.raises(TypeError, match=r"builtins\.dict"):
         _materialize([wrong], tmp_path)

@@ -104,8 +104,9 @@ def test_spark_partitions_and_ranges_are_readable_by_polars(tmp_path, spark):
     assert february["count"].to_list() == [4]
 
     # Spark reads the whole table back with the partition as a string column.
-    from resources.lake.frames import read_spark
     from upath import UPath
+
+    from resources.lake.frames import read_spark
 
     table = UPath(tmp_path / "monthly")
     both = read_spark(
