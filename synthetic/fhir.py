@@ -52,6 +52,28 @@ def _coding(system: str, code: str, display: str) -> dict:
     return {"coding": [{"system": system, "code": code, "display": display}], "text": display}
 
 
+def _quantity(value: float, unit: str) -> dict:
+    return {"value": value, "unit": unit, "system": UCUM, "code": unit}
+
+
+def _observer(rng: random.Random, patient_ref: str, encounter: dict, when: str):
+    """Observations of one encounter: LOINC code, then value[x], components or notes."""
+
+    def observe(code: str, display: str, **values) -> dict:
+        return {
+            "resourceType": "Observation",
+            "id": _id(rng),
+            "status": "final",
+            "code": _coding(LOINC, code, display),
+            "subject": {"reference": patient_ref},
+            "encounter": {"reference": f"Encounter/{encounter['id']}"},
+            "effectiveDateTime": when,
+            **values,
+        }
+
+    return observe
+
+
 def patient_resource(person: Person, resource_id: str) -> dict:
     return {
         "resourceType": "Patient",
@@ -188,75 +210,38 @@ def person_resources(
     diabetic = any(c["code"]["coding"][0]["code"] == "E11.9" for c in out["Condition"])
     for encounter in encounters:
         when = encounter["period"]["start"]
-        obs_ref = {"reference": f"Encounter/{encounter['id']}"}
+        observe = _observer(rng, ref, encounter, when)
         out["Observation"].append(
-            {
-                "resourceType": "Observation",
-                "id": _id(rng),
-                "status": "final",
-                "code": _coding(LOINC, "29463-7", "Body weight"),
-                "subject": {"reference": ref},
-                "encounter": obs_ref,
-                "effectiveDateTime": when,
-                "valueQuantity": {
-                    "value": round(rng.uniform(48, 110), 1),
-                    "unit": "kg",
-                    "system": UCUM,
-                    "code": "kg",
-                },
-            }
+            observe(
+                "29463-7",
+                "Body weight",
+                valueQuantity=_quantity(round(rng.uniform(48, 110), 1), "kg"),
+            )
         )
         out["Observation"].append(
-            {
-                "resourceType": "Observation",
-                "id": _id(rng),
-                "status": "final",
-                "code": _coding(LOINC, "85354-9", "Blood pressure panel"),
-                "subject": {"reference": ref},
-                "encounter": obs_ref,
-                "effectiveDateTime": when,
-                "component": [
+            observe(
+                "85354-9",
+                "Blood pressure panel",
+                component=[
                     {
                         "code": _coding(LOINC, "8480-6", "Systolic blood pressure"),
-                        "valueQuantity": {
-                            "value": rng.randint(100, 170),
-                            "unit": "mm[Hg]",
-                            "system": UCUM,
-                            "code": "mm[Hg]",
-                        },
+                        "valueQuantity": _quantity(rng.randint(100, 170), "mm[Hg]"),
                     },
                     {
                         "code": _coding(LOINC, "8462-4", "Diastolic blood pressure"),
-                        "valueQuantity": {
-                            "value": rng.randint(60, 100),
-                            "unit": "mm[Hg]",
-                            "system": UCUM,
-                            "code": "mm[Hg]",
-                        },
+                        "valueQuantity": _quantity(rng.randint(60, 100), "mm[Hg]"),
                     },
                 ],
-            }
+            )
         )
         if diabetic:
             out["Observation"].append(
-                {
-                    "resourceType": "Observation",
-                    "id": _id(rng),
-                    "status": "final",
-                    "code": _coding(LOINC, "4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood"),
-                    "subject": {"reference": ref},
-                    "encounter": obs_ref,
-                    "effectiveDateTime": when,
-                    "valueQuantity": {
-                        "value": round(rng.uniform(5.8, 9.5), 1),
-                        "unit": "%",
-                        "system": UCUM,
-                        "code": "%",
-                    },
-                    "note": [
-                        {"text": f"Contrôle pour {person.given_names[0]} {person.family_name}"}
-                    ],
-                }
+                observe(
+                    "4548-4",
+                    "Hemoglobin A1c/Hemoglobin.total in Blood",
+                    valueQuantity=_quantity(round(rng.uniform(5.8, 9.5), 1), "%"),
+                    note=[{"text": f"Contrôle pour {person.given_names[0]} {person.family_name}"}],
+                )
             )
     if rng.random() < 0.5:
         out["Observation"].append(
