@@ -6,11 +6,11 @@ import dagster as dg
 import polars as pl
 
 from hdh_assets import owners
-from hdh_assets.checks import pandera_check
 from hdh_assets.claims.events import EVENT_SCHEMA, pseudonymise_claims
 from hdh_assets.claims.schema import ClaimsEvents
 from hdh_assets.landing.assets import landing_inventory_asset
 from hdh_assets.landing.batches import ready_batches
+from hdh_assets.validation import column_schema, pandera_check
 from resources.platform import HomeResource
 from resources.pseudonymisation import DEMO_KEY_WARNING, PseudonymisationKeyResource
 
@@ -46,7 +46,11 @@ landed_claims_files = landing_inventory_asset(
     partitions_def=MONTHS,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[dg.AssetDep(landed_claims_files.key, partition_mapping=dg.AllPartitionMapping())],
-    metadata={"partition_column": "month", "subject_column": "subject_pseudonym"},
+    metadata={
+        "partition_column": "month",
+        "subject_column": "subject_pseudonym",
+        "dagster/column_schema": column_schema(ClaimsEvents),
+    },
     check_specs=[
         dg.AssetCheckSpec(
             SCHEMA_CHECK,

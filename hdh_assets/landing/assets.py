@@ -3,8 +3,9 @@
 import dagster as dg
 import polars as pl
 
-from hdh_assets.landing.inventory import inventory_batch
+from hdh_assets.landing.inventory import LandedFiles, inventory_batch
 from hdh_assets.landing.partitions import BATCH_PARTITIONS
+from hdh_assets.validation import column_schema
 from resources.platform import HomeResource
 
 INVENTORY_CHECK = "recognised_formats"
@@ -29,7 +30,11 @@ def landing_inventory_asset(
         kinds=kinds | {"parquet", "polars"},
         description=description,
         partitions_def=BATCH_PARTITIONS[source],
-        metadata={"partition_column": "batch", "landing_source": source},
+        metadata={
+            "partition_column": "batch",
+            "landing_source": source,
+            "dagster/column_schema": column_schema(LandedFiles),
+        },
         check_specs=[
             dg.AssetCheckSpec(
                 INVENTORY_CHECK,

@@ -10,18 +10,30 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pandera.polars as pa
 import polars as pl
 
 from hdh_assets.landing.batches import READY_MARKER
 
-INVENTORY_SCHEMA = {
-    "batch": pl.String,
-    "file_sha256": pl.String,
-    "format": pl.String,
-    "extension": pl.String,
-    "bytes": pl.Int64,
-    "depth": pl.Int32,
-}
+
+class LandedFiles(pa.DataFrameModel):
+    batch: pl.String = pa.Field(description="landed batch (also the partition key)")
+    file_sha256: pl.String = pa.Field(
+        str_length=64, description="SHA-256 of the file's bytes: its name in every report"
+    )
+    format: pl.String = pa.Field(
+        description="format sniffed from the first bytes: dicom, dicomdir, zip, tar.gz, gzip, "
+        "parquet, json, ndjson, empty or other"
+    )
+    extension: pl.String = pa.Field(description="file name extension, lower case, may be empty")
+    bytes: pl.Int64 = pa.Field(ge=0, description="file size")
+    depth: pl.Int32 = pa.Field(ge=0, description="folder depth inside the batch")
+
+    class Config:
+        strict = True
+
+
+INVENTORY_SCHEMA = {name: col.dtype.type for name, col in LandedFiles.to_schema().columns.items()}
 _HASH_BLOCK = 1 << 20
 
 

@@ -19,6 +19,7 @@ from resources.lake.tables import Lake, LakeTable, PartitionSpec
 
 PARTITION_COLUMN_METADATA = "partition_column"
 DEFAULT_PARTITION_COLUMN = "partition"
+COLUMN_SCHEMA_METADATA = "dagster/column_schema"
 
 
 def partition_spec(partitions_def: dg.PartitionsDefinition | None, metadata: dict) -> PartitionSpec:
@@ -27,6 +28,11 @@ def partition_spec(partitions_def: dg.PartitionsDefinition | None, metadata: dic
         return PartitionSpec(tuple(d.name for d in partitions_def.partitions_defs))
     column = metadata.get(PARTITION_COLUMN_METADATA, DEFAULT_PARTITION_COLUMN)
     return PartitionSpec((getattr(column, "value", column),))
+
+
+def _declared_schema(metadata: dict) -> dg.TableSchema | None:
+    value = metadata.get(COLUMN_SCHEMA_METADATA)
+    return getattr(value, "schema", value) if value is not None else None
 
 
 def key_parts(partition_key: str | dg.MultiPartitionKey, spec: PartitionSpec) -> tuple[str, ...]:
@@ -52,14 +58,16 @@ class LakeIOManager(dg.ConfigurableIOManager):
             return
         lake = self.lake
         table = self._table(context.asset_key)
+        definition = context.definition_metadata or {}
+        documented = _declared_schema(definition)
         if not context.has_asset_partitions:
             self._write(lake, obj, table.path)
             context.add_output_metadata(
-                output_metadata(table.parquet_files(), table.path, partitions_written=None)
+                output_metadata(table.parquet_files(), table.path, None, documented)
             )
             return
 
-        spec = partition_spec(context.asset_partitions_def, context.definition_metadata or {})
+        spec = partition_spec(context.asset_partitions_def, definition)
         keys = list(context.asset_partition_keys)
         pieces = (
             self._split_range(context, obj, spec, keys)
@@ -73,7 +81,9 @@ class LakeIOManager(dg.ConfigurableIOManager):
             written_folders.append(folder)
         files = [f for folder in written_folders for f in table.parquet_files(folder)]
         target = written_folders[0] if len(written_folders) == 1 else table.path
-        context.add_output_metadata(output_metadata(files, target, len(written_folders)))
+        context.add_output_metadata(
+            output_metadata(files, target, len(written_folders), documented)
+        )
 
     def _split_range(
         self, context: dg.OutputContext, obj: Any, spec: PartitionSpec, keys: list[str]

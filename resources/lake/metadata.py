@@ -21,12 +21,19 @@ def parquet_rows(files: Sequence[UPath]) -> int:
     return total
 
 
-def table_schema(file: UPath) -> dg.TableSchema:
+def table_schema(file: UPath, documented: dg.TableSchema | None = None) -> dg.TableSchema:
+    """Columns and types as written, with descriptions from the asset's declared schema."""
     with file.open("rb") as handle:
         schema = pq.ParquetFile(handle).schema_arrow
+    declared = {c.name: c for c in documented.columns} if documented else {}
     return dg.TableSchema(
         columns=[
-            dg.TableColumn(name=field.name, type=str(field.type), constraints=None)
+            dg.TableColumn(
+                name=field.name,
+                type=str(field.type),
+                description=declared[field.name].description if field.name in declared else None,
+                constraints=declared[field.name].constraints if field.name in declared else None,
+            )
             for field in schema
         ]
     )
@@ -50,7 +57,12 @@ def _cell(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def output_metadata(files: Sequence[UPath], path: UPath, partitions_written: int | None) -> dict:
+def output_metadata(
+    files: Sequence[UPath],
+    path: UPath,
+    partitions_written: int | None,
+    documented: dg.TableSchema | None = None,
+) -> dict:
     rows = parquet_rows(files)
     metadata: dict = {
         "dagster/row_count": dg.MetadataValue.int(rows),
@@ -59,7 +71,9 @@ def output_metadata(files: Sequence[UPath], path: UPath, partitions_written: int
         "files": dg.MetadataValue.int(len(files)),
     }
     if files:
-        metadata["dagster/column_schema"] = dg.MetadataValue.table_schema(table_schema(files[0]))
+        metadata["dagster/column_schema"] = dg.MetadataValue.table_schema(
+            table_schema(files[0], documented)
+        )
         if rows:
             metadata["preview"] = dg.MetadataValue.md(markdown_preview(files[0]))
     if partitions_written is not None:

@@ -187,3 +187,27 @@ def test_unsupported_output_type_names_the_type(tmp_path):
 
     with pytest.raises(TypeError, match=r"builtins\.dict"):
         _materialize([wrong], tmp_path)
+
+
+def test_declared_column_descriptions_are_merged_with_written_types(tmp_path):
+    declared = dg.TableSchema(
+        columns=[
+            dg.TableColumn("subject", "string", description="who"),
+            dg.TableColumn("count", "int", description="how many"),
+        ]
+    )
+
+    @dg.asset(metadata={"dagster/column_schema": declared})
+    def documented() -> pl.DataFrame:
+        return FRAME
+
+    result = _materialize([documented], tmp_path)
+    schema = (
+        result.asset_materializations_for_node("documented")[0]
+        .metadata["dagster/column_schema"]
+        .schema
+    )
+    described = {c.name: (c.type, c.description) for c in schema.columns}
+    assert described["subject"] == ("large_string", "who")
+    assert described["count"] == ("int64", "how many")
+    assert described["day"] == ("date32[day]", None)  # written but undocumented: still listed

@@ -1,4 +1,5 @@
-"""Asset-check helpers shared by every domain: pandera (polars) schemas as check results."""
+"""pandera (polars) schemas as the one description of a table: its documented columns in the
+Dagster catalog, and its asset check."""
 
 from __future__ import annotations
 
@@ -39,4 +40,22 @@ def pandera_check(
         asset_key=asset_key,
         passed=True,
         metadata={"schema": schema.__name__},
+    )
+
+
+def column_schema(schema: type[pa.DataFrameModel]) -> dg.TableSchema:
+    """The documented columns of a pandera model, for ``dagster/column_schema`` metadata."""
+    pandera_schema = schema.to_schema()
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=name,
+                type=str(column.dtype),
+                description=column.description,
+                constraints=dg.TableColumnConstraints(
+                    nullable=column.nullable, unique=column.unique
+                ),
+            )
+            for name, column in pandera_schema.columns.items()
+        ]
     )
