@@ -22,7 +22,7 @@ def test_every_asset_has_description_group_owner_and_kinds(hdh_home):
         assert node.group_name not in (None, "default"), key
         assert spec.owners, key
         assert spec.kinds, key
-        columns = spec.metadata["dagster/column_schema"].schema.columns
+        columns = spec.metadata["dagster/column_schema"].columns
         assert columns and all(c.description for c in columns), key
     assert {graph.get(k).group_name for k in keys} >= {"imaging", "clinical", "claims"}
 
