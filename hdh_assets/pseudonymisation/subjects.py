@@ -49,6 +49,15 @@ class Pseudonymiser:
         digest = self._digest("provider", f"{provider}\x1f{local_identifier.strip()}")
         return digest.hex()[:PSEUDONYM_HEX_LENGTH]
 
+    def remap_uid(self, uid: str) -> str:
+        """A keyed, deterministic replacement UID (``2.25.<integer>``, at most 44 characters).
+
+        The same original UID always gives the same new one, in every file and every run, so
+        references between instances (SEG, RTSTRUCT, SR) still resolve after remapping.
+        """
+        digest = self._digest("uid", uid.strip().rstrip("\x00"))
+        return f"2.25.{int.from_bytes(digest[:16], 'big')}"
+
     def date_offset_days(self, pseudonym: str) -> int:
         """A per-subject shift in [-max, -1] or [1, max] days, never zero."""
         span = self.max_date_shift_days

@@ -1,0 +1,269 @@
+"""PS3.15 Annex E de-identification of a DICOM dataset, with keyed pseudonyms.
+
+The subject becomes its platform pseudonym (the same as in clinical and claims data), every UID of
+Table E.1-1 is remapped with the key (inside sequences too, so references still resolve), dates
+move by the subject's offset when the longitudinal option is on, private attributes go, and the
+dataset records what was done (PatientIdentityRemoved, DeidentificationMethodCodeSequence).
+The input dataset is never modified.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+
+from hdh_assets.pseudonymisation.annex_e import SUPPORTED_OPTIONS, Option, rule_for
+from hdh_assets.pseudonymisation.identifiers import INS_NIR_OID, InvalidNationalIdentifier
+from hdh_assets.pseudonymisation.subjects import Pseudonymiser
+
+# Our implementation's identity in File Meta (a fixed UUID-derived UID, PS3.5 B.2).
+IMPLEMENTATION_CLASS_UID = "2.25.205739622386335546219519358932066396785"
+IMPLEMENTATION_VERSION_NAME = "HDH_PLATFORM_01"
+DEIDENTIFICATION_METHOD = "HDH platform: PS3.15 Annex E, keyed pseudonyms"
+NATIONAL_ISSUERS = ("INS-NIR", "INS", INS_NIR_OID, f"urn:oid:{INS_NIR_OID}")
+DEFAULT_OPTIONS = (
+    Option.RETAIN_LONGITUDINAL_MODIFIED_DATES,
+    Option.RETAIN_PATIENT_CHARACTERISTICS,
+)
+# When a combined action depends on the attribute's type in its IOD, take the branch that is valid
+# for every type: a dummy (D) or empty (Z) value never breaks a Type 1 or 2 requirement.
+_COMBINED = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "U*"}
+_DATE_VRS = {"DA", "DT", "TM"}
+_TEXT_DUMMY = "ANONYMIZED"
+_DUMMY_BY_VR = {
+    "DA": "19000101",
+    "DT": "19000101000000",
+    "TM": "000000",
+    "AS": "000Y",
+    "CS": "ANONYMIZED",
+    "IS": "0",
+    "DS": "0",
+    "US": 0,
+    "SS": 0,
+    "UL": 0,
+    "SL": 0,
+    "UV": 0,
+    "SV": 0,
+    "FL": 0.0,
+    "FD": 0.0,
+}
+_MAX_LENGTH = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "PN": 64}
+
+
+@dataclass(frozen=True)
+class SubjectRule:
+    """How a provider identifies patients in DICOM: which issuers mean the national identifier."""
+
+    provider: str = "default"
+    national_issuers: tuple[str, ...] = NATIONAL_ISSUERS
+
+
+@dataclass(frozen=True)
+class DicomProfile:
+    options: tuple[Option, ...] = DEFAULT_OPTIONS
+    subject_rule: SubjectRule = field(default_factory=SubjectRule)
+
+    def __post_init__(self) -> None:
+        unsupported = set(self.options) - set(SUPPORTED_OPTIONS)
+        if unsupported:
+            raise ValueError(
+                f"unsupported profile options: {sorted(o.meaning for o in unsupported)}"
+            )
+
+    @property
+    def shifts_dates(self) -> bool:
+        return Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in self.options
+
+
+@dataclass(frozen=True)
+class Subject:
+    pseudonym: str
+    kind: str  # "national" or "provider"
+
+
+def _issuers(ds: Dataset) -> set[str]:
+    found = {str(ds.get("IssuerOfPatientID", "") or "").strip()}
+    for item in ds.get("IssuerOfPatientIDQualifiersSequence", []) or []:
+        found.add(str(item.get("UniversalEntityID", "") or "").strip())
+    return {i for i in found if i}
+
+
+def subject_of(ds: Dataset, pseudonymiser: Pseudonymiser, rule: SubjectRule) -> Subject:
+    """The subject pseudonym: national when the issuer says NIR and the NIR is valid."""
+    patient_id = str(ds.get("PatientID", "") or "").strip()
+    if patient_id and _issuers(ds) & set(rule.national_issuers):
+        try:
+            return Subject(pseudonymiser.subject_pseudonym(patient_id), "national")
+        except InvalidNationalIdentifier:
+            pass  # a wrong NIR still names someone: fall back to a provider-scoped pseudonym
+    local = patient_id or "(no patient id)"
+    return Subject(pseudonymiser.provider_scoped_pseudonym(rule.provider, local), "provider")
+
+
+@dataclass
+class DeidentificationReport:
+    removed: int = 0
+    emptied: int = 0
+    replaced: int = 0
+    uids_remapped: int = 0
+    dates_shifted: int = 0
+    private_removed: int = 0
+    unreadable_removed: int = 0
+
+
+class DicomPseudonymiser:
+    """Applies one profile with one key; safe to share across threads and processes."""
+
+    def __init__(self, pseudonymiser: Pseudonymiser, profile: DicomProfile | None = None):
+        self.pseudonymiser = pseudonymiser
+        self.profile = profile or DicomProfile()
+
+    def apply(self, ds: Dataset) -> tuple[Dataset, Subject, DeidentificationReport]:
+        subject = subject_of(ds, self.pseudonymiser, self.profile.subject_rule)
+        offset = self.pseudonymiser.date_offset_days(subject.pseudonym)
+        report = DeidentificationReport()
+        out = self._clean(ds, offset, report)
+        self._mark(out, subject)
+        out.file_meta = self._file_meta(ds, out)
+        out.preamble = b"\0" * 128
+        return out, subject, report
+
+    # -- the walk ---------------------------------------------------------------------------
+    def _clean(self, ds: Dataset, offset: int, report: DeidentificationReport) -> Dataset:
+        out = Dataset()
+        for tag in list(ds.keys()):
+            if tag.group == 0x0002:
+                continue
+            if tag.is_private:
+                report.private_removed += 1
+                continue
+            try:
+                elem = ds[tag]
+            except Exception:  # an element pydicom cannot parse cannot be checked: drop it
+                report.unreadable_removed += 1
+                continue
+            if not _well_formed(elem):
+                report.unreadable_removed += 1
+                continue
+            rule = rule_for(int(tag))
+            action = rule.action(self.profile.options) if rule else "K"
+            action = _COMBINED.get(action, action)
+            new = self._act(elem, action, offset, report)
+            if new is not None:
+                out.add(new)
+        return out
+
+    def _act(
+        self, elem: DataElement, action: str, offset: int, report: DeidentificationReport
+    ) -> DataElement | None:
+        vr = elem.VR
+        if action == "X":
+            report.removed += 1
+            return None
+        if vr == "SQ":
+            if action == "Z":
+                report.emptied += 1
+                return DataElement(elem.tag, "SQ", Sequence())
+            # K, D, C, U, U*: keep the structure, clean every item with the same rules
+            items = [self._clean(item, offset, report) for item in elem.value or []]
+            return DataElement(elem.tag, "SQ", Sequence(items))
+        if action == "K":
+            return DataElement(elem.tag, vr, elem.value)
+        if action == "Z":
+            report.emptied += 1
+            return DataElement(elem.tag, vr, None)
+        if action in ("U", "U*"):
+            report.uids_remapped += 1
+            return DataElement(elem.tag, vr, self._remap(elem.value))
+        if action == "C" and self.profile.shifts_dates and (vr in _DATE_VRS or vr in ("SH", "OB")):
+            report.dates_shifted += 1
+            return DataElement(elem.tag, vr, _shift(elem.value, vr, offset))
+        report.replaced += 1  # D, and C where we have no cleaner: a dummy is always safe
+        return DataElement(elem.tag, vr, _dummy(vr, elem.value))
+
+    def _remap(self, value):
+        if value is None or value == "":
+            return value
+        if isinstance(value, str):
+            return self.pseudonymiser.remap_uid(value)
+        return [self.pseudonymiser.remap_uid(str(v)) for v in value]
+
+    def _mark(self, out: Dataset, subject: Subject) -> None:
+        out.PatientID = subject.pseudonym
+        out.PatientName = subject.pseudonym
+        out.PatientIdentityRemoved = "YES"
+        out.DeidentificationMethod = DEIDENTIFICATION_METHOD
+        codes = [Option.BASIC, *self.profile.options]
+        out.DeidentificationMethodCodeSequence = Sequence([_code(o) for o in codes])
+        out.LongitudinalTemporalInformationModified = (
+            "MODIFIED" if self.profile.shifts_dates else "REMOVED"
+        )
+
+    @staticmethod
+    def _file_meta(original: Dataset, out: Dataset) -> FileMetaDataset:
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = out.get("SOPClassUID", "")
+        meta.MediaStorageSOPInstanceUID = out.get("SOPInstanceUID", "")
+        old = getattr(original, "file_meta", None)
+        syntax = old.get("TransferSyntaxUID") if old is not None else None
+        if syntax is None:  # a dataset without File Meta was read as implicit VR little endian
+            syntax = "1.2.840.10008.1.2"
+        meta.TransferSyntaxUID = syntax
+        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+        meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+        return meta
+
+
+def _well_formed(elem: DataElement) -> bool:
+    """Numbers in text VRs that pydicom could not parse stay plain str: they would not re-read."""
+    if elem.VR in ("IS", "DS") and elem.value not in (None, ""):
+        values = elem.value if type(elem.value).__name__ == "MultiValue" else [elem.value]
+        return not any(isinstance(v, str) and type(v) is str for v in values)
+    return True
+
+
+def _code(option: Option) -> Dataset:
+    item = Dataset()
+    item.CodeValue = option.value
+    item.CodingSchemeDesignator = "DCM"
+    item.CodeMeaning = option.meaning
+    return item
+
+
+def _dummy(vr: str, value):
+    if vr in _DUMMY_BY_VR:
+        dummy = _DUMMY_BY_VR[vr]
+    elif vr in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
+        dummy = b""
+    elif vr == "UI":
+        dummy = ""
+    else:
+        dummy = _TEXT_DUMMY[: _MAX_LENGTH.get(vr, 64)]
+    multiple = isinstance(value, list | tuple) or type(value).__name__ == "MultiValue"
+    return [dummy] * len(value) if multiple and len(value) > 1 else dummy
+
+
+def _shift_date_text(text: str, offset: int) -> str:
+    try:
+        day = dt.datetime.strptime(text[:8], "%Y%m%d").date()
+    except ValueError:
+        return _DUMMY_BY_VR["DA"] + text[8:] if len(text) > 8 else _DUMMY_BY_VR["DA"]
+    return (day + dt.timedelta(days=offset)).strftime("%Y%m%d") + text[8:]
+
+
+def _shift(value, vr: str, offset: int):
+    """Shift DA and DT by whole days; times of day and time zones stay as they are."""
+    if value in (None, "", b""):
+        return value
+    if vr not in ("DA", "DT"):
+        return value
+    if isinstance(value, str):
+        return _shift_date_text(value, offset)
+    if isinstance(value, Iterable):
+        return [_shift_date_text(str(v), offset) for v in value]
+    return _shift_date_text(str(value), offset)
