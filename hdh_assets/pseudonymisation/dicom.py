@@ -34,6 +34,12 @@ DEFAULT_OPTIONS = (
 # for every type: a dummy (D) or empty (Z) value never breaks a Type 1 or 2 requirement.
 _COMBINED = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "U*"}
 _DATE_VRS = {"DA", "DT", "TM"}
+_SYNTAX_BY_ENCODING = {
+    (True, True): "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    (False, True): "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    (False, False): "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still read)
+    (True, False): "1.2.840.10008.1.2.2",
+}
 _TEXT_DUMMY = "ANONYMIZED"
 _DUMMY_BY_VR = {
     "DA": "19000101",
@@ -211,8 +217,9 @@ class DicomPseudonymiser:
         meta.MediaStorageSOPInstanceUID = out.get("SOPInstanceUID", "")
         old = getattr(original, "file_meta", None)
         syntax = old.get("TransferSyntaxUID") if old is not None else None
-        if syntax is None:  # a dataset without File Meta was read as implicit VR little endian
-            syntax = "1.2.840.10008.1.2"
+        if syntax is None:  # no File Meta: keep the encoding the dataset was read with
+            implicit, little = getattr(original, "original_encoding", (True, True))
+            syntax = _SYNTAX_BY_ENCODING[(bool(implicit), bool(little))]
         meta.TransferSyntaxUID = syntax
         meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
         meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME

@@ -1,0 +1,266 @@
+"""Ingest one landed DICOM batch: classify, pseudonymise, store, index, quarantine. No Dagster here.
+
+Every landed file (archive members included) ends in exactly one state: ``ingested``,
+``duplicate`` (same SOP Instance UID and same content as a file already taken) or ``quarantined``
+(with a reason code and a message). Workers write pseudonymised files to a staging folder; the
+parent decides duplicates and conflicts, then renames the chosen files into
+``store/dicom/<study>/<series>/<sop>.dcm``. Output is a deterministic function of input and key,
+so a rerun after a crash rewrites the same bytes and adds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+import pydicom
+
+from hdh_assets.imaging.archives import LandedFile, landed_files
+from hdh_assets.imaging.classify import Reason, classify_bytes
+from hdh_assets.imaging.index import INDEX_SCHEMA, index_row
+from hdh_assets.pseudonymisation.dicom import DicomProfile, DicomPseudonymiser
+from hdh_assets.pseudonymisation.subjects import Pseudonymiser
+
+INGESTED, DUPLICATE, QUARANTINED = "ingested", "duplicate", "quarantined"
+QUARANTINE_SCHEMA = {"file_sha256": pl.String, "reason": pl.String, "message": pl.String}
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    key: bytes
+    store_root: Path  # HDH_HOME/store/dicom
+    quarantine_root: Path  # HDH_HOME/quarantine/dicom
+    profile: DicomProfile = field(default_factory=DicomProfile)
+    max_date_shift_days: int = 365
+    workers: int = 0  # 0: one per core
+
+
+@dataclass
+class FileOutcome:
+    name: str  # the landed name: for quarantine notes only, never for the lake
+    source_sha256: str
+    state: str
+    reason: str | None = None
+    message: str = ""
+    row: dict | None = None
+    staged: str | None = None
+
+    @property
+    def sop_instance_uid(self) -> str | None:
+        return self.row["sop_instance_uid"] if self.row else None
+
+
+@dataclass
+class BatchResult:
+    batch: str
+    outcomes: list[FileOutcome]
+
+    def count(self, state: str) -> int:
+        return sum(o.state == state for o in self.outcomes)
+
+    @property
+    def quarantined_by_reason(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for outcome in self.outcomes:
+            if outcome.state == QUARANTINED:
+                counts[outcome.reason] = counts.get(outcome.reason, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def summary(self) -> dict:
+        return {
+            "batch": self.batch,
+            "landed": len(self.outcomes),
+            "ingested": self.count(INGESTED),
+            "duplicates": self.count(DUPLICATE),
+            "quarantined": self.count(QUARANTINED),
+            "quarantined_by_reason": self.quarantined_by_reason,
+        }
+
+    def index(self) -> pl.DataFrame:
+        rows = [o.row for o in self.outcomes if o.state == INGESTED]
+        return (
+            pl.DataFrame(rows, schema=INDEX_SCHEMA, orient="row")
+            if rows
+            else pl.DataFrame(schema=INDEX_SCHEMA)
+        )
+
+    def quarantine(self) -> pl.DataFrame:
+        rows = [
+            {"file_sha256": o.source_sha256, "reason": o.reason, "message": o.message}
+            for o in self.outcomes
+            if o.state == QUARANTINED
+        ]
+        return pl.DataFrame(rows, schema=QUARANTINE_SCHEMA)
+
+
+# -- worker side ---------------------------------------------------------------------------------
+_ENGINE: DicomPseudonymiser | None = None
+
+
+def _engine(settings: IngestSettings) -> DicomPseudonymiser:
+    global _ENGINE
+    if _ENGINE is None:
+        _ENGINE = DicomPseudonymiser(
+            Pseudonymiser(settings.key, settings.max_date_shift_days), settings.profile
+        )
+    return _ENGINE
+
+
+def store_relative_path(row: dict) -> str:
+    return f"{row['study_instance_uid']}/{row['series_instance_uid']}/{row['sop_instance_uid']}.dcm"
+
+
+def process_file(landed: LandedFile, settings: IngestSettings, staging: Path) -> FileOutcome:
+    """Classify and pseudonymise one file; write the result to ``staging``. Never raises."""
+    try:
+        data = landed.read()
+    except Exception as error:
+        reason = (
+            Reason.BAD_ARCHIVE if landed.member is not None or landed.error else Reason.UNREADABLE
+        )
+        message = landed.error or f"the file cannot be read ({type(error).__name__})"
+        return FileOutcome(landed.name, "", QUARANTINED, reason, message)
+    source_sha = hashlib.sha256(data).hexdigest()
+    classified = classify_bytes(data)
+    if not classified.ok:
+        return FileOutcome(
+            landed.name, source_sha, QUARANTINED, classified.reason, classified.message
+        )
+    try:
+        out, subject, _ = _engine(settings).apply(classified.dataset)
+        buffer = io.BytesIO()
+        out.save_as(buffer, enforce_file_format=True)
+        written = buffer.getvalue()
+        pydicom.dcmread(io.BytesIO(written))  # every output must read back
+    except Exception as error:
+        return FileOutcome(
+            landed.name,
+            source_sha,
+            QUARANTINED,
+            Reason.PSEUDONYMISATION_FAILED,
+            f"de-identification or writing failed ({type(error).__name__})",
+        )
+    out_sha = hashlib.sha256(written).hexdigest()
+    staged = staging / f"{out_sha}.dcm"
+    staged.write_bytes(written)
+    row = index_row(out, subject.kind, len(written), out_sha, "")
+    row["store_path"] = store_relative_path(row)
+    return FileOutcome(landed.name, source_sha, INGESTED, row=row, staged=str(staged))
+
+
+def _process_many(args: tuple[list[LandedFile], IngestSettings, Path]) -> list[FileOutcome]:
+    files, settings, staging = args
+    return [process_file(f, settings, staging) for f in files]
+
+
+# -- parent side ---------------------------------------------------------------------------------
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _run_workers(
+    files: list[LandedFile],
+    settings: IngestSettings,
+    staging: Path,
+    progress: Callable[[int], None],
+) -> list[FileOutcome]:
+    workers = settings.workers or os.cpu_count() or 1
+    if workers == 1 or len(files) < 64:
+        outcomes = []
+        for landed in files:
+            outcomes.append(process_file(landed, settings, staging))
+            progress(1)
+        return outcomes
+    chunk = max(16, len(files) // (workers * 8))
+    # spawn: the Dagster run process holds threads, which fork would copy half-way
+    context = multiprocessing.get_context("spawn")
+    outcomes: list[FileOutcome] = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        for result in pool.map(
+            _process_many, [(c, settings, staging) for c in _chunks(files, chunk)]
+        ):
+            outcomes.extend(result)
+            progress(len(result))
+    return outcomes
+
+
+def _quarantine_original(
+    landed_name: str, outcome: FileOutcome, data: bytes | None, folder: Path
+) -> None:
+    """Keep the original and a note, for operators, outside the lake (named by content hash)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = outcome.source_sha256 or hashlib.sha256(landed_name.encode()).hexdigest()
+    if data is not None:
+        target = folder / f"{stem}.bin"
+        if not target.exists():
+            partial = folder / f".{stem}.partial"
+            partial.write_bytes(data)
+            partial.replace(target)
+    note = {"landed_name": landed_name, "reason": outcome.reason, "message": outcome.message}
+    (folder / f"{stem}.json").write_text(json.dumps(note, ensure_ascii=False, indent=1))
+
+
+def ingest_batch(
+    batch: str,
+    folder: Path,
+    settings: IngestSettings,
+    taken_elsewhere: dict[str, str] | None = None,
+    progress: Callable[[int], None] = lambda n: None,
+) -> BatchResult:
+    """Ingest ``folder`` as batch ``batch``.
+
+    ``taken_elsewhere`` maps pseudonymised SOP Instance UIDs already ingested by other batches to
+    the sha256 of their stored file, so that a re-delivery counts as duplicates.
+    """
+    taken_elsewhere = taken_elsewhere or {}
+    files = list(landed_files(folder))
+    staging = settings.store_root / ".staging" / f"{batch}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        outcomes = _run_workers(files, settings, staging, progress)
+        by_name = {f.name: f for f in files}
+        seen: dict[str, str] = {}
+        for outcome in sorted(outcomes, key=lambda o: o.name):
+            if outcome.state != INGESTED:
+                continue
+            sop = outcome.sop_instance_uid
+            out_sha = outcome.row["sha256"]
+            earlier = seen.get(sop) or taken_elsewhere.get(sop)
+            if earlier is not None:
+                if earlier == out_sha:
+                    outcome.state = DUPLICATE
+                else:
+                    outcome.state, outcome.reason = QUARANTINED, Reason.UID_CONFLICT
+                    outcome.message = "same SOP Instance UID as another file, different content"
+                continue
+            seen[sop] = out_sha
+            target = settings.store_root / outcome.row["store_path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(outcome.staged, target)
+        for outcome in outcomes:
+            if outcome.state == QUARANTINED:
+                landed = by_name[outcome.name]
+                try:
+                    data = landed.read()
+                except Exception:
+                    data = None
+                _quarantine_original(outcome.name, outcome, data, settings.quarantine_root / batch)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    outcomes.sort(key=lambda o: o.name)
+    return BatchResult(batch, outcomes)
+
+
+def outcome_json(outcome: FileOutcome) -> dict:
+    return {k: v for k, v in asdict(outcome).items() if k not in ("row", "staged")}
