@@ -12,6 +12,7 @@ from hdh_assets.imaging import assets as imaging
 from hdh_assets.landing.partitions import LANDING_SOURCES
 from jobs.ingestion import landing_job
 from resources.home import HdhHome
+from resources.imaging import DicomIngestionResource
 from resources.lake import LakeIOManager
 from resources.platform import HomeResource
 from resources.pseudonymisation import PseudonymisationKeyResource
@@ -35,6 +36,7 @@ def build_resources(home: HdhHome | None = None) -> dict:
             require_configured_key=_env_flag("HDH_REQUIRE_KEY")
         ),
         "pyspark": spark_resource(),
+        "dicom_ingestion": DicomIngestionResource.from_env(),
     }
 
 

@@ -7,9 +7,15 @@ import dagster as dg
 import pandera.polars as pa
 import polars as pl
 
+Schema = type[pa.DataFrameModel] | pa.DataFrameSchema
+
+
+def _name(schema: Schema) -> str:
+    return getattr(schema, "name", None) or getattr(schema, "__name__", "schema")
+
 
 def pandera_check(
-    schema: type[pa.DataFrameModel],
+    schema: Schema,
     frame: pl.DataFrame | pl.LazyFrame,
     check_name: str,
     asset_key: dg.AssetKey | None = None,
@@ -32,20 +38,20 @@ def pandera_check(
                 "failing_checks": dg.MetadataValue.json(
                     [{"column": c, "check": k, "rows": n} for c, k, n in summary.iter_rows()]
                 ),
-                "schema": schema.__name__,
+                "schema": _name(schema),
             },
         )
     return dg.AssetCheckResult(
         check_name=check_name,
         asset_key=asset_key,
         passed=True,
-        metadata={"schema": schema.__name__},
+        metadata={"schema": _name(schema)},
     )
 
 
-def column_schema(schema: type[pa.DataFrameModel]) -> dg.TableSchema:
-    """The documented columns of a pandera model, for ``dagster/column_schema`` metadata."""
-    pandera_schema = schema.to_schema()
+def column_schema(schema: Schema) -> dg.TableSchema:
+    """The documented columns of a pandera schema, for ``dagster/column_schema`` metadata."""
+    pandera_schema = schema if isinstance(schema, pa.DataFrameSchema) else schema.to_schema()
     return dg.TableSchema(
         columns=[
             dg.TableColumn(
@@ -57,5 +63,14 @@ def column_schema(schema: type[pa.DataFrameModel]) -> dg.TableSchema:
                 ),
             )
             for name, column in pandera_schema.columns.items()
+        ]
+    )
+
+
+def documented_columns(columns: dict[str, tuple[str, str]]) -> dg.TableSchema:
+    """``{name: (type, description)}`` as a table schema, for tables without a pandera model."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name, type_, description=text) for name, (type_, text) in columns.items()
         ]
     )

@@ -12,7 +12,7 @@ import dagster as dg
 
 from hdh_assets.claims.events import landed_date_range, months_touched
 from hdh_assets.landing.batches import ready_batches
-from hdh_assets.landing.partitions import BATCH_PARTITIONS, LANDING_GROUPS, LANDING_SOURCES
+from hdh_assets.landing.partitions import BATCH_PARTITIONS, LANDING_SOURCES
 from hdh_cli.runs import RunOutcome, materialize_selection
 from hdh_cli.status import PlatformStatus, collect_status
 from resources.home import HdhHome
@@ -50,6 +50,13 @@ def register_batches(instance: dg.DagsterInstance, home: HdhHome, source: str) -
     return names
 
 
+def _batch_selection(source: str) -> str:
+    from hdh_assets.definitions import ALL_ASSETS
+
+    keys = [k for a in ALL_ASSETS if a.partitions_def == BATCH_PARTITIONS[source] for k in a.keys]
+    return " or ".join(f'key:"{k.to_user_string()}"' for k in keys)
+
+
 def run_demo(
     home: HdhHome,
     instance: dg.DagsterInstance,
@@ -68,7 +75,9 @@ def run_demo(
 
     for source in LANDING_SOURCES:
         for batch in register_batches(instance, home, source):
-            run(f'key:"{LANDING_GROUPS[source]}/landed_files"', partition=batch)
+            # everything this source's batch feeds: what its landing sensor's job runs
+            run(_batch_selection(source), partition=batch)
+    run('key:"imaging/dicom_series" or key:"imaging/dicom_studies"')
 
     claims_files = [
         f

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import warnings
@@ -59,6 +60,8 @@ def cli() -> None:
     """Health-data hub platform. Data lives under HDH_HOME (default ./.hdh)."""
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    warnings.filterwarnings("ignore", module="pydicom")  # malformed input is reported, not warned
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 
 def sample_options(function):

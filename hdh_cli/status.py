@@ -49,7 +49,10 @@ class PlatformStatus:
 
 
 def count_files(folder) -> int:
-    return sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
+    """Quarantined originals (the operators' ``.json`` notes beside them are not counted)."""
+    if not folder.exists():
+        return 0
+    return sum(1 for p in folder.rglob("*") if p.is_file() and p.suffix != ".json")
 
 
 def _check_outcome(record) -> str:

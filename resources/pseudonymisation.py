@@ -46,6 +46,10 @@ class PseudonymisationKeyResource(dg.ConfigurableResource):
     def _configured_secret(self) -> str | None:
         return self.secret_key or os.environ.get(self.secret_key_env) or None
 
+    def key_bytes(self) -> bytes:
+        """The raw key, for worker processes that build their own pseudonymiser."""
+        return self._key_bytes()
+
     def _key_bytes(self) -> bytes:
         secret = self._configured_secret()
         if secret:

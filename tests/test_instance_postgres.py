@@ -66,7 +66,7 @@ def test_demo_runs_with_run_and_event_storage_in_postgres(tmp_path, scratch_data
         (check_rows,) = cursor.fetchone()
     assert run_ids <= set(runs)
     assert {runs[r] for r in run_ids} == {"SUCCESS"}
-    assert materialised == {"landed_files", "events"}
+    assert {"landed_files", "events", "dicom_instances", "dicom_series"} <= materialised
     assert check_rows >= 4
 
     # `hdh status` reads the same PostgreSQL instance back.

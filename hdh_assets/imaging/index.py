@@ -4,45 +4,94 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pandera.polars as pa
 import polars as pl
 from pydicom.dataset import Dataset
 
-INDEX_SCHEMA = {
-    "sop_instance_uid": pl.String,
-    "series_instance_uid": pl.String,
-    "study_instance_uid": pl.String,
-    "subject_pseudonym": pl.String,
-    "subject_kind": pl.String,
-    "sop_class_uid": pl.String,
-    "modality": pl.String,
-    "transfer_syntax_uid": pl.String,
-    "study_date": pl.Date,
-    "series_date": pl.Date,
-    "content_date": pl.Date,
-    "study_time": pl.String,
-    "series_number": pl.Int32,
-    "instance_number": pl.Int32,
-    "body_part_examined": pl.String,
-    "patient_sex": pl.String,
-    "patient_age": pl.String,
-    "rows": pl.Int32,
-    "columns": pl.Int32,
-    "number_of_frames": pl.Int32,
-    "samples_per_pixel": pl.Int32,
-    "bits_allocated": pl.Int32,
-    "photometric_interpretation": pl.String,
-    "pixel_spacing": pl.List(pl.Float64),
-    "slice_thickness": pl.Float64,
-    "image_position_patient": pl.List(pl.Float64),
-    "image_orientation_patient": pl.List(pl.Float64),
-    "window_center": pl.Float64,
-    "window_width": pl.Float64,
-    "rescale_intercept": pl.Float64,
-    "rescale_slope": pl.Float64,
-    "file_bytes": pl.Int64,
-    "sha256": pl.String,
-    "store_path": pl.String,
-}
+_UID = r"^[0-9]+(\.[0-9]+)*$"
+_PSEUDONYM = r"^[0-9a-f]{32}$"
+
+
+def _col(dtype, description: str, nullable: bool = True, checks=None) -> pa.Column:
+    return pa.Column(dtype, nullable=nullable, checks=checks, description=description)
+
+
+# The published shape of imaging/dicom_instances: enough for QIDO-RS and WADO-RS later.
+INDEX = pa.DataFrameSchema(
+    {
+        "sop_instance_uid": _col(
+            pl.String,
+            "pseudonymised SOP Instance UID (2.25.<keyed hash>)",
+            False,
+            [pa.Check.str_matches(_UID)],
+        ),
+        "series_instance_uid": _col(
+            pl.String, "pseudonymised Series Instance UID", False, [pa.Check.str_matches(_UID)]
+        ),
+        "study_instance_uid": _col(
+            pl.String, "pseudonymised Study Instance UID", False, [pa.Check.str_matches(_UID)]
+        ),
+        "subject_pseudonym": _col(
+            pl.String,
+            "keyed pseudonym of the patient (shared with clinical and claims data)",
+            False,
+            [pa.Check.str_matches(_PSEUDONYM)],
+        ),
+        "subject_kind": _col(
+            pl.String,
+            "national (from the NIR) or provider (provider-scoped)",
+            False,
+            [pa.Check.isin(["national", "provider"])],
+        ),
+        "sop_class_uid": _col(
+            pl.String,
+            "SOP Class UID (kind of object: CT image, SEG, RT Structure Set, SR, ...)",
+            False,
+        ),
+        "modality": _col(pl.String, "modality (CT, MR, SEG, RTSTRUCT, SR, ...)"),
+        "transfer_syntax_uid": _col(
+            pl.String, "transfer syntax of the stored file (as delivered)", False
+        ),
+        "study_date": _col(pl.Date, "study date, shifted by the subject's offset"),
+        "series_date": _col(pl.Date, "series date, shifted by the subject's offset"),
+        "content_date": _col(pl.Date, "content date, shifted by the subject's offset"),
+        "study_time": _col(pl.String, "study time of day (kept: times are not shifted)"),
+        "series_number": _col(pl.Int32, "series number within the study"),
+        "instance_number": _col(pl.Int32, "instance number within the series"),
+        "body_part_examined": _col(pl.String, "body part examined"),
+        "patient_sex": _col(
+            pl.String, "patient sex, when the patient-characteristics option is on"
+        ),
+        "patient_age": _col(pl.String, "patient age at the study (DICOM AS), with the same option"),
+        "rows": _col(pl.Int32, "image rows"),
+        "columns": _col(pl.Int32, "image columns"),
+        "number_of_frames": _col(pl.Int32, "frames in the instance (1 for single-frame images)"),
+        "samples_per_pixel": _col(pl.Int32, "samples per pixel (1 grey, 3 colour)"),
+        "bits_allocated": _col(pl.Int32, "bits allocated per sample"),
+        "photometric_interpretation": _col(pl.String, "photometric interpretation"),
+        "pixel_spacing": _col(pl.List(pl.Float64), "row and column spacing in mm"),
+        "slice_thickness": _col(pl.Float64, "slice thickness in mm"),
+        "image_position_patient": _col(pl.List(pl.Float64), "x, y, z of the first voxel, in mm"),
+        "image_orientation_patient": _col(pl.List(pl.Float64), "row and column direction cosines"),
+        "window_center": _col(pl.Float64, "first window centre"),
+        "window_width": _col(pl.Float64, "first window width"),
+        "rescale_intercept": _col(pl.Float64, "rescale intercept (HU for CT)"),
+        "rescale_slope": _col(pl.Float64, "rescale slope"),
+        "file_bytes": _col(pl.Int64, "size of the stored file", False, [pa.Check.gt(0)]),
+        "sha256": _col(
+            pl.String,
+            "SHA-256 of the stored (pseudonymised) file",
+            False,
+            [pa.Check.str_length(64, 64)],
+        ),
+        "store_path": _col(
+            pl.String, "path under HDH_HOME/store/dicom: <study>/<series>/<sop>.dcm", False
+        ),
+    },
+    strict=True,
+    name="DicomInstances",
+)
+INDEX_SCHEMA = {name: column.dtype.type for name, column in INDEX.columns.items()}
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:

@@ -104,16 +104,17 @@ class BatchResult:
 
 
 # -- worker side ---------------------------------------------------------------------------------
-_ENGINE: DicomPseudonymiser | None = None
+_ENGINES: dict[tuple, DicomPseudonymiser] = {}
 
 
 def _engine(settings: IngestSettings) -> DicomPseudonymiser:
-    global _ENGINE
-    if _ENGINE is None:
-        _ENGINE = DicomPseudonymiser(
+    """One engine per key and profile in each process (workers are reused across chunks)."""
+    cache_key = (settings.key, settings.max_date_shift_days, settings.profile)
+    if cache_key not in _ENGINES:
+        _ENGINES[cache_key] = DicomPseudonymiser(
             Pseudonymiser(settings.key, settings.max_date_shift_days), settings.profile
         )
-    return _ENGINE
+    return _ENGINES[cache_key]
 
 
 def store_relative_path(row: dict) -> str:

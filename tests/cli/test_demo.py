@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pydicom
 import pytest
 from click.testing import CliRunner
 
@@ -26,9 +27,31 @@ def _lake_text(lake: Path) -> str:
     chunks = []
     for path in lake.rglob("*.parquet"):
         frame = pl.read_parquet(path)
-        chunks.append(frame.select(pl.all().cast(pl.String)).write_csv())
+        chunks.append(str(frame.to_dicts()))
         chunks.append(str(path))
     return "\n".join(chunks)
+
+
+def _store_text(store: Path) -> str:
+    """Pseudonymised files and previews, read as text the way a grep would see them."""
+    return "\n".join(p.read_bytes().decode("latin-1") for p in store.rglob("*") if p.is_file())
+
+
+def _dicom_needles(landing: Path) -> set[str]:
+    """What the original DICOM headers identify: UIDs, institutions, physicians, accessions."""
+    needles = set()
+    for path in landing.rglob("*"):
+        if not path.is_file() or path.parent.name == "misc" or path.name == "_READY":
+            continue
+        ds = pydicom.dcmread(path)
+        needles |= {str(ds.SOPInstanceUID), str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)}
+        needles |= {
+            str(ds.InstitutionName),
+            str(ds.ReferringPhysicianName),
+            str(ds.AccessionNumber),
+        }
+        needles |= {str(ds.DeviceSerialNumber), str(ds.StationName)}
+    return needles
 
 
 def _instance_text(dagster_home: Path) -> str:
@@ -58,12 +81,17 @@ def test_demo_materialises_every_asset_and_reports(demo_home):
     report = json.loads(stdout)
     assert report["success"] is True
     assets = {a["asset"]: a for a in report["status"]["assets"]}
-    assert set(assets) == {
+    assert {
         "imaging/landed_files",
+        "imaging/dicom_instances",
+        "imaging/dicom_quarantine",
+        "imaging/dicom_series",
+        "imaging/dicom_studies",
+        "imaging/dicom_previews",
         "clinical/landed_files",
         "claims/landed_files",
         "claims/events",
-    }
+    } <= set(assets)
     for name, asset in assets.items():
         assert asset["last_materialization"], name
         assert asset["rows"] > 0, name
@@ -75,15 +103,28 @@ def test_demo_materialises_every_asset_and_reports(demo_home):
         home / "quarantine" / "claims" / "sample-seed11" / "rejected_rows.parquet"
     )
     assert assets["claims/events"]["rows"] + quarantined.height == landed_claims.height
-    assert report["status"]["quarantined_files"] == 1
+    imaging = assets["imaging/dicom_instances"]
+    assert imaging["checks_passed"] == [
+        "landed_equals_ingested_duplicates_quarantined",
+        "matches_published_schema",
+    ]
+    dicom_quarantined = len(list((home / "quarantine" / "dicom").rglob("*.bin")))
+    assert dicom_quarantined == assets["imaging/dicom_quarantine"]["rows"] > 0
+    assert report["status"]["quarantined_files"] == 1 + dicom_quarantined
+    assert len(list((home / "store" / "dicom").rglob("*.dcm"))) == imaging["rows"]
+    assert (
+        len(list((home / "store" / "previews").rglob("*.png")))
+        == assets["imaging/dicom_previews"]["rows"]
+    )
 
 
 def test_no_identifier_reaches_the_lake_the_instance_or_the_output(demo_home):
     home, _, _, output = demo_home
     people = json.loads((home / "sample" / "identities.json").read_text())["people"]
-    needles = identity_needles(people)
+    needles = identity_needles(people) | _dicom_needles(home / "landing" / "dicom")
     haystacks = {
         "lake": _lake_text(home / "lake"),
+        "DICOM store": _store_text(home / "store"),
         "dagster instance": _instance_text(home / "dagster"),
         "command output": output,
     }
