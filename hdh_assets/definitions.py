@@ -8,6 +8,7 @@ import dagster as dg
 
 from hdh_assets.claims import assets as claims
 from hdh_assets.clinical import assets as clinical
+from hdh_assets.gdpr.assets import subject_index_asset
 from hdh_assets.imaging import assets as imaging
 from hdh_assets.landing.partitions import LANDING_SOURCES
 from jobs.ingestion import landing_job
@@ -19,7 +20,8 @@ from resources.pseudonymisation import PseudonymisationKeyResource
 from resources.spark import spark_resource
 from sensors.landing import landing_sensor
 
-ALL_ASSETS = [*imaging.assets, *clinical.assets, *claims.assets]
+DOMAIN_ASSETS = [*imaging.assets, *clinical.assets, *claims.assets]
+ALL_ASSETS = [*DOMAIN_ASSETS, subject_index_asset(DOMAIN_ASSETS)]
 
 
 def _env_flag(name: str) -> bool:

@@ -13,6 +13,7 @@ import dagster as dg
 from hdh_assets.claims.events import landed_date_range, months_touched
 from hdh_assets.landing.batches import ready_batches
 from hdh_assets.landing.partitions import BATCH_PARTITIONS, LANDING_SOURCES
+from hdh_cli.ingest import batch_selection
 from hdh_cli.runs import RunOutcome, materialize_selection
 from hdh_cli.status import PlatformStatus, collect_status
 from resources.home import HdhHome
@@ -53,8 +54,7 @@ def register_batches(instance: dg.DagsterInstance, home: HdhHome, source: str) -
 def _batch_selection(source: str) -> str:
     from hdh_assets.definitions import ALL_ASSETS
 
-    keys = [k for a in ALL_ASSETS if a.partitions_def == BATCH_PARTITIONS[source] for k in a.keys]
-    return " or ".join(f'key:"{k.to_user_string()}"' for k in keys)
+    return batch_selection(source, ALL_ASSETS)
 
 
 def run_demo(
@@ -89,6 +89,7 @@ def run_demo(
         max_shift = PseudonymisationKeyResource().max_date_shift_days
         run('key:"claims/events"', partition_range=months_touched(*raw_range, max_shift))
 
+    run('key:"gdpr/subject_index"')
     report.status = collect_status(_definitions(home), instance, home)
     return report
 

@@ -8,6 +8,7 @@ import os
 import sys
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
 import dagster as dg
@@ -239,6 +240,43 @@ def demo(seed, people, claims_rows, chunk_rows, batch, as_json) -> None:
         )
         console.print("Open the Dagster UI with [bold]make ui[/] (http://127.0.0.1:3000).")
     sys.exit(0 if report.success else 1)
+
+
+@cli.group()
+def ingest() -> None:
+    """Land a delivery as a batch and ingest it now (the sensors do the same on their own)."""
+
+
+@ingest.command("dicom")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--batch", help="Batch name (default: the folder or archive name).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def ingest_dicom_command(path: Path, batch: str | None, as_json: bool) -> None:
+    """Land PATH (a folder, an archive or a file) under landing/dicom/<batch>/ and ingest it."""
+    from hdh_cli.ingest import ingest_dicom
+    from hdh_cli.instance import platform_instance
+
+    home = _home().ensure()
+    with console.status("ingesting DICOM", spinner="dots") if not as_json else _null():
+        summary = ingest_dicom(home, platform_instance(home), path, batch)
+    if as_json:
+        _print_json(summary)
+    else:
+        table = Table(title=f"DICOM batch '{summary['batch']}'")
+        table.add_column("what")
+        table.add_column("files", justify="right")
+        for name in ("landed", "ingested", "duplicates", "quarantined"):
+            table.add_row(name, str(summary[name]))
+        for reason, count in summary["quarantined_by_reason"].items():
+            table.add_row(f"  {reason}", str(count))
+        table.add_row("studies / series", f"{summary['studies']} / {summary['series']}")
+        table_console.print(table)
+    sys.exit(0 if summary["success"] else 1)
+
+
+@contextmanager
+def _null():
+    yield
 
 
 @cli.command()

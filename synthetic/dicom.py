@@ -66,8 +66,8 @@ def _phantom(rng: random.Random, slice_index: int, burned_in: bool, signed: bool
     image = np.where(body, 1000 + 40 * np.sin(xx / 5.0), 0) + np.where(organ, 300, 0)
     if burned_in:  # a white text band in the corner, as scanners print names on screenshots
         image[2:8, 2:40] = 4000
-    image = image.astype(np.int16 if signed else np.uint16)
-    return image - 1024 if signed else image
+    # CT stores raw values: with RescaleIntercept -1024, air reads -1024 HU and tissue about 0 HU.
+    return image.astype(np.int16 if signed else np.uint16)
 
 
 def _base_dataset(person: Person, rng: random.Random, modality: str, study: dict) -> Dataset:

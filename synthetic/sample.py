@@ -9,19 +9,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-import shutil
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from hdh_assets.landing.batches import landing_batch
 from synthetic.claims import DEFAULT_CHUNK_ROWS, write_claims
 from synthetic.dicom import StudyRecord, write_malformed, write_missing_uid, write_study
 from synthetic.fhir import write_fhir
 from synthetic.people import make_population
 
-READY_MARKER = "_READY"
 Progress = Callable[[str, int, int | None], None]  # (task, advance, total)
 
 
@@ -56,28 +53,6 @@ class SampleSummary:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-@contextmanager
-def landing_batch(source_root: Path, batch: str) -> Iterator[Path]:
-    """Yield a hidden folder to fill; on success it becomes ``source_root/batch`` with _READY."""
-    source_root.mkdir(parents=True, exist_ok=True)
-    partial = source_root / f".{batch}.partial-{uuid.uuid4().hex[:8]}"
-    partial.mkdir()
-    try:
-        yield partial
-        (partial / READY_MARKER).write_text("")
-        final = source_root / batch
-        if final.exists():
-            aside = source_root / f".{batch}.replaced-{uuid.uuid4().hex[:8]}"
-            final.rename(aside)
-            partial.rename(final)
-            shutil.rmtree(aside)
-        else:
-            partial.rename(final)
-    finally:
-        if partial.exists():
-            shutil.rmtree(partial)
 
 
 def _noop(task: str, advance: int, total: int | None) -> None:

@@ -3,7 +3,11 @@ quiet period. Hidden folders (``.name``) are batches still being written and nev
 
 from __future__ import annotations
 
+import shutil
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,3 +57,25 @@ def list_batches(
 
 def ready_batches(source_root: Path, quiet_seconds: float = DEFAULT_QUIET_SECONDS) -> list[Batch]:
     return [b for b in list_batches(source_root, quiet_seconds) if b.ready]
+
+
+@contextmanager
+def landing_batch(source_root: Path, batch: str) -> Iterator[Path]:
+    """Yield a hidden folder to fill; on success it becomes ``source_root/batch`` with _READY."""
+    source_root.mkdir(parents=True, exist_ok=True)
+    partial = source_root / f".{batch}.partial-{uuid.uuid4().hex[:8]}"
+    partial.mkdir()
+    try:
+        yield partial
+        (partial / READY_MARKER).write_text("")
+        final = source_root / batch
+        if final.exists():
+            aside = source_root / f".{batch}.replaced-{uuid.uuid4().hex[:8]}"
+            final.rename(aside)
+            partial.rename(final)
+            shutil.rmtree(aside)
+        else:
+            partial.rename(final)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial)

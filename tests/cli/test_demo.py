@@ -188,3 +188,24 @@ def test_console_script_sample_respects_hdh_home(tmp_path):
     assert summary["people"] == 3 and summary["claims_rows"] == 100
     assert (tmp_path / "elsewhere" / "landing" / "dicom" / "sample-seed42" / "_READY").exists()
     assert (tmp_path / "elsewhere" / "sample" / "identities.json").exists()
+
+
+def test_one_person_has_one_pseudonym_in_imaging_and_claims(demo_home):
+    """Linkage: the DICOM PatientID and the claims NIR of a person give the same pseudonym."""
+    from hdh_assets.pseudonymisation import Pseudonymiser
+    from resources.home import HdhHome
+    from resources.pseudonymisation import load_demo_key
+
+    home = demo_home[0]
+    people = json.loads((home / "sample" / "identities.json").read_text())["people"]
+    expected = {
+        Pseudonymiser(load_demo_key(HdhHome(home))).subject_pseudonym(p["nir"]) for p in people
+    }
+    index = pl.read_parquet(home / "lake" / "gdpr" / "subject_index")
+    by_asset = {
+        asset: set(index.filter(pl.col("asset") == asset)["subject_pseudonym"])
+        for asset in ("imaging/dicom_instances", "claims/events")
+    }
+    assert by_asset["imaging/dicom_instances"] and by_asset["imaging/dicom_instances"] <= expected
+    assert by_asset["claims/events"] <= expected
+    assert by_asset["imaging/dicom_instances"] & by_asset["claims/events"]

@@ -9,8 +9,9 @@ import pydicom
 import pytest
 from pydicom.errors import InvalidDicomError
 
+from hdh_assets.landing.batches import READY_MARKER
 from hdh_assets.pseudonymisation.identifiers import is_valid_nir
-from synthetic.sample import READY_MARKER, SampleConfig, generate_sample
+from synthetic.sample import SampleConfig, generate_sample
 
 
 def tree_digest(root: Path) -> dict[str, str]:
