@@ -10,6 +10,7 @@ The input dataset is never modified.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -34,6 +35,9 @@ DEFAULT_OPTIONS = (
 # for every type: a dummy (D) or empty (Z) value never breaks a Type 1 or 2 requirement.
 _COMBINED = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "U*"}
 _DATE_VRS = {"DA", "DT", "TM"}
+_REAL_UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
+DEFLATED = "1.2.840.10008.1.2.1.99"
+EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
 _SYNTAX_BY_ENCODING = {
     (True, True): "1.2.840.10008.1.2",  # Implicit VR Little Endian
     (False, True): "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
@@ -142,8 +146,16 @@ class DicomPseudonymiser:
     # -- the walk ---------------------------------------------------------------------------
     def _clean(self, ds: Dataset, offset: int, report: DeidentificationReport) -> Dataset:
         out = Dataset()
+        # Overlay Data (60xx,3000) is removed (X): the rest of its Overlay Plane would be left
+        # without a Type 1 attribute, so the whole overlay group goes with it.
+        overlays = {
+            t.group for t in ds.keys() if 0x6000 <= t.group <= 0x601E and t.element == 0x3000
+        }
         for tag in list(ds.keys()):
             if tag.group == 0x0002:
+                continue
+            if tag.group in overlays:
+                report.removed += 1
                 continue
             if tag.is_private:
                 report.private_removed += 1
@@ -196,8 +208,14 @@ class DicomPseudonymiser:
         if value is None or value == "":
             return value
         if isinstance(value, str):
-            return self.pseudonymiser.remap_uid(value)
-        return [self.pseudonymiser.remap_uid(str(v)) for v in value]
+            return self._remap_one(value)
+        return [self._remap_one(str(v)) for v in value]
+
+    def _remap_one(self, uid: str) -> str:
+        # A placeholder such as "0" or "1" names nothing; remapping it would invent a reference.
+        if not _REAL_UID.match(uid.strip().rstrip("\x00")):
+            return uid
+        return self.pseudonymiser.remap_uid(uid)
 
     def _mark(self, out: Dataset, subject: Subject) -> None:
         out.PatientID = subject.pseudonym
@@ -220,7 +238,8 @@ class DicomPseudonymiser:
         if syntax is None:  # no File Meta: keep the encoding the dataset was read with
             implicit, little = getattr(original, "original_encoding", (True, True))
             syntax = _SYNTAX_BY_ENCODING[(bool(implicit), bool(little))]
-        meta.TransferSyntaxUID = syntax
+        # Deflated files are written inflated (a lossless change readers handle more widely).
+        meta.TransferSyntaxUID = EXPLICIT_LITTLE if syntax == DEFLATED else syntax
         meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
         meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
         return meta
