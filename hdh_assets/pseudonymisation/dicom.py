@@ -148,10 +148,9 @@ class DicomPseudonymiser:
         out = Dataset()
         # Overlay Data (60xx,3000) is removed (X): the rest of its Overlay Plane would be left
         # without a Type 1 attribute, so the whole overlay group goes with it.
-        overlays = {
-            t.group for t in ds.keys() if 0x6000 <= t.group <= 0x601E and t.element == 0x3000
-        }
-        for tag in list(ds.keys()):
+        tags = list(ds.keys())  # iterating a Dataset itself yields elements, not tags
+        overlays = {t.group for t in tags if 0x6000 <= t.group <= 0x601E and t.element == 0x3000}
+        for tag in tags:
             if tag.group == 0x0002:
                 continue
             if tag.group in overlays:
