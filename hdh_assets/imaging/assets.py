@@ -26,6 +26,8 @@ INSTANCES = dg.AssetKey(["imaging", "dicom_instances"])
 QUARANTINE = dg.AssetKey(["imaging", "dicom_quarantine"])
 INDEX_CHECK = "matches_published_schema"
 RECONCILE_CHECK = "landed_equals_ingested_duplicates_quarantined"
+LEAK_CHECK = "no_identifier_in_outputs"
+CONFORMANCE_CHECK = "conforms_to_annex_e"
 PREVIEWS_PER_PAGE = 8
 
 QUARANTINE_COLUMNS = documented_columns(
@@ -163,6 +165,21 @@ def other_batches_index(lake_root: Path, batch: str) -> dict[str, str]:
             description="strict pandera schema of the index (pseudonymised UIDs, pseudonym format, no extra column)",
         ),
         dg.AssetCheckSpec(
+            LEAK_CHECK,
+            asset=INSTANCES,
+            blocking=True,
+            description="no identifying value of an original (names, ids, birth date, UIDs, "
+            "institution, physicians, accession) occurs in its pseudonymised file; a file that "
+            "would leak is quarantined (identifier_leak) and fails this check",
+        ),
+        dg.AssetCheckSpec(
+            CONFORMANCE_CHECK,
+            asset=INSTANCES,
+            blocking=True,
+            description="no Table E.1-1 attribute left with a value the profile does not allow "
+            "(removed attributes present, UIDs not remapped, private attributes, identity flag)",
+        ),
+        dg.AssetCheckSpec(
             RECONCILE_CHECK,
             asset=INSTANCES,
             description="every landed file (archive members included) is ingested, a duplicate, or quarantined",
@@ -234,6 +251,20 @@ def dicom_ingestion(
         metadata={"by_reason": dg.MetadataValue.json(summary["quarantined_by_reason"])},
     )
     yield pandera_check(INDEX, index, INDEX_CHECK, INSTANCES)
+    by_reason = summary["quarantined_by_reason"]
+    for check, reason in (
+        (LEAK_CHECK, "identifier_leak"),
+        (CONFORMANCE_CHECK, "nonconforming_output"),
+    ):
+        yield dg.AssetCheckResult(
+            check_name=check,
+            asset_key=INSTANCES,
+            passed=by_reason.get(reason, 0) == 0,
+            metadata={
+                "files_stopped": by_reason.get(reason, 0),
+                "files_verified": summary["ingested"],
+            },
+        )
     reconciled = (
         summary["landed"] == summary["ingested"] + summary["duplicates"] + summary["quarantined"]
     )

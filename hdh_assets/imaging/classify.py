@@ -34,6 +34,8 @@ class Reason(enum.StrEnum):
     BAD_ARCHIVE = "bad_archive"
     UID_CONFLICT = "uid_conflict"
     PSEUDONYMISATION_FAILED = "pseudonymisation_failed"
+    IDENTIFIER_LEAK = "identifier_leak"  # an identifying value of the original is in the output
+    NONCONFORMING_OUTPUT = "nonconforming_output"  # the output breaks Table E.1-1
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,12 @@ import pydicom
 from hdh_assets.imaging.archives import LandedFile, landed_files
 from hdh_assets.imaging.classify import Reason, classify_bytes
 from hdh_assets.imaging.index import INDEX_SCHEMA, index_row
-from hdh_assets.pseudonymisation.dicom import DicomProfile, DicomPseudonymiser
+from hdh_assets.pseudonymisation.dicom import (
+    DicomProfile,
+    DicomPseudonymiser,
+    conformance_violations,
+    leaked_values,
+)
 from hdh_assets.pseudonymisation.subjects import Pseudonymiser
 
 INGESTED, DUPLICATE, QUARANTINED = "ingested", "duplicate", "quarantined"
@@ -150,6 +155,26 @@ def process_file(landed: LandedFile, settings: IngestSettings, staging: Path) ->
             QUARANTINED,
             Reason.PSEUDONYMISATION_FAILED,
             f"de-identification or writing failed ({type(error).__name__})",
+        )
+    # Verify before storing: a bug in de-identification must never reach the store.
+    profile = settings.profile
+    leaks = leaked_values(classified.dataset, written, profile)
+    if leaks:
+        return FileOutcome(
+            landed.name,
+            source_sha,
+            QUARANTINED,
+            Reason.IDENTIFIER_LEAK,
+            f"{leaks} identifying value(s) of the original remained in the output",
+        )
+    violations = conformance_violations(out, profile)
+    if violations:
+        return FileOutcome(
+            landed.name,
+            source_sha,
+            QUARANTINED,
+            Reason.NONCONFORMING_OUTPUT,
+            "; ".join(sorted(set(violations))[:5]),
         )
     out_sha = hashlib.sha256(written).hexdigest()
     staged = staging / f"{out_sha}.dcm"

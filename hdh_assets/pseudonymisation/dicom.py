@@ -18,7 +18,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 
-from hdh_assets.pseudonymisation.annex_e import SUPPORTED_OPTIONS, Option, rule_for
+from hdh_assets.pseudonymisation.annex_e import SUPPORTED_OPTIONS, Option, describe, rule_for
 from hdh_assets.pseudonymisation.identifiers import INS_NIR_OID, InvalidNationalIdentifier
 from hdh_assets.pseudonymisation.subjects import Pseudonymiser
 
@@ -292,3 +292,78 @@ def _shift(value, vr: str, offset: int):
     if isinstance(value, Iterable):
         return [_shift_date_text(str(v), offset) for v in value]
     return _shift_date_text(str(value), offset)
+
+
+# -- verification ------------------------------------------------------------------------------
+_IDENTIFYING = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "OtherPatientIDs",
+    "InstitutionName",
+    "InstitutionAddress",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "OperatorsName",
+    "AccessionNumber",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "FrameOfReferenceUID",
+)
+_DEVICE = ("DeviceSerialNumber", "StationName")
+_MIN_NEEDLE = 5
+
+
+def identifying_values(original: Dataset, profile: DicomProfile) -> set[str]:
+    """Values of the original that must not appear in the output (names split into parts)."""
+    keywords = _IDENTIFYING
+    if Option.RETAIN_DEVICE_IDENTITY not in profile.options:
+        keywords = keywords + _DEVICE
+    found: set[str] = set()
+    elsewhere: set[str] = set()  # the same text in an attribute that is not identifying
+    for item in original.iterall():
+        if item.value in (None, "") or item.VR in ("SQ", "OB", "OW", "UN"):
+            continue
+        if item.keyword not in keywords:
+            elsewhere.add(str(item.value).strip())
+            continue
+        values = item.value if type(item.value).__name__ == "MultiValue" else [item.value]
+        for value in values:
+            text = str(value).strip()
+            found.add(text)
+            if item.VR == "PN":
+                found.update(part.strip() for part in re.split(r"[\^=]", text))
+    # e.g. a manufacturer's name used as institution name stays, as the manufacturer
+    kept_text = "\n".join(elsewhere)
+    return {v for v in found if len(v) >= _MIN_NEEDLE and v not in kept_text}
+
+
+def leaked_values(original: Dataset, written: bytes, profile: DicomProfile) -> int:
+    """How many identifying values of the original occur in the written file (never which)."""
+    return sum(1 for value in identifying_values(original, profile) if value.encode() in written)
+
+
+def conformance_violations(ds: Dataset, profile: DicomProfile) -> list[str]:
+    """Attributes left with a value Table E.1-1 does not allow, by keyword (values never shown)."""
+    problems = []
+    for item in ds.iterall():
+        tag = int(item.tag)
+        if item.tag.is_private:
+            problems.append(f"private {describe(tag)}")
+            continue
+        rule = rule_for(tag)
+        if rule is None:
+            continue
+        action = _COMBINED.get(rule.action(profile.options), rule.action(profile.options))
+        if action == "X" and not (0x6000 <= item.tag.group <= 0x601E):
+            problems.append(f"{describe(tag)} should be removed")
+        elif action in ("U", "U*") and item.VR == "UI" and item.value:
+            values = item.value if type(item.value).__name__ == "MultiValue" else [item.value]
+            if any(_REAL_UID.match(str(v)) and not str(v).startswith("2.25.") for v in values):
+                problems.append(f"{describe(tag)} is not a remapped UID")
+    if ds.get("PatientIdentityRemoved") != "YES":
+        problems.append("PatientIdentityRemoved is not YES")
+    return problems

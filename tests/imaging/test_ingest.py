@@ -172,3 +172,22 @@ def test_no_synthetic_identity_reaches_the_store(sample_root, identities, tmp_pa
         assert not leaked, f"{len(leaked)} identifiers in {path.name}"
     lake_text = str(result.index().to_dicts()) + result.quarantine().write_csv()
     assert not [n for n in needles if n in lake_text]
+
+
+def test_a_leaking_profile_is_stopped_before_the_store(corpus_batch, tmp_path, monkeypatch):
+    """If de-identification had a bug that kept a name, the file is quarantined, not stored."""
+    import hdh_assets.pseudonymisation.dicom as dicom
+
+    real_rule_for = dicom.rule_for
+
+    def keep_names(tag):
+        if tag == 0x00080080:  # Institution Name kept by mistake
+            return None
+        return real_rule_for(tag)
+
+    monkeypatch.setattr(dicom, "rule_for", keep_names)
+    result = ingest_batch("leaky", corpus_batch, _settings(tmp_path, workers=1))
+    reasons = result.quarantined_by_reason
+    assert reasons.get("identifier_leak", 0) > 0
+    stored = list((tmp_path / "store" / "dicom").rglob("*.dcm"))
+    assert len(stored) == result.count(INGESTED)
