@@ -40,6 +40,7 @@ format: install
 bench: install  ## benchmarks, each printing throughput against a baseline measured in the same run
 	$(BIN)/python benchmarks/claims_generator.py
 	$(BIN)/python benchmarks/lake_io.py
+	$(BIN)/python benchmarks/dicom_ingest.py
 
 clean:  ## remove the platform's data (HDH_HOME), keep the virtual environment
 	rm -rf "$(HDH_HOME)"
