@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from hdh_assets.claims.events import landed_date_range, months_touched
+from hdh_assets.definitions import ALL_ASSETS
 from hdh_assets.landing.batches import ready_batches
 from hdh_assets.landing.partitions import BATCH_PARTITIONS, LANDING_SOURCES
-from hdh_cli.ingest import batch_selection
+from hdh_cli.ingest import ACROSS_BATCHES, batch_selection
 from hdh_cli.runs import RunOutcome, materialize_selection
 from hdh_cli.status import PlatformStatus, collect_status
 from resources.home import HdhHome
@@ -51,12 +52,6 @@ def register_batches(instance: dg.DagsterInstance, home: HdhHome, source: str) -
     return names
 
 
-def _batch_selection(source: str) -> str:
-    from hdh_assets.definitions import ALL_ASSETS
-
-    return batch_selection(source, ALL_ASSETS)
-
-
 def run_demo(
     home: HdhHome,
     instance: dg.DagsterInstance,
@@ -76,8 +71,7 @@ def run_demo(
     for source in LANDING_SOURCES:
         for batch in register_batches(instance, home, source):
             # everything this source's batch feeds: what its landing sensor's job runs
-            run(_batch_selection(source), partition=batch)
-    run('key:"imaging/dicom_series" or key:"imaging/dicom_studies"')
+            run(batch_selection(source, ALL_ASSETS), partition=batch)
 
     claims_files = [
         f
@@ -89,7 +83,7 @@ def run_demo(
         max_shift = PseudonymisationKeyResource().max_date_shift_days
         run('key:"claims/events"', partition_range=months_touched(*raw_range, max_shift))
 
-    run('key:"gdpr/subject_index"')
+    run(ACROSS_BATCHES)
     report.status = collect_status(_definitions(home), instance, home)
     return report
 

@@ -14,6 +14,10 @@ from hdh_cli.runs import RunOutcome, materialize_selection
 from resources.home import HdhHome
 
 _BATCH_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+# What spans every batch, refreshed once batches are in (the daemon does it with automation).
+ACROSS_BATCHES = (
+    'key:"imaging/dicom_series" or key:"imaging/dicom_studies" or key:"gdpr/subject_index"'
+)
 
 
 def default_batch_name(path: Path) -> str:
