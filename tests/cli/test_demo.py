@@ -211,3 +211,20 @@ def test_one_person_has_one_pseudonym_in_imaging_and_claims(demo_home):
     assert by_asset["imaging/dicom_instances"] and by_asset["imaging/dicom_instances"] <= expected
     assert by_asset["claims/events"] <= expected
     assert by_asset["imaging/dicom_instances"] & by_asset["claims/events"]
+
+
+def test_previews_are_published_as_images_on_the_asset_page(demo_home):
+    import dagster as dg
+    from PIL import Image
+
+    home = demo_home[0]
+    instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+    event = instance.get_latest_materialization_event(dg.AssetKey(["imaging", "dicom_previews"]))
+    markdown = event.asset_materialization.metadata["previews"].value
+    assert markdown.count("data:image/png;base64,") >= 4
+    pngs = list((home / "store" / "previews" / "dicom").glob("*.png"))
+    sizes = {Image.open(p).size for p in pngs}
+    assert pngs and all(max(size) <= 128 for size in sizes)
+    # a windowed preview is not blank: grey levels span a real range
+    extrema = [Image.open(p).getextrema() for p in pngs]
+    assert all(high - low > 50 for low, high in extrema)
