@@ -11,6 +11,7 @@ from hdh_assets.clinical import assets as clinical
 from hdh_assets.gdpr.assets import subject_index_asset
 from hdh_assets.imaging import assets as imaging
 from hdh_assets.landing.partitions import LANDING_SOURCES
+from hdh_assets.products import linkage
 from jobs.ingestion import landing_job
 from resources.home import HdhHome
 from resources.imaging import DicomIngestionResource
@@ -20,7 +21,7 @@ from resources.pseudonymisation import PseudonymisationKeyResource
 from resources.spark import spark_resource
 from sensors.landing import landing_sensor
 
-DOMAIN_ASSETS = [*imaging.assets, *clinical.assets, *claims.assets]
+DOMAIN_ASSETS = [*imaging.assets, *clinical.assets, *claims.assets, *linkage.assets]
 ALL_ASSETS = [*DOMAIN_ASSETS, subject_index_asset(DOMAIN_ASSETS)]
 
 

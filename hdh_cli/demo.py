@@ -14,7 +14,7 @@ from hdh_assets.claims.events import landed_date_range, months_touched
 from hdh_assets.definitions import ALL_ASSETS
 from hdh_assets.landing.batches import ready_batches
 from hdh_assets.landing.partitions import BATCH_PARTITIONS, LANDING_SOURCES
-from hdh_cli.ingest import ACROSS_BATCHES, batch_selection
+from hdh_cli.ingest import across_batches_selection, batch_selection
 from hdh_cli.runs import RunOutcome, materialize_selection
 from hdh_cli.status import PlatformStatus, collect_status
 from resources.home import HdhHome
@@ -83,7 +83,9 @@ def run_demo(
         max_shift = PseudonymisationKeyResource().max_date_shift_days
         run('key:"claims/events"', partition_range=months_touched(*raw_range, max_shift))
 
-    run(ACROSS_BATCHES)
+    across = across_batches_selection(instance)
+    if across:
+        run(across)
     report.status = collect_status(_definitions(home), instance, home)
     return report
 

@@ -14,10 +14,31 @@ from hdh_cli.runs import RunOutcome, materialize_selection
 from resources.home import HdhHome
 
 _BATCH_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-# What spans every batch, refreshed once batches are in (the daemon does it with automation).
+# What spans every batch, refreshed once batches are in (the daemon does it with automation),
+# in dependency order.
 ACROSS_BATCHES = (
-    'key:"imaging/dicom_series" or key:"imaging/dicom_studies" or key:"gdpr/subject_index"'
+    "imaging/dicom_series",
+    "imaging/dicom_studies",
+    "products/imaging_clinical_linkage",
+    "gdpr/subject_index",
 )
+
+
+def across_batches_selection(instance: dg.DagsterInstance) -> str | None:
+    """The assets of ACROSS_BATCHES whose inputs exist (or will, earlier in the same run)."""
+    from hdh_assets.definitions import build_definitions
+
+    graph = build_definitions().resolve_asset_graph()
+    ready: list[str] = []
+    for name in ACROSS_BATCHES:
+        key = dg.AssetKey.from_user_string(name)
+        parents = graph.get(key).parent_keys
+        if all(
+            p.to_user_string() in ready or instance.get_latest_materialization_event(p)
+            for p in parents
+        ):
+            ready.append(name)
+    return " or ".join(f'key:"{name}"' for name in ready) or None
 
 
 def default_batch_name(path: Path) -> str:
@@ -45,44 +66,76 @@ def batch_selection(source: str, assets) -> str:
     return " or ".join(f'key:"{k.to_user_string()}"' for k in keys)
 
 
+def _land_and_run(
+    home: HdhHome,
+    instance: dg.DagsterInstance,
+    source: str,
+    path: Path,
+    batch: str | None,
+    tags: dict[str, str] | None = None,
+) -> tuple[str, list[RunOutcome]]:
+    """Land, register the partition, run what the batch feeds, then what spans every batch."""
+    from hdh_assets.definitions import ALL_ASSETS
+
+    batch = batch or default_batch_name(path)
+    land(path, home.landing_for(source), batch)
+    instance.add_dynamic_partitions(BATCH_PARTITIONS[source].name, [batch])
+    selection = batch_selection(source, ALL_ASSETS)
+    runs = [materialize_selection(home, instance, selection, partition=batch, tags=tags)]
+    across = across_batches_selection(instance) if runs[0].success else None
+    if across:
+        runs.append(materialize_selection(home, instance, across))
+    return batch, runs
+
+
+def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> dict:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    ).records
+    if not records:
+        return {}
+    metadata = records[0].asset_materialization.metadata
+    return {name: getattr(item, "value", item) for name, item in metadata.items()}
+
+
 def ingest_dicom(
     home: HdhHome, instance: dg.DagsterInstance, path: Path, batch: str | None
 ) -> dict:
-    from hdh_assets.definitions import ALL_ASSETS
     from hdh_assets.imaging.assets import INSTANCES
 
-    batch = batch or default_batch_name(path)
-    land(path, home.landing_for("dicom"), batch)
-    instance.add_dynamic_partitions(BATCH_PARTITIONS["dicom"].name, [batch])
-    runs: list[RunOutcome] = [
-        materialize_selection(
-            home, instance, batch_selection("dicom", ALL_ASSETS), partition=batch
-        ),
-    ]
-    if runs[0].success:
-        runs.append(
-            materialize_selection(
-                home,
-                instance,
-                'key:"imaging/dicom_series" or key:"imaging/dicom_studies" or key:"gdpr/subject_index"',
-            )
-        )
-    event = instance.get_latest_materialization_event(INSTANCES)
-    metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
-
-    def value(name: str):
-        item = metadata.get(name)
-        return getattr(item, "value", item)
-
+    batch, runs = _land_and_run(home, instance, "dicom", path, batch)
+    value = _latest_metadata(instance, INSTANCES, batch)
+    counts = ("landed", "ingested", "duplicates", "quarantined", "studies", "series")
     return {
         "batch": batch,
         "success": all(r.success for r in runs),
-        "landed": value("landed"),
-        "ingested": value("ingested"),
-        "duplicates": value("duplicates"),
-        "quarantined": value("quarantined"),
-        "quarantined_by_reason": value("quarantined_by_reason") or {},
-        "studies": value("studies"),
-        "series": value("series"),
+        **{name: value.get(name) for name in counts},
+        "quarantined_by_reason": value.get("quarantined_by_reason") or {},
+        "runs": [r.to_json() for r in runs],
+    }
+
+
+def ingest_json(
+    home: HdhHome,
+    instance: dg.DagsterInstance,
+    path: Path,
+    batch: str | None,
+    provider: str | None,
+) -> dict:
+    from hdh_assets.clinical.assets import QUARANTINE_KEY, clinical_key
+
+    tags = {"hdh/provider": provider} if provider else None
+    batch, runs = _land_and_run(home, instance, "json", path, batch, tags)
+    value = _latest_metadata(instance, clinical_key("patients"), batch)
+    quarantine = _latest_metadata(instance, QUARANTINE_KEY, batch)
+    counts = ("records_in", "ingested", "duplicates", "quarantined")
+    return {
+        "batch": batch,
+        "provider": value.get("provider"),
+        "success": all(r.success for r in runs),
+        "files": value.get("landed_files"),
+        **{name: value.get(name) for name in counts},
+        "quarantined_by_reason": quarantine.get("by_reason") or {},
+        "rows_by_table": value.get("rows_by_table") or {},
         "runs": [r.to_json() for r in runs],
     }

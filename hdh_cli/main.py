@@ -274,6 +274,38 @@ def ingest_dicom_command(path: Path, batch: str | None, as_json: bool) -> None:
     sys.exit(0 if summary["success"] else 1)
 
 
+@ingest.command("json")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--batch", help="Batch name (default: the folder or archive name).")
+@click.option(
+    "--provider", help="Provider profile from HDH_PROVIDERS (default: the default profile)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def ingest_json_command(path: Path, batch: str | None, provider: str | None, as_json: bool) -> None:
+    """Land PATH (FHIR NDJSON, Bundles) under landing/json/<batch>/ and ingest it."""
+    from hdh_cli.ingest import ingest_json
+    from hdh_cli.instance import platform_instance
+
+    home = _home().ensure()
+    with console.status("ingesting JSON", spinner="dots") if not as_json else _null():
+        summary = ingest_json(home, platform_instance(home), path, batch, provider)
+    if as_json:
+        _print_json(summary)
+    else:
+        table = Table(title=f"JSON batch '{summary['batch']}' (provider {summary['provider']})")
+        table.add_column("what")
+        table.add_column("records", justify="right")
+        for name in ("files", "records_in", "ingested", "duplicates", "quarantined"):
+            table.add_row(name, str(summary[name]))
+        for reason, count in summary["quarantined_by_reason"].items():
+            table.add_row(f"  {reason}", str(count))
+        for name, rows in summary["rows_by_table"].items():
+            if rows:
+                table.add_row(f"table {name}", str(rows))
+        table_console.print(table)
+    sys.exit(0 if summary["success"] else 1)
+
+
 @contextmanager
 def _null():
     yield

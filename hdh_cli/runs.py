@@ -34,9 +34,10 @@ def materialize_selection(
     partition: str | None = None,
     partition_range: tuple[str, str] | None = None,
     log_level: str = "WARNING",
+    tags: dict[str, str] | None = None,
 ) -> RunOutcome:
     """Run ``selection`` (Dagster selection syntax, e.g. ``key:claims/events`` or ``group:imaging``)."""
-    tags = {"hdh/launched_by": "hdh-cli"}
+    tags = {"hdh/launched_by": "hdh-cli", **(tags or {})}
     if partition_range:
         tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG] = partition_range
     result = dg.materialize(

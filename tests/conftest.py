@@ -51,6 +51,8 @@ def identity_needles(people: list[dict]) -> set[str]:
         needles.add(person["hospital_patient_id"])
         needles.add(person["email"])
         needles.add(person["birth_date"].replace("-", ""))
+        needles.add(person["birth_date"])  # exact birth date, ISO (FHIR)
+        needles.add(person["address_line"])
         needles.add(person["phone"])
         needles.add(f"{person['family_name'].upper()}^")
         if len(person["family_name"]) >= 6:  # short names collide with ordinary words

@@ -59,7 +59,9 @@ def pseudonymise_claims(
     if missing:
         raise ValueError(f"claims batch '{batch}' lacks columns {missing}")
     mapping = subject_mapping(raw.select("nir").collect(engine="streaming")["nir"], pseudonymiser)
-    joined = raw.join(mapping.lazy(), on="nir", how="left", nulls_equal=True).with_columns(
+    joined = raw.join(
+        mapping.lazy(), on="nir", how="left", nulls_equal=True, maintain_order="left"
+    ).with_columns(
         pl.when(pl.col("reject_reason").is_null() & pl.col("event_date").is_null())
         .then(pl.lit("missing_event_date"))
         .otherwise(pl.col("reject_reason"))

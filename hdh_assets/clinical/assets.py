@@ -1,7 +1,50 @@
-"""Clinical assets."""
+"""Clinical assets: landed JSON files, then one pseudonymised table per FHIR resource type."""
+
+from pathlib import Path
+
+import dagster as dg
+import pandera.polars as pa
+import polars as pl
 
 from hdh_assets import owners
+from hdh_assets.clinical.flatten import ALL_TABLES, TABLES
+from hdh_assets.clinical.ingest import QUARANTINE_SCHEMA, JsonIngestSettings, ingest_json_batch
+from hdh_assets.clinical.providers import provider_named
 from hdh_assets.landing.assets import landing_inventory_asset
+from hdh_assets.landing.partitions import BATCH_PARTITIONS
+from hdh_assets.pseudonymisation.fhir import Subject
+from hdh_assets.validation import documented_columns, pandera_check
+from resources.lake.tables import Lake, PartitionSpec
+from resources.platform import HomeResource
+from resources.pseudonymisation import DEMO_KEY_WARNING, PseudonymisationKeyResource
+
+BATCHES = BATCH_PARTITIONS["json"]
+PSEUDONYM = r"^[0-9a-f]{32}$"
+RESOURCE_TYPE_OF = {table: rtype for rtype, (table, _, _) in TABLES.items()}
+DESCRIPTIONS = {
+    "patients": "One row per Patient: subject pseudonym, national or provider-scoped, gender, generalised birth date.",
+    "encounters": "Encounters with class, type, shifted period and remapped service provider.",
+    "conditions": "Conditions (diagnoses) with code, statuses and shifted onset and recording dates.",
+    "observations": "Observations with code, shifted effective time and every value[x] variant in typed columns.",
+    "observation_components": "Components of Observations (blood pressure, panels), one row each, typed values.",
+    "medication_requests": "Medication requests with medication code, status, intent and shifted authoring date.",
+    "procedures": "Procedures with code and shifted performed time.",
+    "diagnostic_reports": "Diagnostic reports with code, shifted effective and issued times, result count.",
+    "immunizations": "Immunizations with vaccine code and shifted occurrence.",
+    "allergy_intolerances": "Allergies and intolerances with code, status, criticality and shifted dates.",
+    "codings": "Every Coding of every resource, exploded: resource, path of the CodeableConcept, system, code.",
+    "other_resources": "Every other resource type, with its subject, first date and pseudonymised JSON, so nothing is lost.",
+}
+COLUMN_TEXT = {
+    "id": "resource id, remapped with the key",
+    "subject_pseudonym": "keyed pseudonym of the patient",
+    "encounter_id": "remapped id of the Encounter",
+    "code_system": "code system of the first coding",
+    "code": "code of the first coding",
+    "code_display": "display of the first coding",
+}
+REFERENCE_CHECK = "subjects_resolve_to_patients"
+RECONCILE_CHECK = "records_in_equal_ingested_duplicates_quarantined"
 
 landed_json_files = landing_inventory_asset(
     source="json",
@@ -16,4 +59,207 @@ landed_json_files = landing_inventory_asset(
     ),
 )
 
-assets = [landed_json_files]
+
+def clinical_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["clinical", table])
+
+
+def _schema(table: str) -> pa.DataFrameSchema:
+    columns = {}
+    for name, dtype in ALL_TABLES[table].items():
+        checks = [pa.Check.str_matches(PSEUDONYM)] if name == "subject_pseudonym" else None
+        columns[name] = pa.Column(
+            dtype,
+            nullable=True,
+            checks=checks,
+            description=COLUMN_TEXT.get(name, name.replace("_", " ")),
+        )
+    return pa.DataFrameSchema(columns, strict=True, name=f"clinical_{table}")
+
+
+SCHEMAS = {table: _schema(table) for table in ALL_TABLES}
+QUARANTINE_KEY = clinical_key("json_quarantine")
+
+
+def _out(table: str) -> dg.AssetOut:
+    metadata = {
+        "partition_column": "batch",
+        "dagster/column_schema": documented_columns(
+            {n: (str(c.dtype), c.description) for n, c in SCHEMAS[table].columns.items()}
+        ),
+    }
+    if "subject_pseudonym" in ALL_TABLES[table] and table != "codings":
+        metadata["subject_column"] = "subject_pseudonym"
+    return dg.AssetOut(
+        key=clinical_key(table),
+        group_name="clinical",
+        owners=[owners.CLINICAL, owners.DATA_REFERENTS],
+        kinds={"fhir", "polars", "parquet"},
+        metadata=metadata,
+        description=DESCRIPTIONS[table]
+        + " Per landed batch; identifiers, names, addresses, telecom "
+        "and free text removed; dates shifted by the subject's offset (as in imaging).",
+    )
+
+
+def known_patients(lake_root: Path, batch: str) -> dict[str, Subject]:
+    """Patients of other batches, so that their resources delivered later still resolve."""
+    table = Lake(lake_root).table(clinical_key("patients").path)
+    spec = PartitionSpec(("batch",))
+    files = [
+        str(f)
+        for (key,) in table.partitions(spec)
+        if key != batch
+        for f in table.parquet_files(table.partition_path(spec, [key]))
+    ]
+    if not files:
+        return {}
+    frame = pl.scan_parquet(files).select("id", "subject_pseudonym", "subject_kind").collect()
+    return {row[0]: Subject(row[1], row[2]) for row in frame.iter_rows()}
+
+
+@dg.multi_asset(
+    outs={
+        **{clinical_key(t).to_python_identifier(): _out(t) for t in ALL_TABLES},
+        QUARANTINE_KEY.to_python_identifier(): dg.AssetOut(
+            key=QUARANTINE_KEY,
+            group_name="clinical",
+            owners=[owners.CLINICAL, owners.PLATFORM],
+            kinds={"json", "polars", "parquet"},
+            metadata={
+                "partition_column": "batch",
+                "dagster/column_schema": documented_columns(
+                    {
+                        "file_key": (
+                            "string",
+                            "opaque name of the landed file (its real name is in the operators' note)",
+                        ),
+                        "line": ("int", "line of the NDJSON file, or entry number of the Bundle"),
+                        "reason": (
+                            "string",
+                            "invalid_json, missing_resource_type, not_a_resource, wrong_type, unknown_reference, invalid_date, conflicting_version, unreadable, not_json, missing_id",
+                        ),
+                        "message": ("string", "what was wrong, never a value of the record"),
+                    }
+                ),
+            },
+            description="Records of one JSON batch that were not ingested, with file, line and reason. "
+            "The records themselves are in HDH_HOME/quarantine/json/<batch>/rejected_records.ndjson, for operators.",
+        ),
+    },
+    deps=[landed_json_files.key],
+    partitions_def=BATCHES,
+    check_specs=[
+        *[
+            dg.AssetCheckSpec(
+                "matches_published_schema",
+                asset=clinical_key(t),
+                blocking=True,
+                description="strict pandera schema; subject pseudonyms well formed",
+            )
+            for t in ALL_TABLES
+        ],
+        dg.AssetCheckSpec(
+            REFERENCE_CHECK,
+            asset=clinical_key("patients"),
+            description="every subject of every table is a Patient of this or an earlier batch",
+        ),
+        dg.AssetCheckSpec(
+            RECONCILE_CHECK,
+            asset=QUARANTINE_KEY,
+            description="per file: records read = ingested + duplicates + quarantined",
+        ),
+    ],
+)
+def json_ingestion(
+    context: dg.AssetExecutionContext,
+    hdh_home: HomeResource,
+    pseudonymisation: PseudonymisationKeyResource,
+):
+    home = hdh_home.home
+    batch = context.partition_key
+    folder = home.landing_for("json") / batch
+    if not folder.is_dir():
+        raise dg.Failure(f"landed JSON batch '{batch}' not found under landing/json/")
+    if pseudonymisation.uses_demo_key:
+        context.log.warning(DEMO_KEY_WARNING)
+    provider = provider_named(context.run.tags.get("hdh/provider"))
+    settings = JsonIngestSettings(
+        pseudonymisation.key_bytes(),
+        home.quarantine / "json",
+        provider,
+        pseudonymisation.max_date_shift_days,
+    )
+    earlier = known_patients(home.lake, batch)
+    result = ingest_json_batch(batch, folder, settings, known_subjects=earlier)
+    summary = result.summary()
+    context.log.info(
+        f"batch {batch}: {summary['records_in']} records in {summary['files']} files, "
+        f"{summary['ingested']} ingested, {summary['duplicates']} duplicates, {summary['quarantined']} quarantined"
+    )
+    systems = dict(
+        result.tables["codings"]
+        .group_by("system")
+        .len()
+        .sort("len", descending=True)
+        .head(15)
+        .iter_rows()
+    )
+    for table, frame in result.tables.items():
+        metadata = {"resource_type": RESOURCE_TYPE_OF.get(table, table)}
+        if table == "patients":
+            metadata.update(
+                {k: summary[k] for k in ("records_in", "ingested", "duplicates", "quarantined")}
+            )
+            metadata["rows_by_table"] = dg.MetadataValue.json(summary["rows_by_table"])
+            metadata["code_systems"] = dg.MetadataValue.json(systems)
+            metadata["provider"] = provider.name
+            metadata["landed_files"] = summary[
+                "files"
+            ]  # "files" is the IO manager's (Parquet files)
+        dates = [c for c, t in frame.schema.items() if isinstance(t, pl.Datetime)]
+        if dates and frame.height:
+            low = frame.select(pl.min_horizontal(pl.col(dates).min())).item()
+            high = frame.select(pl.max_horizontal(pl.col(dates).max())).item()
+            metadata["date_range"] = f"{low} .. {high}"
+        yield dg.Output(
+            frame, output_name=clinical_key(table).to_python_identifier(), metadata=metadata
+        )
+        yield pandera_check(SCHEMAS[table], frame, "matches_published_schema", clinical_key(table))
+    yield dg.Output(
+        result.quarantine.cast(QUARANTINE_SCHEMA),
+        output_name=QUARANTINE_KEY.to_python_identifier(),
+        metadata={"by_reason": dg.MetadataValue.json(summary["quarantined_by_reason"])},
+    )
+    patients = set(result.tables["patients"]["subject_pseudonym"]) | {
+        s.pseudonym for s in earlier.values()
+    }
+    orphans = sum(
+        frame.filter(
+            pl.col("subject_pseudonym").is_not_null()
+            & ~pl.col("subject_pseudonym").is_in(sorted(patients))
+        ).height
+        for table, frame in result.tables.items()
+        if "subject_pseudonym" in frame.columns
+    )
+    yield dg.AssetCheckResult(
+        check_name=REFERENCE_CHECK,
+        asset_key=clinical_key("patients"),
+        passed=orphans == 0,
+        metadata={"rows_without_patient": orphans},
+    )
+    files = result.per_file
+    balanced = bool(
+        (
+            files["records_in"] == files["ingested"] + files["duplicates"] + files["quarantined"]
+        ).all()
+    )
+    yield dg.AssetCheckResult(
+        check_name=RECONCILE_CHECK,
+        asset_key=QUARANTINE_KEY,
+        passed=balanced,
+        metadata={k: summary[k] for k in ("records_in", "ingested", "duplicates", "quarantined")},
+    )
+
+
+assets = [landed_json_files, json_ingestion]

@@ -83,7 +83,7 @@ def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon(tmp_p
         by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
         assert {"imaging/landed_files", "clinical/landed_files", "claims/events"} <= set(by_key)
         for key, node in by_key.items():
-            assert node["groupName"] in {"imaging", "clinical", "claims", "gdpr"}, key
+            assert node["groupName"] in {"imaging", "clinical", "claims", "gdpr", "products"}, key
             assert node["description"], key
             assert node["owners"], key
             assert node["kinds"], key
