@@ -35,6 +35,16 @@ REMOVED_KEYS = {
     "communication",
 }
 SUBJECT_FIELDS = ("subject", "patient")
+# Extensions whose value can name or locate a person (mother's maiden name, birth place, ...).
+IDENTIFYING_EXTENSION_VALUES = {
+    "valueString",
+    "valueMarkdown",
+    "valueAddress",
+    "valueHumanName",
+    "valueContactPoint",
+    "valueIdentifier",
+    "valueAttachment",
+}
 _NOT_DATES = {"system", "code", "version", "reference", "id", "url", "value", "unit"}
 _FULL_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(T.*)?$")
 _ABSOLUTE = re.compile(r"^https?://.+/([A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/.*)?$")
@@ -77,17 +87,20 @@ def patient_subject(
     )
 
 
-def remap_id(key: bytes, provider: str, resource_type: str, resource_id: str) -> str:
-    message = f"fhir-id:{provider}\x1f{resource_type}/{resource_id}".encode()
+def remap_id(key: bytes, provider: str, resource_id: str) -> str:
+    """The keyed replacement of a resource id. It does not depend on the resource type, so that a
+    ``urn:uuid:`` reference resolves without knowing what it points at (ids are UUIDs there)."""
+    message = f"fhir-id:{provider}\x1f{resource_id}".encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
 
 
 def parse_reference(
     reference: str, full_urls: dict[str, tuple[str, str]]
-) -> tuple[str, str] | None:
-    """(type, id) of a reference, or None for a contained (#) or unparseable one."""
-    if reference.startswith("urn:uuid:") or reference.startswith("urn:oid:"):
-        return full_urls.get(reference)
+) -> tuple[str | None, str] | None:
+    """(type, id) of a reference; the type is None for a ``urn:uuid:`` no Bundle entry declared;
+    None for a contained (#), conditional (``Type?query``) or unparseable reference."""
+    if reference.startswith("urn:uuid:"):
+        return full_urls.get(reference) or (None, reference.removeprefix("urn:uuid:"))
     match = _RELATIVE.match(reference) or _ABSOLUTE.match(reference)
     return (match.group(1), match.group(2)) if match else None
 
@@ -104,12 +117,12 @@ class FhirContext:
     # remapped Patient id -> subject, for this batch and earlier ones
     subjects: dict[str, Subject] = field(default_factory=dict)
 
-    def remap(self, resource_type: str, resource_id: str) -> str:
-        return remap_id(self.pseudonymiser.key, self.provider, resource_type, resource_id)
+    def remap(self, resource_id: str) -> str:
+        return remap_id(self.pseudonymiser.key, self.provider, resource_id)
 
     def register_patient(self, patient: dict, full_url: str | None = None) -> Subject:
         subject = patient_subject(patient, self.pseudonymiser, self.national_systems, self.provider)
-        self.subjects[self.remap("Patient", str(patient.get("id") or full_url or ""))] = subject
+        self.subjects[self.remap(str(patient.get("id") or full_url or ""))] = subject
         if full_url:
             self.full_urls[full_url] = ("Patient", str(patient.get("id") or full_url))
         return subject
@@ -139,7 +152,7 @@ class FhirPseudonymiser:
     def subject_of(self, resource: dict, full_url: str | None = None) -> Subject | None:
         context = self.context
         if resource.get("resourceType") == "Patient":
-            remapped = context.remap("Patient", str(resource.get("id") or full_url or ""))
+            remapped = context.remap(str(resource.get("id") or full_url or ""))
             return context.subjects.get(remapped) or context.register_patient(resource, full_url)
         for name in SUBJECT_FIELDS:
             value = resource.get(name)
@@ -150,9 +163,9 @@ class FhirPseudonymiser:
                     "wrong_type", f"{resource['resourceType']}.{name}.reference is not a string"
                 )
             target = parse_reference(value["reference"], context.full_urls)
-            if target is None or target[0] != "Patient":
+            if target is None or target[0] not in ("Patient", None):
                 continue
-            subject = context.subjects.get(context.remap(*target))
+            subject = context.subjects.get(context.remap(target[1]))
             if subject is None:
                 raise InvalidRecord(
                     "unknown_reference",
@@ -172,7 +185,7 @@ class FhirPseudonymiser:
         out = self._walk(resource, offset, root=True)
         original_id = resource.get("id") or full_url
         if original_id:
-            out["id"] = self.context.remap(rtype, str(original_id))
+            out["id"] = self.context.remap(str(original_id))
         if rtype in PERSON_TYPES:
             out.pop("name", None)
         if rtype == "Patient":
@@ -205,6 +218,12 @@ class FhirPseudonymiser:
                 out[name] = self._walk(value, offset, key=name)
             return out
         if isinstance(node, list):
+            if key in ("extension", "modifierExtension"):
+                node = [
+                    e
+                    for e in node
+                    if not (isinstance(e, dict) and IDENTIFYING_EXTENSION_VALUES & e.keys())
+                ]
             return [self._walk(item, offset, key=key) for item in node]
         if isinstance(node, str) and offset and key not in _NOT_DATES:
             return _shift_text(node, offset)
@@ -215,5 +234,7 @@ class FhirPseudonymiser:
             return reference  # a contained resource
         target = parse_reference(reference, self.context.full_urls)
         if target is None:
-            return "unresolved"  # keep the shape, never the original text
-        return f"{target[0]}/{self.context.remap(*target)}"
+            return "unresolved"  # conditional or odd: keep the shape, never the original text
+        kind, original = target
+        remapped = self.context.remap(original)
+        return f"{kind}/{remapped}" if kind else f"urn:uuid:{remapped}"
