@@ -123,7 +123,9 @@ def ingest_json(
     provider: str | None,
 ) -> dict:
     from hdh_assets.clinical.assets import QUARANTINE_KEY, clinical_key
+    from hdh_assets.clinical.providers import provider_named
 
+    provider_named(provider)  # an unknown provider is refused before anything is landed
     tags = {"hdh/provider": provider} if provider else None
     batch, runs = _land_and_run(home, instance, "json", path, batch, tags)
     value = _latest_metadata(instance, clinical_key("patients"), batch)

@@ -283,12 +283,16 @@ def ingest_dicom_command(path: Path, batch: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def ingest_json_command(path: Path, batch: str | None, provider: str | None, as_json: bool) -> None:
     """Land PATH (FHIR NDJSON, Bundles) under landing/json/<batch>/ and ingest it."""
+    from hdh_assets.clinical.providers import ProviderConfigError
     from hdh_cli.ingest import ingest_json
     from hdh_cli.instance import platform_instance
 
     home = _home().ensure()
-    with console.status("ingesting JSON", spinner="dots") if not as_json else _null():
-        summary = ingest_json(home, platform_instance(home), path, batch, provider)
+    try:
+        with console.status("ingesting JSON", spinner="dots") if not as_json else _null():
+            summary = ingest_json(home, platform_instance(home), path, batch, provider)
+    except ProviderConfigError as error:
+        raise click.UsageError(str(error)) from None
     if as_json:
         _print_json(summary)
     else:

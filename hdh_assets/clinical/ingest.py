@@ -59,41 +59,57 @@ def file_key(batch: str, name: str) -> str:
 
 
 class _Tables:
-    """Rows per table, turned into frames every CHUNK_ROWS rows to keep memory small."""
+    """Rows per table, turned into a frame every CHUNK_ROWS rows. With a spill folder, each chunk
+    goes to a Parquet file there and the tables come back as lazy scans: memory stays bounded by
+    the chunk, whatever the size of the batch."""
 
-    def __init__(self) -> None:
+    def __init__(self, spill: Path | None = None) -> None:
+        self.spill = spill
         self.rows: dict[str, list[dict]] = defaultdict(list)
         self.frames: dict[str, list[pl.DataFrame]] = defaultdict(list)
+        self.files: dict[str, list[Path]] = defaultdict(list)
+        self.counts: Counter = Counter()
 
     def add(self, table: str, rows: list[dict]) -> None:
         bucket = self.rows[table]
         bucket.extend(rows)
+        self.counts[table] += len(rows)
         if len(bucket) >= CHUNK_ROWS:
             self._flush(table)
 
     def _flush(self, table: str) -> None:
-        if self.rows[table]:
-            self.frames[table].append(
-                pl.DataFrame(self.rows[table], schema=ALL_TABLES[table], orient="row")
-            )
-            self.rows[table] = []
+        if not self.rows[table]:
+            return
+        frame = pl.DataFrame(self.rows[table], schema=ALL_TABLES[table], orient="row")
+        self.rows[table] = []
+        if self.spill is None:
+            self.frames[table].append(frame)
+            return
+        target = self.spill / table / f"part-{len(self.files[table]):05d}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        frame.write_parquet(target)
+        self.files[table].append(target)
 
-    def finish(self) -> dict[str, pl.DataFrame]:
-        out = {}
+    def finish(self) -> dict[str, pl.DataFrame | pl.LazyFrame]:
+        out: dict[str, pl.DataFrame | pl.LazyFrame] = {}
         for table, schema in ALL_TABLES.items():
             self._flush(table)
-            frames = self.frames.get(table) or [pl.DataFrame(schema=schema)]
-            out[table] = pl.concat(frames, how="vertical")
+            if self.files.get(table):
+                out[table] = pl.scan_parquet([str(f) for f in self.files[table]])
+            else:
+                frames = self.frames.get(table) or [pl.DataFrame(schema=schema)]
+                out[table] = pl.concat(frames, how="vertical")
         return out
 
 
 @dataclass
 class JsonBatchResult:
     batch: str
-    tables: dict[str, pl.DataFrame]
+    tables: dict[str, pl.DataFrame | pl.LazyFrame]  # lazy when the batch spilled to disk
     quarantine: pl.DataFrame
     per_file: pl.DataFrame
     states: Counter
+    rows: Counter
 
     def summary(self) -> dict:
         reasons = dict(sorted(Counter(self.quarantine["reason"].to_list()).items()))
@@ -105,7 +121,7 @@ class JsonBatchResult:
             "duplicates": self.states["duplicate"],
             "quarantined": self.states["quarantined"],
             "quarantined_by_reason": reasons,
-            "rows_by_table": {t: f.height for t, f in self.tables.items()},
+            "rows_by_table": {t: self.rows[t] for t in self.tables},
         }
 
 
@@ -148,6 +164,7 @@ def ingest_json_batch(
     settings: JsonIngestSettings,
     known_subjects: dict[str, Subject] | None = None,
     known_resources: dict[tuple[str, str], str] | None = None,
+    spill: Path | None = None,
 ) -> JsonBatchResult:
     """Ingest ``folder`` as ``batch``; ``known_*`` come from earlier batches (references, duplicates)."""
     pseudonymiser = Pseudonymiser(settings.key, settings.max_date_shift_days)
@@ -161,7 +178,7 @@ def ingest_json_batch(
     _learn(context, folder)
     engine = FhirPseudonymiser(context)
     seen: dict[tuple[str, str], str] = dict(known_resources or {})
-    tables = _Tables()
+    tables = _Tables(spill)
     quarantine_rows, notes = [], []
     per_file: dict[str, Counter] = defaultdict(Counter)
     states: Counter = Counter()
@@ -230,6 +247,7 @@ def ingest_json_batch(
             orient="row",
         ),
         states,
+        tables.counts,
     )
 
 
