@@ -13,7 +13,6 @@ Pure functions: no I/O, no Dagster.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
 import re
 from dataclasses import dataclass, field
@@ -91,7 +90,7 @@ def remap_id(key: bytes, provider: str, resource_id: str) -> str:
     """The keyed replacement of a resource id. It does not depend on the resource type, so that a
     ``urn:uuid:`` reference resolves without knowing what it points at (ids are UUIDs there)."""
     message = f"fhir-id:{provider}\x1f{resource_id}".encode()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
+    return hmac.digest(key, message, "sha256").hex()[:32]
 
 
 def parse_reference(
@@ -116,9 +115,24 @@ class FhirContext:
     full_urls: dict[str, tuple[str, str]] = field(default_factory=dict)
     # remapped Patient id -> subject, for this batch and earlier ones
     subjects: dict[str, Subject] = field(default_factory=dict)
+    _remapped: dict[str, str] = field(default_factory=dict, repr=False)
+    _offsets: dict[str, int] = field(default_factory=dict, repr=False)
 
     def remap(self, resource_id: str) -> str:
-        return remap_id(self.pseudonymiser.key, self.provider, resource_id)
+        # memoised: a batch refers to the same patients and encounters over and over
+        remapped = self._remapped.get(resource_id)
+        if remapped is None:
+            remapped = remap_id(self.pseudonymiser.key, self.provider, resource_id)
+            self._remapped[resource_id] = remapped
+        return remapped
+
+    def offset(self, subject: Subject) -> int:
+        days = self._offsets.get(subject.pseudonym)
+        if days is None:
+            days = self._offsets[subject.pseudonym] = self.pseudonymiser.date_offset_days(
+                subject.pseudonym
+            )
+        return days
 
     def register_patient(self, patient: dict, full_url: str | None = None) -> Subject:
         subject = patient_subject(patient, self.pseudonymiser, self.national_systems, self.provider)
@@ -181,7 +195,7 @@ class FhirPseudonymiser:
         if not isinstance(resource.get("id", ""), str):
             raise InvalidRecord("wrong_type", f"{rtype}.id is not a string")
         subject = self.subject_of(resource, full_url)
-        offset = self.context.pseudonymiser.date_offset_days(subject.pseudonym) if subject else 0
+        offset = self.context.offset(subject) if subject else 0
         out = self._walk(resource, offset, root=True)
         original_id = resource.get("id") or full_url
         if original_id:

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
 from dataclasses import dataclass
 
@@ -35,7 +34,7 @@ class Pseudonymiser:
             raise ValueError("max_date_shift_days must be at least 1")
 
     def _digest(self, purpose: str, value: str) -> bytes:
-        return hmac.new(self.key, f"{purpose}:{value}".encode(), hashlib.sha256).digest()
+        return hmac.digest(self.key, f"{purpose}:{value}".encode(), "sha256")
 
     def subject_pseudonym(self, national_identifier: str) -> str:
         """The platform-wide pseudonym of the person holding this NIR."""
