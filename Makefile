@@ -41,6 +41,7 @@ bench: install  ## benchmarks, each printing throughput against a baseline measu
 	$(BIN)/python benchmarks/claims_generator.py
 	$(BIN)/python benchmarks/lake_io.py
 	$(BIN)/python benchmarks/dicom_ingest.py
+	$(BIN)/python benchmarks/fhir_ingest.py --big-gb 2
 
 clean:  ## remove the platform's data (HDH_HOME), keep the virtual environment
 	rm -rf "$(HDH_HOME)"

@@ -36,6 +36,7 @@ DESCRIPTIONS = {
     "allergy_intolerances": "Allergies and intolerances with code, status, criticality and shifted dates.",
     "codings": "Every Coding of every resource, exploded: resource, path of the CodeableConcept, system, code.",
     "other_resources": "Every other resource type, with its subject, first date and pseudonymised JSON, so nothing is lost.",
+    "declared_records": "Non-FHIR JSON records a provider declared with a JSON Schema: record type, subject pseudonym, pseudonymised JSON (dates shifted, declared fields removed).",
 }
 COLUMN_TEXT = {
     "id": "resource id, remapped with the key",

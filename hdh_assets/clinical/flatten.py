@@ -423,11 +423,13 @@ OTHER_SCHEMA = {
     "first_date": TIMESTAMP,
     "json": pl.String,
 }
+DECLARED_SCHEMA = {"record_type": pl.String, "subject_pseudonym": pl.String, "json": pl.String}
 ALL_TABLES = {
     **{t: s for t, s, _ in TABLES.values()},
     "observation_components": COMPONENTS_SCHEMA,
     "codings": CODINGS_SCHEMA,
     "other_resources": OTHER_SCHEMA,
+    "declared_records": DECLARED_SCHEMA,
 }
 
 

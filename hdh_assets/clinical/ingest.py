@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 import polars as pl
 
+from hdh_assets.clinical.declared import pseudonymise_declared
 from hdh_assets.clinical.flatten import ALL_TABLES, flatten
 from hdh_assets.clinical.providers import Provider
 from hdh_assets.clinical.reader import RawRecord, read_batch
@@ -141,10 +142,19 @@ def _resource_of(record: RawRecord) -> tuple[dict, str | None]:
     return resource, full_url
 
 
-def _learn(context: FhirContext, batch_folder: Path) -> None:
+def _parsed(record: RawRecord) -> object:
+    if record.data is None:
+        return record.parsed["resource"]
+    try:
+        return orjson.loads(record.data)
+    except orjson.JSONDecodeError:
+        raise InvalidRecord("invalid_json", "the line is not valid JSON") from None
+
+
+def _learn(context: FhirContext, batch_folder: Path, provider: Provider) -> None:
     """First pass: patients and fullUrls, so references resolve whatever the order of files."""
     for record in read_batch(batch_folder):
-        if record.error:
+        if record.error or provider.declared_for(record.file):
             continue
         if record.data is not None and b'"Patient"' not in record.data:
             continue  # most lines are not patients: skip the parse
@@ -175,7 +185,7 @@ def ingest_json_batch(
         settings.provider.birth_date,
         subjects=dict(known_subjects or {}),
     )
-    _learn(context, folder)
+    _learn(context, folder, settings.provider)
     engine = FhirPseudonymiser(context)
     seen: dict[tuple[str, str], str] = dict(known_resources or {})
     tables = _Tables(spill)
@@ -203,7 +213,32 @@ def ingest_json_batch(
         if record.error:
             quarantine(record, key, record.error, "the file cannot be read as JSON")
             continue
+        declared = settings.provider.declared_for(record.file)
         try:
+            if declared is not None:
+                fields, pseudonym = pseudonymise_declared(
+                    _parsed(record), declared, pseudonymiser, settings.provider.name
+                )
+                text = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+                identity = ("declared:" + declared.name, hashlib.sha256(text).hexdigest())
+                if identity in seen:
+                    states["duplicate"] += 1
+                    per_file[key]["duplicates"] += 1
+                    continue
+                seen[identity] = identity[1]
+                tables.add(
+                    "declared_records",
+                    [
+                        {
+                            "record_type": declared.name,
+                            "subject_pseudonym": pseudonym,
+                            "json": text.decode(),
+                        }
+                    ],
+                )
+                states["ingested"] += 1
+                per_file[key]["ingested"] += 1
+                continue
             resource, full_url = _resource_of(record)
             pseudonymised, subject = engine.apply(resource, full_url)
             identity = (pseudonymised["resourceType"], pseudonymised.get("id") or "")

@@ -10,6 +10,14 @@ FHIR export needs no configuration.
       chu-bordeaux:
         national_identifier_systems: ["urn:oid:1.2.250.1.213.1.4.8"]
         birth_date: year        # year | month | none
+        records:                # JSON that is not FHIR, with a declared JSON Schema
+          - name: registry_visits
+            files: "visits*.ndjson"
+            schema: schemas/visits.schema.json    # relative to this file
+            subject_field: patient.nir            # dotted path of the identifier
+            subject_is_national: true             # NIR; false: provider-scoped pseudonym
+            date_fields: [visit_date]
+            remove_fields: [patient.name, comment]
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from hdh_assets.clinical.declared import DeclaredRecords, load_declared
 from hdh_assets.pseudonymisation.identifiers import INS_NIR_OID
 
 NATIONAL_SYSTEMS = (
@@ -36,6 +45,10 @@ class Provider:
     name: str = DEFAULT_PROVIDER
     national_identifier_systems: tuple[str, ...] = NATIONAL_SYSTEMS
     birth_date: str = "year"
+    records: tuple[DeclaredRecords, ...] = ()  # non-FHIR JSON with a declared JSON Schema
+
+    def declared_for(self, file_name: str) -> DeclaredRecords | None:
+        return next((spec for spec in self.records if spec.matches(file_name)), None)
 
     def __post_init__(self) -> None:
         if self.birth_date not in BIRTH_DATE_GENERALISATION:
@@ -61,7 +74,7 @@ def load_providers(path: Path | None) -> dict[str, Provider]:
         raise ProviderConfigError(f"{path}: not valid YAML ({error.__class__.__name__})") from None
     for name, entry in (document.get("providers") or {}).items():
         entry = entry or {}
-        unknown = set(entry) - {"national_identifier_systems", "birth_date"}
+        unknown = set(entry) - {"national_identifier_systems", "birth_date", "records"}
         if unknown:
             raise ProviderConfigError(
                 f"{path}: provider '{name}': unknown field(s) {sorted(unknown)}"
@@ -72,7 +85,10 @@ def load_providers(path: Path | None) -> dict[str, Provider]:
                 f"{path}: provider '{name}': national_identifier_systems must be a list of strings"
             )
         try:
-            providers[name] = Provider(name, tuple(systems), entry.get("birth_date", "year"))
+            records = tuple(load_declared(r, path.parent, name) for r in entry.get("records") or [])
+            providers[name] = Provider(
+                name, tuple(systems), entry.get("birth_date", "year"), records
+            )
         except ValueError as error:
             raise ProviderConfigError(f"{path}: {error}") from None
     return providers
