@@ -54,6 +54,11 @@ class JsonIngestSettings:
     max_date_shift_days: int = 365
 
 
+def _h64(value: str | bytes) -> int:
+    data = value.encode() if isinstance(value, str) else value
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
 def file_key(batch: str, name: str) -> str:
     """An opaque, stable name for a landed file (file names may carry identifiers)."""
     return hashlib.sha256(f"{batch}/{name}".encode()).hexdigest()[:16]
@@ -187,7 +192,8 @@ def ingest_json_batch(
     )
     _learn(context, folder, settings.provider)
     engine = FhirPseudonymiser(context)
-    seen: dict[tuple[str, str], str] = dict(known_resources or {})
+    # identity -> content digest, both as 64-bit integers: a few dozen bytes per resource
+    seen: dict[int, int] = {_h64(repr(k)): _h64(v) for k, v in (known_resources or {}).items()}
     tables = _Tables(spill)
     quarantine_rows, notes = [], []
     per_file: dict[str, Counter] = defaultdict(Counter)
@@ -220,12 +226,12 @@ def ingest_json_batch(
                     _parsed(record), declared, pseudonymiser, settings.provider.name
                 )
                 text = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
-                identity = ("declared:" + declared.name, hashlib.sha256(text).hexdigest())
+                identity = _h64(b"declared:" + declared.name.encode() + text)
                 if identity in seen:
                     states["duplicate"] += 1
                     per_file[key]["duplicates"] += 1
                     continue
-                seen[identity] = identity[1]
+                seen[identity] = identity
                 tables.add(
                     "declared_records",
                     [
@@ -241,10 +247,8 @@ def ingest_json_batch(
                 continue
             resource, full_url = _resource_of(record)
             pseudonymised, subject = engine.apply(resource, full_url)
-            identity = (pseudonymised["resourceType"], pseudonymised.get("id") or "")
-            digest = hashlib.sha256(
-                orjson.dumps(pseudonymised, option=orjson.OPT_SORT_KEYS)
-            ).hexdigest()
+            identity = _h64(repr((pseudonymised["resourceType"], pseudonymised.get("id") or "")))
+            digest = _h64(orjson.dumps(pseudonymised, option=orjson.OPT_SORT_KEYS))
             if identity in seen:
                 if seen[identity] != digest:
                     raise InvalidRecord(

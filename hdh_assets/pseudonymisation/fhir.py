@@ -34,6 +34,7 @@ REMOVED_KEYS = {
     "communication",
 }
 SUBJECT_FIELDS = ("subject", "patient")
+REMAP_MEMO_SIZE = 200_000
 # Extensions whose value can name or locate a person (mother's maiden name, birth place, ...).
 IDENTIFYING_EXTENSION_VALUES = {
     "valueString",
@@ -119,9 +120,12 @@ class FhirContext:
     _offsets: dict[str, int] = field(default_factory=dict, repr=False)
 
     def remap(self, resource_id: str) -> str:
-        # memoised: a batch refers to the same patients and encounters over and over
+        # memoised: a batch refers to the same patients and encounters over and over; the memo
+        # is emptied when full, so memory stays bounded on any batch
         remapped = self._remapped.get(resource_id)
         if remapped is None:
+            if len(self._remapped) >= REMAP_MEMO_SIZE:
+                self._remapped.clear()
             remapped = remap_id(self.pseudonymiser.key, self.provider, resource_id)
             self._remapped[resource_id] = remapped
         return remapped
