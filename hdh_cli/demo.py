@@ -12,7 +12,7 @@ import dagster as dg
 
 from hdh_assets.claims.events import landed_date_range, months_touched
 from hdh_assets.definitions import ALL_ASSETS
-from hdh_assets.landing.batches import ready_batches
+from hdh_assets.landing.batches import landing_batch, ready_batches
 from hdh_assets.landing.partitions import BATCH_PARTITIONS, LANDING_SOURCES
 from hdh_cli.ingest import across_batches_selection, batch_selection
 from hdh_cli.runs import RunOutcome, materialize_selection
@@ -20,6 +20,7 @@ from hdh_cli.status import PlatformStatus, collect_status
 from resources.home import HdhHome
 from resources.pseudonymisation import PseudonymisationKeyResource
 from synthetic.sample import Progress, SampleConfig, SampleSummary, generate_sample
+from synthetic.synthea_style import synthea_style_export
 
 
 @dataclass
@@ -61,6 +62,9 @@ def run_demo(
 ) -> DemoReport:
     home.ensure()
     report = DemoReport(sample=generate_sample(home.landing, home.sample, config, progress))
+    # A second JSON provider, shaped like a US Synthea export: other resource types, no NIR.
+    with landing_batch(home.landing_for("json"), "synthea-style-us") as folder:
+        synthea_style_export(folder, patients=5, seed=config.seed)
 
     def run(selection: str, **kwargs) -> None:
         outcome = materialize_selection(home, instance, selection, **kwargs)
