@@ -15,7 +15,7 @@ from hdh_assets.landing.assets import landing_inventory_asset
 from hdh_assets.landing.partitions import BATCH_PARTITIONS
 from hdh_assets.pseudonymisation.fhir import Subject
 from hdh_assets.validation import documented_columns, pandera_check
-from resources.lake.tables import Lake, PartitionSpec
+from resources.lake.tables import Lake
 from resources.platform import HomeResource
 from resources.pseudonymisation import DEMO_KEY_WARNING, PseudonymisationKeyResource
 
@@ -107,13 +107,9 @@ def _out(table: str) -> dg.AssetOut:
 
 def known_patients(lake_root: Path, batch: str) -> dict[str, Subject]:
     """Patients of other batches, so that their resources delivered later still resolve."""
-    table = Lake(lake_root).table(clinical_key("patients").path)
-    spec = PartitionSpec(("batch",))
     files = [
         str(f)
-        for (key,) in table.partitions(spec)
-        if key != batch
-        for f in table.parquet_files(table.partition_path(spec, [key]))
+        for f in Lake(lake_root).table(clinical_key("patients").path).files_outside("batch", batch)
     ]
     if not files:
         return {}

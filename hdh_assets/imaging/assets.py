@@ -17,7 +17,7 @@ from hdh_assets.landing.assets import landing_inventory_asset
 from hdh_assets.landing.partitions import BATCH_PARTITIONS
 from hdh_assets.validation import column_schema, documented_columns, pandera_check
 from resources.imaging import DicomIngestionResource
-from resources.lake.tables import Lake, PartitionSpec
+from resources.lake.tables import Lake
 from resources.platform import HomeResource
 from resources.pseudonymisation import DEMO_KEY_WARNING, PseudonymisationKeyResource
 
@@ -106,14 +106,7 @@ landed_dicom_files = landing_inventory_asset(
 
 def other_batches_index(lake_root: Path, batch: str) -> dict[str, str]:
     """SOP Instance UID -> stored sha256 for what other batches already ingested."""
-    table = Lake(lake_root).table(INSTANCES.path)
-    spec = PartitionSpec(("batch",))
-    files = [
-        str(f)
-        for (key,) in table.partitions(spec)
-        if key != batch
-        for f in table.parquet_files(table.partition_path(spec, [key]))
-    ]
+    files = [str(f) for f in Lake(lake_root).table(INSTANCES.path).files_outside("batch", batch)]
     if not files:
         return {}
     frame = pl.scan_parquet(files).select("sop_instance_uid", "sha256").collect()

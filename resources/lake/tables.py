@@ -146,6 +146,16 @@ class LakeTable:
             return []
         return sorted(_visible_parquet(folder))
 
+    def files_outside(self, column: str, excluded: str) -> list[UPath]:
+        """Data files of every partition but ``excluded`` (what other batches already hold)."""
+        spec = PartitionSpec((column,))
+        return [
+            f
+            for (key,) in self.partitions(spec)
+            if key != excluded
+            for f in self.parquet_files(self.partition_path(spec, [key]))
+        ]
+
     def partitions(self, spec: PartitionSpec) -> list[tuple[str, ...]]:
         """Partition keys present on disk, as tuples of dimension values."""
         found: list[tuple[str, ...]] = []
