@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from hdh_assets.landing.batches import landing_batch
+from hdh_assets.landing.batches import PROVIDER_MARKER, landing_batch
 from hdh_assets.landing.partitions import BATCH_PARTITIONS
 from hdh_cli.runs import RunOutcome, materialize_selection
 from resources.home import HdhHome
@@ -48,8 +48,9 @@ def default_batch_name(path: Path) -> str:
     return _BATCH_NAME.sub("-", name).strip("-.") or "batch"
 
 
-def land(path: Path, source_root: Path, batch: str) -> Path:
-    """Copy ``path`` (a folder, or one archive or file) into ``source_root/batch`` atomically."""
+def land(path: Path, source_root: Path, batch: str, provider: str | None = None) -> Path:
+    """Copy ``path`` (a folder, or one archive or file) into ``source_root/batch`` atomically;
+    a provider is recorded in the batch's ``_PROVIDER`` marker, so reruns keep it."""
     if not path.exists():
         raise FileNotFoundError(f"nothing to land at {path}")
     with landing_batch(source_root, batch) as folder:
@@ -57,6 +58,8 @@ def land(path: Path, source_root: Path, batch: str) -> Path:
             shutil.copytree(path, folder, dirs_exist_ok=True)
         else:
             shutil.copy2(path, folder / path.name)
+        if provider:
+            (folder / PROVIDER_MARKER).write_text(provider + "\n", encoding="utf-8")
     return source_root / batch
 
 
@@ -78,7 +81,7 @@ def _land_and_run(
     from hdh_assets.definitions import ALL_ASSETS
 
     batch = batch or default_batch_name(path)
-    land(path, home.landing_for(source), batch)
+    land(path, home.landing_for(source), batch, (tags or {}).get("hdh/provider"))
     instance.add_dynamic_partitions(BATCH_PARTITIONS[source].name, [batch])
     selection = batch_selection(source, ALL_ASSETS)
     runs = [materialize_selection(home, instance, selection, partition=batch, tags=tags)]

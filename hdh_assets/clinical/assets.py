@@ -12,6 +12,7 @@ from hdh_assets.clinical.flatten import ALL_TABLES, TABLES
 from hdh_assets.clinical.ingest import QUARANTINE_SCHEMA, JsonIngestSettings, ingest_json_batch
 from hdh_assets.clinical.providers import provider_named
 from hdh_assets.landing.assets import landing_inventory_asset
+from hdh_assets.landing.batches import provider_of
 from hdh_assets.landing.partitions import BATCH_PARTITIONS
 from hdh_assets.pseudonymisation.fhir import Subject
 from hdh_assets.validation import documented_columns, pandera_check
@@ -182,7 +183,8 @@ def json_ingestion(
         raise dg.Failure(f"landed JSON batch '{batch}' not found under landing/json/")
     if pseudonymisation.uses_demo_key:
         context.log.warning(DEMO_KEY_WARNING)
-    provider = provider_named(context.run.tags.get("hdh/provider"))
+    # the run's tag (hdh ingest json --provider), else the batch's _PROVIDER marker, else default
+    provider = provider_named(context.run.tags.get("hdh/provider") or provider_of(folder))
     settings = JsonIngestSettings(
         pseudonymisation.key_bytes(),
         home.quarantine / "json",

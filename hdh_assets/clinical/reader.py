@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from hdh_assets.landing.batches import READY_MARKER
+from hdh_assets.landing.batches import is_control_file
 
 NDJSON_SUFFIXES = (".ndjson", ".jsonl", ".ndjson.gz", ".jsonl.gz")
 JSON_SUFFIXES = (".json", ".json.gz")
@@ -34,8 +34,8 @@ def is_record_file(path: Path) -> bool:
 
 
 def batch_files(batch: Path) -> list[Path]:
-    """Every file of the batch but the ready marker, in name order."""
-    return sorted(p for p in batch.rglob("*") if p.is_file() and p.name != READY_MARKER)
+    """Every delivered file of the batch (markers excluded), in name order."""
+    return sorted(p for p in batch.rglob("*") if p.is_file() and not is_control_file(batch, p))
 
 
 def read_file(path: Path, name: str) -> Iterator[RawRecord]:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from hdh_assets.landing.batches import READY_MARKER
+from hdh_assets.landing.batches import is_control_file
 
 MAX_MEMBER_BYTES = 2 * 1024**3  # a single DICOM instance larger than this is not plausible
 
@@ -105,7 +105,7 @@ def landed_files(batch: Path) -> Iterator[LandedFile]:
     """Every file of the batch in name order, archive members in place of their archives."""
     for path in sorted(p for p in batch.rglob("*") if p.is_file()):
         relative = path.relative_to(batch).as_posix()
-        if path.name == READY_MARKER and path.parent == batch:
+        if is_control_file(batch, path):
             continue
         kind = _kind(path)
         if kind is None:

@@ -12,6 +12,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 READY_MARKER = "_READY"
+PROVIDER_MARKER = "_PROVIDER"  # optional: the name of the provider profile the batch follows
+CONTROL_FILES = {READY_MARKER, PROVIDER_MARKER}
+
+
+def is_control_file(batch: Path, path: Path) -> bool:
+    """Markers at the root of a batch are instructions to the platform, not delivered data."""
+    return path.parent == batch and path.name in CONTROL_FILES
+
+
+def provider_of(batch: Path) -> str | None:
+    marker = batch / PROVIDER_MARKER
+    if not marker.exists():
+        return None
+    return marker.read_text(encoding="utf-8").strip() or None
+
+
 DEFAULT_QUIET_SECONDS = 300.0
 
 

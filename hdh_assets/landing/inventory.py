@@ -13,7 +13,7 @@ from pathlib import Path
 import pandera.polars as pa
 import polars as pl
 
-from hdh_assets.landing.batches import READY_MARKER
+from hdh_assets.landing.batches import is_control_file
 
 
 class LandedFiles(pa.DataFrameModel):
@@ -85,7 +85,7 @@ def inventory_batch(batch: str, folder: Path) -> pl.DataFrame:
     """One row per file of the batch (the ``_READY`` marker excluded)."""
     rows = []
     for path in sorted(folder.rglob("*")):
-        if not path.is_file() or path.name == READY_MARKER:
+        if not path.is_file() or is_control_file(folder, path):
             continue
         sha, fmt, size = file_facts(path)
         rows.append(

@@ -33,6 +33,37 @@ def test_synthea_style_export_through_the_command(hdh_home, tmp_path, monkeypatc
     assert not (hdh_home.store / ".staging" / "json").exists() or not any(
         (hdh_home.store / ".staging" / "json").iterdir()
     )
+    # the provider travels with the batch: a rerun without --provider (the sensor, the UI) keeps it
+    landed = hdh_home.landing / "json" / summary["batch"]
+    assert (landed / "_PROVIDER").read_text().strip() == "kansas"
+    from hdh_assets.definitions import ALL_ASSETS
+    from hdh_cli.ingest import batch_selection
+
+    rerun = CliRunner().invoke(
+        cli,
+        [
+            "materialize",
+            batch_selection("json", ALL_ASSETS),
+            "--partition",
+            summary["batch"],
+            "--json",
+        ],
+    )
+    assert rerun.exit_code == 0, rerun.output
+    import dagster as dg
+
+    instance = dg.DagsterInstance.get()
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(["clinical", "patients"]), asset_partitions=[summary["batch"]]
+        ),
+        limit=1,
+    ).records
+    assert records[0].asset_materialization.metadata["provider"].value == "kansas"
+    assert (
+        records[0].asset_materialization.metadata["quarantined"].value == 1
+    )  # the marker is not data
+
     unknown = CliRunner().invoke(
         cli, ["ingest", "json", str(export), "--provider", "nobody", "--batch", "x"]
     )
