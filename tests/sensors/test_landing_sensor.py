@@ -46,3 +46,29 @@ def test_ready_batches_become_partitions_and_runs(hdh_home, monkeypatch):
             os.utime(path, (old, old))
         later = _evaluate(defs, instance, hdh_home)
         assert sorted(r.partition_key for r in later.run_requests) == ["b-busy", "b-ready"]
+
+
+def test_a_batch_ingested_after_its_last_change_is_not_requested_again(hdh_home):
+    """After `hdh demo` or `hdh ingest`, the sensor does not ingest the same batch once more."""
+    from hdh_cli.demo import register_batches
+    from hdh_cli.runs import materialize_selection
+
+    landing = hdh_home.landing_for("dicom") / "done"
+    landing.mkdir(parents=True)
+    (landing / "a.dcm").write_bytes(b"\0" * 128 + b"DICM")
+    (landing / "_READY").write_text("")
+    defs = build_definitions(hdh_home)
+    with dg.instance_for_test() as instance:
+        assert [r.partition_key for r in _evaluate(defs, instance, hdh_home).run_requests] == [
+            "done"
+        ]
+        register_batches(instance, hdh_home, "dicom")
+        assert materialize_selection(
+            hdh_home, instance, 'key:"imaging/landed_files"', partition="done"
+        ).success
+        assert _evaluate(defs, instance, hdh_home).run_requests == []
+        later = time.time() + 5  # the batch changes after its ingestion: requested again
+        os.utime(landing / "a.dcm", (later, later))
+        assert [r.partition_key for r in _evaluate(defs, instance, hdh_home).run_requests] == [
+            "done"
+        ]
