@@ -46,6 +46,8 @@ def _when(value: str | None) -> dt.datetime | None:
     """FHIR date, dateTime or instant as a UTC timestamp (a date alone is midnight UTC)."""
     if not value:
         return None
+    if not isinstance(value, str):
+        raise InvalidRecord("wrong_type", "a date is not a string")
     try:
         if len(value) == 10:
             return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
@@ -482,6 +484,38 @@ def _first_date(node) -> dt.datetime | None:
     return None
 
 
+_PYTHON_TYPES = {
+    pl.String: str,
+    pl.Int32: int,
+    pl.Int64: int,
+    pl.Float64: (int, float),
+    pl.Boolean: bool,
+}
+_INT_LIMITS = {pl.Int32: 2**31, pl.Int64: 2**63}
+
+
+def _conforms(rows: list[dict], table: str) -> None:
+    """Every value fits its column, so a chunk of rows can always become a frame."""
+    schema = ALL_TABLES[table]
+    for row in rows:
+        for column, dtype in schema.items():
+            value = row.get(column)
+            if value is None:
+                continue
+            if isinstance(dtype, pl.Datetime):
+                ok = isinstance(value, dt.datetime)
+            else:
+                expected = _PYTHON_TYPES.get(dtype)
+                ok = expected is None or (
+                    isinstance(value, expected)
+                    and not (isinstance(value, bool) and dtype != pl.Boolean)
+                )
+                if ok and dtype in _INT_LIMITS:
+                    ok = -_INT_LIMITS[dtype] <= value < _INT_LIMITS[dtype]
+            if not ok:
+                raise InvalidRecord("wrong_type", f"{table}.{column} has the wrong JSON type")
+
+
 def flatten(resource: dict, subject: str | None, subject_kind: str | None) -> dict[str, list[dict]]:
     """Rows for every table this (pseudonymised) resource feeds."""
     rtype = resource["resourceType"]
@@ -507,4 +541,6 @@ def flatten(resource: dict, subject: str | None, subject_kind: str | None) -> di
             }
         ]
     out["codings"] = codings(resource)
+    for table, rows in out.items():
+        _conforms(rows, table)
     return out

@@ -169,8 +169,8 @@ def _learn(context: FhirContext, batch_folder: Path, provider: Provider) -> None
                 context.full_urls[full_url] = (resource["resourceType"], str(resource["id"]))
             if resource["resourceType"] == "Patient":
                 context.register_patient(resource, full_url)
-        except InvalidRecord:
-            continue  # reported by the second pass
+        except Exception:
+            continue
 
 
 def ingest_json_batch(
@@ -247,8 +247,10 @@ def ingest_json_batch(
                 continue
             resource, full_url = _resource_of(record)
             pseudonymised, subject = engine.apply(resource, full_url)
-            identity = _h64(repr((pseudonymised["resourceType"], pseudonymised.get("id") or "")))
             digest = _h64(orjson.dumps(pseudonymised, option=orjson.OPT_SORT_KEYS))
+            # a resource without id is known by its content: equal ones are duplicates
+            rid = pseudonymised.get("id")
+            identity = _h64(repr((pseudonymised["resourceType"], rid))) if rid else digest
             if identity in seen:
                 if seen[identity] != digest:
                     raise InvalidRecord(
@@ -265,6 +267,14 @@ def ingest_json_batch(
             )
         except InvalidRecord as problem:
             quarantine(record, key, problem.reason, str(problem))
+            continue
+        except Exception as error:  # a shape nobody foresaw must not stop the batch
+            quarantine(
+                record,
+                key,
+                "internal_error",
+                f"record could not be processed ({type(error).__name__})",
+            )
             continue
         seen[identity] = digest
         for table, table_rows in rows.items():

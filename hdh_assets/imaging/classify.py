@@ -36,6 +36,7 @@ class Reason(enum.StrEnum):
     PSEUDONYMISATION_FAILED = "pseudonymisation_failed"
     IDENTIFIER_LEAK = "identifier_leak"  # an identifying value of the original is in the output
     NONCONFORMING_OUTPUT = "nonconforming_output"  # the output breaks Table E.1-1
+    INVALID_UID = "invalid_uid"  # a study, series or instance UID that cannot name a stored file
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterable
@@ -37,6 +38,7 @@ from hdh_assets.pseudonymisation.dicom import (
 from hdh_assets.pseudonymisation.subjects import Pseudonymiser
 
 INGESTED, DUPLICATE, QUARANTINED = "ingested", "duplicate", "quarantined"
+_STORE_UID = re.compile(r"^2\.25\.[0-9]{1,40}$")  # what remapping produces: safe as a file name
 QUARANTINE_SCHEMA = {"file_sha256": pl.String, "reason": pl.String, "message": pl.String}
 
 
@@ -176,6 +178,17 @@ def process_file(landed: LandedFile, settings: IngestSettings, staging: Path) ->
             Reason.NONCONFORMING_OUTPUT,
             "; ".join(sorted(set(violations))[:5]),
         )
+    if not all(
+        _STORE_UID.match(str(out.get(k, "")))
+        for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+    ):
+        return FileOutcome(
+            landed.name,
+            source_sha,
+            QUARANTINED,
+            Reason.INVALID_UID,
+            "a study, series or instance UID is not a remapped UID",
+        )
     out_sha = hashlib.sha256(written).hexdigest()
     staged = staging / f"{out_sha}.dcm"
     staged.write_bytes(written)
@@ -272,6 +285,8 @@ def ingest_batch(
                 continue
             seen[sop] = out_sha
             target = settings.store_root / outcome.row["store_path"]
+            if not target.resolve().is_relative_to(settings.store_root.resolve()):
+                raise RuntimeError("store path outside the store")  # unreachable: UIDs are checked
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(outcome.staged, target)
         for outcome in outcomes:

@@ -36,6 +36,7 @@ DEFAULT_OPTIONS = (
 _COMBINED = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "U*"}
 _DATE_VRS = {"DA", "DT", "TM"}
 _REAL_UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
+_PLACEHOLDER_UID = re.compile(r"^[0-9]{1,3}$")
 DEFLATED = "1.2.840.10008.1.2.1.99"
 EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
 _SYNTAX_BY_ENCODING = {
@@ -212,7 +213,8 @@ class DicomPseudonymiser:
 
     def _remap_one(self, uid: str) -> str:
         # A placeholder such as "0" or "1" names nothing; remapping it would invent a reference.
-        if not _REAL_UID.match(uid.strip().rstrip("\x00")):
+        # Anything else is remapped, valid UID or not: an odd value must never pass through.
+        if _PLACEHOLDER_UID.match(uid.strip().rstrip("\x00")):
             return uid
         return self.pseudonymiser.remap_uid(uid)
 

@@ -32,8 +32,16 @@ REMOVED_KEYS = {
     "comment",
     "patientInstruction",
     "communication",
+    "meta",
+    "masterIdentifier",
+    "subscriberId",
+    "preAdmissionIdentifier",
+    "contentString",
+    "description",
+    "summary",
 }
-SUBJECT_FIELDS = ("subject", "patient")
+MAX_DEPTH = 64  # deeper nesting is not FHIR; refused rather than recursed
+SUBJECT_FIELDS = ("subject", "patient", "beneficiary")
 REMAP_MEMO_SIZE = 200_000
 # Extensions whose value can name or locate a person (mother's maiden name, birth place, ...).
 IDENTIFYING_EXTENSION_VALUES = {
@@ -65,11 +73,25 @@ class Subject:
     kind: str  # national | provider
 
 
+def resource_key(resource: dict, full_url: str | None) -> str:
+    """What a resource's id is remapped from: its id, else the uuid of its Bundle fullUrl."""
+    if resource.get("id"):
+        return str(resource["id"])
+    return (full_url or "").removeprefix("urn:uuid:")
+
+
 def patient_subject(
-    patient: dict, pseudonymiser: Pseudonymiser, national_systems: tuple[str, ...], provider: str
+    patient: dict,
+    pseudonymiser: Pseudonymiser,
+    national_systems: tuple[str, ...],
+    provider: str,
+    full_url: str | None = None,
 ) -> Subject:
     """The first identifier of a national system, in the provider's order, else the Patient id."""
-    identifiers = [i for i in patient.get("identifier") or [] if isinstance(i, dict)]
+    identifiers = patient.get("identifier") or []
+    if not isinstance(identifiers, list):
+        raise InvalidRecord("wrong_type", "Patient.identifier is not a list")
+    identifiers = [i for i in identifiers if isinstance(i, dict)]
     for system in national_systems:
         for identifier in identifiers:
             if identifier.get("system") == system and identifier.get("value"):
@@ -79,7 +101,7 @@ def patient_subject(
                     )
                 except InvalidNationalIdentifier:
                     continue
-    local = str(patient.get("id") or "")
+    local = resource_key(patient, full_url)
     if not local:
         raise InvalidRecord("missing_id", "Patient without id nor national identifier")
     return Subject(
@@ -139,10 +161,13 @@ class FhirContext:
         return days
 
     def register_patient(self, patient: dict, full_url: str | None = None) -> Subject:
-        subject = patient_subject(patient, self.pseudonymiser, self.national_systems, self.provider)
-        self.subjects[self.remap(str(patient.get("id") or full_url or ""))] = subject
+        subject = patient_subject(
+            patient, self.pseudonymiser, self.national_systems, self.provider, full_url
+        )
+        key = resource_key(patient, full_url)
+        self.subjects[self.remap(key)] = subject
         if full_url:
-            self.full_urls[full_url] = ("Patient", str(patient.get("id") or full_url))
+            self.full_urls[full_url] = ("Patient", key)
         return subject
 
 
@@ -170,7 +195,7 @@ class FhirPseudonymiser:
     def subject_of(self, resource: dict, full_url: str | None = None) -> Subject | None:
         context = self.context
         if resource.get("resourceType") == "Patient":
-            remapped = context.remap(str(resource.get("id") or full_url or ""))
+            remapped = context.remap(resource_key(resource, full_url))
             return context.subjects.get(remapped) or context.register_patient(resource, full_url)
         for name in SUBJECT_FIELDS:
             value = resource.get(name)
@@ -201,39 +226,41 @@ class FhirPseudonymiser:
         subject = self.subject_of(resource, full_url)
         offset = self.context.offset(subject) if subject else 0
         out = self._walk(resource, offset, root=True)
-        original_id = resource.get("id") or full_url
+        original_id = resource_key(resource, full_url)
         if original_id:
-            out["id"] = self.context.remap(str(original_id))
+            out["id"] = self.context.remap(original_id)
         if rtype in PERSON_TYPES:
-            out.pop("name", None)
-        if rtype == "Patient":
             generalised = _generalise_birth_date(resource.get("birthDate"), self.context.birth_date)
             out.pop("birthDate", None)
             if generalised:
                 out["birthDate"] = generalised
         return out, subject
 
-    def _walk(self, node, offset: int, root: bool = False, key: str = ""):
+    def _walk(self, node, offset: int, root: bool = False, key: str = "", depth: int = 0):
+        if depth > MAX_DEPTH:
+            raise InvalidRecord("too_deep", f"nesting deeper than {MAX_DEPTH} levels")
         if isinstance(node, dict):
             out = {}
-            is_reference = "reference" in node and isinstance(node.get("reference"), str)
-            is_attachment = "contentType" in node or (
-                "data" in node and "url" not in node and key != ""
-            )
+            is_coding = "code" in node or "system" in node
+            is_attachment = "contentType" in node or "data" in node
+            is_person = node.get("resourceType") in PERSON_TYPES  # at any depth (contained)
             for name, value in node.items():
-                if name in REMOVED_KEYS or (name == "meta" and root):
+                if name in REMOVED_KEYS:
                     continue
-                if name == "birthDate" and root:
-                    out[name] = value  # generalised by the caller, from the original value
+                if is_person and name == "name":
                     continue
-                if is_reference and name == "display":
-                    continue
+                if name == "birthDate":
+                    if root and is_person:
+                        out[name] = value  # generalised by the caller, from the original value
+                    continue  # a birth date anywhere else is removed, never shifted
+                if name == "display" and not is_coding:
+                    continue  # a reference's display names people; a Coding's names a concept
                 if is_attachment and name in ("data", "url", "title"):
                     continue
-                if is_reference and name == "reference":
-                    out[name] = self._rewrite_reference(value)
+                if name == "reference":
+                    out[name] = self._rewrite_reference(value) if isinstance(value, str) else None
                     continue
-                out[name] = self._walk(value, offset, key=name)
+                out[name] = self._walk(value, offset, key=name, depth=depth + 1)
             return out
         if isinstance(node, list):
             if key in ("extension", "modifierExtension"):
@@ -242,7 +269,7 @@ class FhirPseudonymiser:
                     for e in node
                     if not (isinstance(e, dict) and IDENTIFYING_EXTENSION_VALUES & e.keys())
                 ]
-            return [self._walk(item, offset, key=key) for item in node]
+            return [self._walk(item, offset, key=key, depth=depth + 1) for item in node]
         if isinstance(node, str) and offset and key not in _NOT_DATES:
             return _shift_text(node, offset)
         return node

@@ -15,15 +15,18 @@ renames is undone by :meth:`Lake.recover`, which every read and write calls firs
 
 from __future__ import annotations
 
+import fcntl
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote
 
 from upath import UPath
 
 STAGING = ".staging"
+LOCK_FILE = ".swap.lock"
 TRASH = ".trash"
 PART_SUFFIX = ".parquet"
 
@@ -76,9 +79,29 @@ class Lake:
     def discard(self, staging: UPath) -> None:
         _remove_tree(staging)
 
+    @contextmanager
+    def _swap_lock(self) -> Iterator[None]:
+        """Swaps and recovery exclude each other across processes (two runs writing at once would
+        otherwise take each other's swap for a crash). Local lakes lock a file; object stores
+        have no rename to protect."""
+        if self.root.protocol not in ("", "file", "local"):
+            yield
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(Path(self.root.path) / LOCK_FILE, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def replace(self, staging: UPath, target: UPath) -> None:
         """Put the complete ``staging`` folder at ``target``, replacing what was there."""
-        self.recover()
+        with self._swap_lock():
+            self._recover()
+            self._replace(staging, target)
+
+    def _replace(self, staging: UPath, target: UPath) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         trash_dir = self.root / TRASH
         trash_dir.mkdir(parents=True, exist_ok=True)
@@ -99,6 +122,10 @@ class Lake:
 
     def recover(self) -> list[str]:
         """Finish or undo interrupted swaps; return the targets that were restored."""
+        with self._swap_lock():
+            return self._recover()
+
+    def _recover(self) -> list[str]:
         trash_dir = self.root / TRASH
         restored: list[str] = []
         if not trash_dir.exists():

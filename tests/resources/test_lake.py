@@ -211,3 +211,38 @@ def test_declared_column_descriptions_are_merged_with_written_types(tmp_path):
     assert described["subject"] == ("large_string", "who")
     assert described["count"] == ("int64", "how many")
     assert described["day"] == ("date32[day]", None)  # written but undocumented: still listed
+
+
+def _slow_writer(root: str, started) -> None:
+    """Another run writing a new version, slowly, between its two renames."""
+    import time as _time
+
+    class Slow(Lake):
+        def _move_into_place(self, staging, target):
+            started.set()
+            _time.sleep(1.0)
+            super()._move_into_place(staging, target)
+
+    lake = Slow(UPath(root))
+    staging = lake.new_staging()
+    pl.DataFrame({"version": [2]}).write_parquet(str(staging / "part-00000.parquet"))
+    lake.replace(staging, UPath(root) / "table")
+
+
+def test_recovery_waits_for_a_swap_in_another_process(tmp_path):
+    """A reader's recovery must not mistake another run's swap in progress for a crash."""
+    import multiprocessing
+
+    lake = Lake(UPath(tmp_path))
+    first = lake.new_staging()
+    pl.DataFrame({"version": [1]}).write_parquet(str(first / "part-00000.parquet"))
+    lake.replace(first, UPath(tmp_path) / "table")
+    context = multiprocessing.get_context("spawn")
+    started = context.Event()
+    writer = context.Process(target=_slow_writer, args=(str(tmp_path), started))
+    writer.start()
+    assert started.wait(60)
+    assert lake.recover() == []  # waited for the swap instead of undoing it
+    writer.join(60)
+    assert writer.exitcode == 0
+    assert pl.read_parquet(tmp_path / "table")["version"].to_list() == [2]
