@@ -191,3 +191,25 @@ def test_a_leaking_profile_is_stopped_before_the_store(corpus_batch, tmp_path, m
     assert reasons.get("identifier_leak", 0) > 0
     stored = list((tmp_path / "store" / "dicom").rglob("*.dcm"))
     assert len(stored) == result.count(INGESTED)
+
+
+def test_uids_that_are_paths_never_leave_the_store(tmp_path):
+    """A UID such as '../a' is remapped like any other, so it can never name a path."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    ds = Dataset()
+    ds.PatientName, ds.PatientID, ds.Modality = "Dupont^Jean", "LOCAL12345", "OT"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = "..", "..", "../../../escaped"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3"
+    batch = tmp_path / "landing" / "b"
+    batch.mkdir(parents=True)
+    ds.save_as(batch / "odd.dcm", enforce_file_format=True)
+    result = ingest_batch("b", batch, _settings(tmp_path / "home", workers=1))
+    assert result.count(INGESTED) == 1
+    stored = list(tmp_path.rglob("*.dcm"))
+    assert {p.parent.parent.parent.name for p in stored if "store" in p.parts} == {"dicom"}
+    assert not (tmp_path / "escaped.dcm").exists() and "escaped" not in str(stored)
