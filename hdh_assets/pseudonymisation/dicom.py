@@ -325,12 +325,13 @@ def identifying_values(original: Dataset, profile: DicomProfile) -> set[str]:
     if Option.RETAIN_DEVICE_IDENTITY not in profile.options:
         keywords = keywords + _DEVICE
     found: set[str] = set()
-    elsewhere: set[str] = set()  # the same text in an attribute that is not identifying
+    elsewhere: set[str] = set()  # the same text in an attribute the profile keeps as it is
     for item in original.iterall():
         if item.value in (None, "") or item.VR in ("SQ", "OB", "OW", "UN"):
             continue
         if item.keyword not in keywords:
-            elsewhere.add(str(item.value).strip())
+            if not item.tag.is_private and _kept(int(item.tag), profile):
+                elsewhere.add(str(item.value).strip())
             continue
         values = item.value if type(item.value).__name__ == "MultiValue" else [item.value]
         for value in values:
@@ -341,6 +342,12 @@ def identifying_values(original: Dataset, profile: DicomProfile) -> set[str]:
     # e.g. a manufacturer's name used as institution name stays, as the manufacturer
     kept_text = "\n".join(elsewhere)
     return {v for v in found if len(v) >= _MIN_NEEDLE and v not in kept_text}
+
+
+def _kept(tag: int, profile: DicomProfile) -> bool:
+    """Whether the profile copies this attribute's value unchanged into the output."""
+    rule = rule_for(tag)
+    return rule is None or rule.action(profile.options) == "K"
 
 
 def leaked_values(original: Dataset, written: bytes, profile: DicomProfile) -> int:

@@ -213,3 +213,29 @@ def test_uids_that_are_paths_never_leave_the_store(tmp_path):
     stored = list(tmp_path.rglob("*.dcm"))
     assert {p.parent.parent.parent.name for p in stored if "store" in p.parts} == {"dicom"}
     assert not (tmp_path / "escaped.dcm").exists() and "escaped" not in str(stored)
+
+
+def test_a_leak_is_caught_even_when_a_removed_attribute_repeats_the_value(tmp_path, monkeypatch):
+    """The leak check only excuses values that a kept attribute legitimately carries."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    import hdh_assets.pseudonymisation.dicom as dicom
+
+    real_rule_for = dicom.rule_for
+    monkeypatch.setattr(
+        dicom, "rule_for", lambda tag: None if tag == 0x00080080 else real_rule_for(tag)
+    )
+    ds = Dataset()
+    ds.PatientID, ds.Modality, ds.SOPClassUID = "LOCAL1", "OT", "1.2.840.10008.5.1.4.1.1.7"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = "1.2.3", "1.2.3.4", "1.2.3.4.5"
+    ds.InstitutionName = "Clinique Sainte-Odile"  # kept by the (deliberately) broken rule
+    ds.StudyDescription = "Clinique Sainte-Odile"  # removed by the basic profile
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    batch = tmp_path / "landing" / "b"
+    batch.mkdir(parents=True)
+    ds.save_as(batch / "one.dcm", enforce_file_format=True)
+    result = ingest_batch("b", batch, _settings(tmp_path / "home", workers=1))
+    assert result.quarantined_by_reason == {"identifier_leak": 1}
