@@ -259,19 +259,15 @@ def ingest_dicom_command(path: Path, batch: str | None, as_json: bool) -> None:
     home = _home().ensure()
     with console.status("ingesting DICOM", spinner="dots") if not as_json else _null():
         summary = ingest_dicom(home, platform_instance(home), path, batch)
-    if as_json:
-        _print_json(summary)
-    else:
-        table = Table(title=f"DICOM batch '{summary['batch']}'")
-        table.add_column("what")
-        table.add_column("files", justify="right")
-        for name in ("landed", "ingested", "duplicates", "quarantined"):
-            table.add_row(name, str(summary[name]))
-        for reason, count in summary["quarantined_by_reason"].items():
-            table.add_row(f"  {reason}", str(count))
-        table.add_row("studies / series", f"{summary['studies']} / {summary['series']}")
-        table_console.print(table)
-    sys.exit(0 if summary["success"] else 1)
+    extra = [("studies / series", f"{summary['studies']} / {summary['series']}")]
+    _report_ingestion(
+        summary,
+        as_json,
+        f"DICOM batch '{summary['batch']}'",
+        "files",
+        ("landed", "ingested", "duplicates", "quarantined"),
+        extra,
+    )
 
 
 @ingest.command("json")
@@ -293,19 +289,34 @@ def ingest_json_command(path: Path, batch: str | None, provider: str | None, as_
             summary = ingest_json(home, platform_instance(home), path, batch, provider)
     except ProviderConfigError as error:
         raise click.UsageError(str(error)) from None
+    tables = [
+        (f"table {name}", str(rows)) for name, rows in summary["rows_by_table"].items() if rows
+    ]
+    title = f"JSON batch '{summary['batch']}' (provider {summary['provider']})"
+    _report_ingestion(
+        summary,
+        as_json,
+        title,
+        "records",
+        ("files", "records_in", "ingested", "duplicates", "quarantined"),
+        tables,
+    )
+
+
+def _report_ingestion(summary: dict, as_json: bool, title: str, unit: str, counts, extra) -> None:
+    """The summary of `hdh ingest ...`: JSON for scripts or a table; exit 1 if a run failed."""
     if as_json:
         _print_json(summary)
     else:
-        table = Table(title=f"JSON batch '{summary['batch']}' (provider {summary['provider']})")
+        table = Table(title=title)
         table.add_column("what")
-        table.add_column("records", justify="right")
-        for name in ("files", "records_in", "ingested", "duplicates", "quarantined"):
+        table.add_column(unit, justify="right")
+        for name in counts:
             table.add_row(name, str(summary[name]))
         for reason, count in summary["quarantined_by_reason"].items():
             table.add_row(f"  {reason}", str(count))
-        for name, rows in summary["rows_by_table"].items():
-            if rows:
-                table.add_row(f"table {name}", str(rows))
+        for row in extra:
+            table.add_row(*row)
         table_console.print(table)
     sys.exit(0 if summary["success"] else 1)
 

@@ -11,14 +11,14 @@ from hdh_assets import owners
 from hdh_assets.clinical.flatten import ALL_TABLES, TABLES
 from hdh_assets.clinical.ingest import QUARANTINE_SCHEMA, JsonIngestSettings, ingest_json_batch
 from hdh_assets.clinical.providers import provider_named
-from hdh_assets.landing.assets import landing_inventory_asset
+from hdh_assets.landing.assets import landed_batch, landing_inventory_asset
 from hdh_assets.landing.batches import provider_of
 from hdh_assets.landing.partitions import BATCH_PARTITIONS
 from hdh_assets.pseudonymisation.fhir import Subject
 from hdh_assets.validation import documented_columns, pandera_check
 from resources.lake.tables import Lake
 from resources.platform import HomeResource
-from resources.pseudonymisation import DEMO_KEY_WARNING, PseudonymisationKeyResource
+from resources.pseudonymisation import PseudonymisationKeyResource
 
 BATCHES = BATCH_PARTITIONS["json"]
 FULL_CHECK_ROWS = 2_000_000
@@ -177,12 +177,7 @@ def json_ingestion(
     pseudonymisation: PseudonymisationKeyResource,
 ):
     home = hdh_home.home
-    batch = context.partition_key
-    folder = home.landing_for("json") / batch
-    if not folder.is_dir():
-        raise dg.Failure(f"landed JSON batch '{batch}' not found under landing/json/")
-    if pseudonymisation.uses_demo_key:
-        context.log.warning(DEMO_KEY_WARNING)
+    batch, folder = landed_batch(context, hdh_home, "json", pseudonymisation)
     # the run's tag (hdh ingest json --provider), else the batch's _PROVIDER marker, else default
     provider = provider_named(context.run.tags.get("hdh/provider") or provider_of(folder))
     settings = JsonIngestSettings(

@@ -13,13 +13,13 @@ from hdh_assets.imaging.aggregates import series_table, studies_table
 from hdh_assets.imaging.index import INDEX
 from hdh_assets.imaging.ingest import IngestSettings, ingest_batch
 from hdh_assets.imaging.previews import render_preview
-from hdh_assets.landing.assets import landing_inventory_asset
+from hdh_assets.landing.assets import landed_batch, landing_inventory_asset
 from hdh_assets.landing.partitions import BATCH_PARTITIONS
 from hdh_assets.validation import column_schema, documented_columns, pandera_check
 from resources.imaging import DicomIngestionResource
 from resources.lake.tables import Lake
 from resources.platform import HomeResource
-from resources.pseudonymisation import DEMO_KEY_WARNING, PseudonymisationKeyResource
+from resources.pseudonymisation import PseudonymisationKeyResource
 
 BATCHES = BATCH_PARTITIONS["dicom"]
 INSTANCES = dg.AssetKey(["imaging", "dicom_instances"])
@@ -186,12 +186,7 @@ def dicom_ingestion(
     dicom_ingestion: DicomIngestionResource,
 ):
     home = hdh_home.home
-    batch = context.partition_key
-    folder = home.landing_for("dicom") / batch
-    if not folder.is_dir():
-        raise dg.Failure(f"landed DICOM batch '{batch}' not found under landing/dicom/")
-    if pseudonymisation.uses_demo_key:
-        context.log.warning(DEMO_KEY_WARNING)
+    batch, folder = landed_batch(context, hdh_home, "dicom", pseudonymisation)
     settings = IngestSettings(
         key=pseudonymisation.key_bytes(),
         store_root=home.store / "dicom",

@@ -7,8 +7,22 @@ from hdh_assets.landing.inventory import LandedFiles, inventory_batch
 from hdh_assets.landing.partitions import BATCH_PARTITIONS
 from hdh_assets.validation import column_schema
 from resources.platform import HomeResource
+from resources.pseudonymisation import DEMO_KEY_WARNING
 
 INVENTORY_CHECK = "recognised_formats"
+
+
+def landed_batch(
+    context: dg.AssetExecutionContext, hdh_home: HomeResource, source: str, key_resource=None
+):
+    """The folder of the batch this run ingests; warns when the demo key is in use."""
+    batch = context.partition_key
+    folder = hdh_home.home.landing_for(source) / batch
+    if not folder.is_dir():
+        raise dg.Failure(f"landed batch '{batch}' not found under landing/{source}/")
+    if key_resource is not None and key_resource.uses_demo_key:
+        context.log.warning(DEMO_KEY_WARNING)
+    return batch, folder
 
 
 def landing_inventory_asset(
@@ -45,10 +59,7 @@ def landing_inventory_asset(
         ],
     )
     def landed_files(context: dg.AssetExecutionContext, hdh_home: HomeResource):
-        batch = context.partition_key
-        folder = hdh_home.home.landing_for(source) / batch
-        if not folder.is_dir():
-            raise dg.Failure(f"landed batch '{batch}' not found under landing/{source}/")
+        batch, folder = landed_batch(context, hdh_home, source)
         frame = inventory_batch(batch, folder)
         by_format = dict(frame.group_by("format").len().sort("format").iter_rows())
         unexpected = frame.filter(~pl.col("format").is_in(sorted(expected_formats)))
