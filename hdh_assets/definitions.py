@@ -12,6 +12,8 @@ from hdh_assets.gdpr.assets import subject_index_asset
 from hdh_assets.imaging import assets as imaging
 from hdh_assets.landing.partitions import LANDING_SOURCES
 from hdh_assets.products import linkage
+from hdh_assets.products.assets import load_products
+from hdh_assets.products.models import sql_dir_from_env
 from jobs.ingestion import landing_job
 from resources.home import HdhHome
 from resources.imaging import DicomIngestionResource
@@ -21,7 +23,11 @@ from resources.pseudonymisation import PseudonymisationKeyResource
 from resources.spark import spark_resource
 from sensors.landing import landing_sensor
 
-DOMAIN_ASSETS = [*imaging.assets, *clinical.assets, *claims.assets, *linkage.assets]
+SOURCE_ASSETS = [*imaging.assets, *clinical.assets, *claims.assets, *linkage.assets]
+PRODUCT_ASSETS = load_products(
+    sql_dir_from_env(), SOURCE_ASSETS, cache_dir=HdhHome.from_env().cache
+)
+DOMAIN_ASSETS = [*SOURCE_ASSETS, *PRODUCT_ASSETS]
 ALL_ASSETS = [*DOMAIN_ASSETS, subject_index_asset(DOMAIN_ASSETS)]
 
 

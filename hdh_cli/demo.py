@@ -14,7 +14,8 @@ from hdh_assets.claims.events import landed_date_range, months_touched
 from hdh_assets.definitions import ALL_ASSETS
 from hdh_assets.landing.batches import landing_batch, ready_batches
 from hdh_assets.landing.partitions import BATCH_PARTITIONS, LANDING_SOURCES
-from hdh_cli.ingest import across_batches_selection, batch_selection
+from hdh_cli.ingest import across_batches_selection, across_keys, batch_selection
+from hdh_cli.products import clamp_range, product_selections
 from hdh_cli.runs import RunOutcome, materialize_selection
 from hdh_cli.status import PlatformStatus, collect_status
 from resources.home import HdhHome
@@ -83,13 +84,25 @@ def run_demo(
         for f in sorted(b.path.rglob("*.parquet"))
     ]
     raw_range = landed_date_range(claims_files)
+    months = None
     if raw_range:
         max_shift = PseudonymisationKeyResource().max_date_shift_days
-        run('key:"claims/events"', partition_range=months_touched(*raw_range, max_shift))
+        months = months_touched(*raw_range, max_shift)
+        run('key:"claims/events"', partition_range=months)
 
     across = across_batches_selection(instance)
     if across:
         run(across)
+    # Data products: each partitioned set as one range run, then the rest, then the index again
+    # (products that hold people are in it).
+    graph = _definitions(home).resolve_asset_graph()
+    products = product_selections(graph, exclude=set(across_keys(across)))
+    for partitions, selection in products.partitioned:
+        if months:
+            run(selection, partition_range=clamp_range(partitions, months))
+    if products.unpartitioned:
+        run(products.unpartitioned)
+    run('key:"gdpr/subject_index"')
     report.status = collect_status(_definitions(home), instance, home)
     return report
 

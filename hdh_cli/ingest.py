@@ -41,6 +41,17 @@ def across_batches_selection(instance: dg.DagsterInstance) -> str | None:
     return " or ".join(f'key:"{name}"' for name in ready) or None
 
 
+def across_keys(selection: str | None) -> list[dg.AssetKey]:
+    """The keys an ``across_batches_selection`` names."""
+    if not selection:
+        return []
+    return [
+        dg.AssetKey.from_user_string(name)
+        for name in ACROSS_BATCHES
+        if f'key:"{name}"' in selection
+    ]
+
+
 def default_batch_name(path: Path) -> str:
     name = path.name
     for suffix in (".tar.gz", ".tgz", ".zip", ".tar"):

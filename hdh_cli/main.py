@@ -1,4 +1,4 @@
-"""``hdh``: sample, demo, status, materialize, ui. Every reporting command has ``--json``."""
+"""``hdh``: sample, demo, status, materialize, ingest, products, ui. Every reporting command has ``--json``."""
 
 from __future__ import annotations
 
@@ -324,6 +324,144 @@ def _report_ingestion(summary: dict, as_json: bool, title: str, unit: str, count
 @contextmanager
 def _null():
     yield
+
+
+@cli.group()
+def products() -> None:
+    """Data products: list them, release a materialisation, verify releases."""
+
+
+@products.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def products_list(as_json) -> None:
+    """Every product with its engine, partitioning, declared release and released versions."""
+    from hdh_assets.definitions import build_definitions
+    from hdh_assets.products.assets import GROUP
+    from hdh_assets.products.releases import ReleaseStore
+
+    home = _home()
+    graph = build_definitions(home).resolve_asset_graph()
+    store = ReleaseStore(home.releases)
+    rows = []
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        if node.group_name != GROUP:
+            continue
+        meta = {k: getattr(v, "value", v) for k, v in node.metadata.items()}
+        rows.append(
+            {
+                "product": key.path[-1],
+                "engine": meta.get("engine", "python"),
+                "partitioned": node.partitions_def is not None,
+                "subject_column": meta.get("subject_column"),
+                "aggregate_only": bool(meta.get("aggregate_only")),
+                "declared_release": meta.get("release"),
+                "released": [r.version for r in store.releases(key.path[-1])],
+                "checks": sorted(c.name for c in node.check_keys),
+            }
+        )
+    if as_json:
+        _print_json({"products": rows})
+        return
+    table = Table("product", "engine", "partitioned", "rows are", "declared", "released", "checks")
+    for r in rows:
+        table.add_row(
+            r["product"],
+            r["engine"],
+            "monthly" if r["partitioned"] else "-",
+            "aggregates" if r["aggregate_only"] else (r["subject_column"] or "-"),
+            r["declared_release"] or "-",
+            ", ".join(r["released"]) or "-",
+            str(len(r["checks"])),
+        )
+    table_console.print(table)
+
+
+@products.command("release")
+@click.argument("name")
+@click.argument("version", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def products_release(name, version, as_json) -> None:
+    """Freeze the latest materialisation of products/NAME as VERSION (default: its YAML release)."""
+    from hdh_assets.definitions import build_definitions
+    from hdh_assets.products.releases import ReleaseError
+    from hdh_cli.instance import platform_instance
+    from hdh_cli.products import release_product
+
+    home = _home().ensure()
+    try:
+        release = release_product(
+            home, build_definitions(home), platform_instance(home), name, version
+        )
+    except ReleaseError as error:
+        raise click.ClickException(str(error)) from None
+    manifest = release.manifest
+    if as_json:
+        _print_json(manifest)
+        return
+    console.print(
+        f"[green]released[/] products/{name} {release.version}: {manifest['rows']} rows in "
+        f"{len(manifest['files'])} files, {len(manifest['checks'])} checks passed -> {release.path}"
+    )
+
+
+@products.command("releases")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def products_releases(name, as_json) -> None:
+    """Released snapshots (of NAME, or of every product)."""
+    from hdh_assets.products.releases import ReleaseStore
+
+    releases = ReleaseStore(_home().releases).releases(name)
+    payload = [
+        {
+            "product": r.product,
+            "version": r.version,
+            "rows": r.manifest["rows"],
+            "released_at": r.manifest["released_at"],
+            "code_version": r.manifest["code_version"],
+            "path": str(r.path),
+        }
+        for r in releases
+    ]
+    if as_json:
+        _print_json({"releases": payload})
+        return
+    table = Table("product", "version", "rows", "released at", "code version")
+    for r in payload:
+        table.add_row(
+            r["product"], r["version"], str(r["rows"]), r["released_at"], r["code_version"] or "-"
+        )
+    table_console.print(table)
+
+
+@products.command("verify")
+@click.argument("name")
+@click.argument("version")
+def products_verify(name, version) -> None:
+    """Check that a released snapshot is still exactly what its manifest lists."""
+    from hdh_assets.products.releases import ReleaseError, ReleaseStore
+
+    try:
+        problems = ReleaseStore(_home().releases).verify(name, version)
+    except ReleaseError as error:
+        raise click.ClickException(str(error)) from None
+    if problems:
+        raise click.ClickException(f"products/{name} {version} was altered: {'; '.join(problems)}")
+    console.print(f"[green]intact[/]: products/{name} {version}")
+
+
+@products.command("delete")
+@click.argument("name")
+@click.argument("version")
+def products_delete(name, version) -> None:
+    """Refused: released snapshots are immutable (listed so that the refusal is explicit)."""
+    from hdh_assets.products.releases import ReleaseError, ReleaseStore
+
+    try:
+        ReleaseStore(_home().releases).delete(name, version)
+    except ReleaseError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @cli.command()

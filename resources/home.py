@@ -54,6 +54,16 @@ class HdhHome:
         return self.root / "secrets"
 
     @property
+    def releases(self) -> Path:
+        """Released data products: immutable snapshots with their manifests."""
+        return self.store / "releases"
+
+    @property
+    def cache(self) -> Path:
+        """What can be rebuilt at any time (compiled SQL models); safe to delete."""
+        return self.root / "cache"
+
+    @property
     def sample(self) -> Path:
         """What the synthetic generator records for tests and demonstrations only."""
         return self.root / "sample"
