@@ -179,6 +179,16 @@ class ModelSet:
         return f"sql_models_{self.engine}_{p.by}_{p.column}_{p.start.replace('-', '_')}"
 
 
+def automation_condition(partitioning: Partitioning | None) -> dg.AutomationCondition:
+    """Eager: a product follows its upstreams. For a partitioned product, any month whose
+    upstream month changed, not only the latest one, so a corrected month of claims is
+    re-computed downstream alone."""
+    eager = dg.AutomationCondition.eager()
+    if partitioning is None:
+        return eager
+    return eager.without(dg.AutomationCondition.in_latest_time_window())
+
+
 def _out(model: CompiledModel, root: Path) -> dg.AssetOut:
     spec = model.source.spec
     return dg.AssetOut(
@@ -190,7 +200,7 @@ def _out(model: CompiledModel, root: Path) -> dg.AssetOut:
         kinds={model.engine, "sql", "parquet"},
         code_version=model.code_version,
         metadata=_definition_metadata(model, root),
-        automation_condition=dg.AutomationCondition.eager(),
+        automation_condition=automation_condition(model.source.spec.config.partitioning),
         is_required=False,  # any subset of the models can run
     )
 
