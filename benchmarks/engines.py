@@ -38,7 +38,7 @@ from upath import UPath
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hdh_assets.products.assets import TableLayout, _register_upstreams
+from hdh_assets.products.assets import TableLayout, register_upstreams
 from hdh_assets.products.compiler import CompiledModel, compile_models
 from hdh_assets.products.engines import PolarsEngine, SparkEngine
 from hdh_assets.products.models import discover
@@ -177,7 +177,7 @@ def run_platform(engine_name: str, data_dir: Path, rows: int, out: Path) -> dict
         target.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         engine = SparkEngine(spark) if spark is not None else PolarsEngine()
-        _register_upstreams(engine, lake, model.references, layouts, None, None)
+        register_upstreams(engine, lake, model.references, layouts, None, None)
         result = engine.run(model.sql_for(engine.name))
         write_frame(result, UPath(target))
         seconds[model.name] = time.perf_counter() - t0

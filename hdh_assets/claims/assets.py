@@ -1,16 +1,21 @@
-"""Claims assets: pseudonymised care events, one partition per month of (shifted) event date."""
+"""Claims assets: pseudonymised care events, one partition per month of (shifted) event date,
+computed with Spark (billions of rows in production; a range of months runs as one Spark run)."""
 
 import datetime as dt
+from functools import reduce
 
 import dagster as dg
 import polars as pl
+from dagster_pyspark import PySparkResource
+from pyspark import StorageLevel
+from pyspark.sql import functions as F
 
 from hdh_assets import owners
 from hdh_assets.claims.events import EVENT_SCHEMA, pseudonymise_claims
 from hdh_assets.claims.schema import ClaimsEvents
 from hdh_assets.landing.assets import landing_inventory_asset
 from hdh_assets.landing.batches import ready_batches
-from hdh_assets.validation import column_schema, pandera_check
+from hdh_assets.validation import column_schema, spark_pandera_check
 from resources.platform import HomeResource
 from resources.pseudonymisation import DEMO_KEY_WARNING, PseudonymisationKeyResource
 
@@ -35,7 +40,7 @@ landed_claims_files = landing_inventory_asset(
     key=EVENTS_KEY,
     group_name="claims",
     owners=[owners.CLAIMS, owners.DATA_REFERENTS],
-    kinds={"polars", "parquet"},
+    kinds={"spark", "parquet"},
     description=(
         "SNDS-like care events (consultations, pharmacy, biology, imaging, stays, nursing) from "
         "every ready claims batch, with the national identifier replaced by the subject pseudonym "
@@ -65,11 +70,13 @@ def claims_events(
     context: dg.AssetExecutionContext,
     hdh_home: HomeResource,
     pseudonymisation: PseudonymisationKeyResource,
+    pyspark: PySparkResource,
 ):
     home = hdh_home.home
     pseudonymiser = pseudonymisation.pseudonymiser()
     if pseudonymisation.uses_demo_key:
         context.log.warning(DEMO_KEY_WARNING)
+    spark = pyspark.spark_session
     window = context.partition_time_window
     start, end = window.start.date(), window.end.date()
     batches = ready_batches(home.landing_for("claims"))
@@ -78,35 +85,41 @@ def claims_events(
         files = sorted(batch.path.rglob("*.parquet"))
         if not files:
             continue
-        events, rejected = pseudonymise_claims(
-            pl.scan_parquet([str(f) for f in files]), pseudonymiser, batch.name
-        )
-        parts.append(events.filter(pl.col("event_date").is_between(start, end, closed="left")))
-        rejected_frame = rejected.collect()
+        raw = spark.read.parquet(*[str(f) for f in files])
+        events, rejected = pseudonymise_claims(raw, pseudonymiser, batch.name)
+        parts.append(events.where((F.col("event_date") >= start) & (F.col("event_date") < end)))
+        rejected_frame = pl.from_arrow(rejected.toArrow())
         rejected_by_batch[batch.name] = rejected_frame.height
         _quarantine_rejected(home.quarantine / "claims" / batch.name, rejected_frame)
     if parts:
-        frame = pl.concat(parts).collect(engine="streaming")
+        frame = reduce(lambda a, b: a.unionByName(b), parts).persist(StorageLevel.MEMORY_AND_DISK)
     else:
-        frame = pl.DataFrame(schema=EVENT_SCHEMA)
+        frame = spark.createDataFrame(pl.DataFrame(schema=EVENT_SCHEMA).to_arrow())
+    summary = frame.agg(
+        F.count("*").alias("rows"),
+        F.countDistinct("subject_pseudonym").alias("subjects"),
+        F.min("event_date").alias("first"),
+        F.max("event_date").alias("last"),
+    ).collect()[0]
     context.log.info(
-        f"{frame.height} events in {start:%Y-%m} .. {end - dt.timedelta(days=1):%Y-%m} "
+        f"{summary['rows']} events in {start:%Y-%m} .. {end - dt.timedelta(days=1):%Y-%m} "
         f"from {len(batches)} ready batches; {sum(rejected_by_batch.values())} rows quarantined"
     )
+    check = spark_pandera_check(ClaimsEvents, frame, SCHEMA_CHECK, EVENTS_KEY)
     yield dg.Output(
         frame,
         metadata={
-            "subjects": dg.MetadataValue.int(frame["subject_pseudonym"].n_unique()),
+            "engine": "spark",
+            "subjects": dg.MetadataValue.int(summary["subjects"]),
             "batches": dg.MetadataValue.json(sorted(rejected_by_batch)),
             "quarantined_rows_by_batch": dg.MetadataValue.json(rejected_by_batch),
             "date_range": dg.MetadataValue.text(
-                f"{frame['event_date'].min()} .. {frame['event_date'].max()}"
-                if frame.height
-                else "-"
+                f"{summary['first']} .. {summary['last']}" if summary["rows"] else "-"
             ),
         },
     )
-    yield pandera_check(ClaimsEvents, frame, SCHEMA_CHECK, EVENTS_KEY)
+    yield check
+    frame.unpersist()
 
 
 def _quarantine_rejected(folder, rejected: pl.DataFrame) -> None:

@@ -1,4 +1,4 @@
-"""Pure core of claims ingestion: pseudonymise subjects, shift dates, set invalid rows aside.
+"""Core of claims ingestion, on Spark: pseudonymise subjects, shift dates, set invalid rows aside.
 
 The national identifier is replaced by the subject pseudonym and each date moves by the
 subject's offset, exactly as in imaging and clinical data. Rows that cannot be attributed are
@@ -8,6 +8,7 @@ returned separately with a reason, for quarantine; they never reach the lake.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import polars as pl
 
@@ -51,39 +52,43 @@ def subject_mapping(nirs: pl.Series, pseudonymiser: Pseudonymiser) -> pl.DataFra
     )
 
 
-def pseudonymise_claims(
-    raw: pl.LazyFrame, pseudonymiser: Pseudonymiser, batch: str
-) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """Return (events, rejected rows with reason) for one landed batch."""
-    missing = [c for c in RAW_COLUMNS if c not in raw.collect_schema().names()]
+def pseudonymise_claims(raw: Any, pseudonymiser: Pseudonymiser, batch: str) -> tuple[Any, Any]:
+    """Return (events, rejected rows with reason) of one landed batch, as Spark DataFrames.
+
+    Distinct identifiers go to the driver once (people, not events) for the keyed hash; the
+    events never leave Spark.
+    """
+    from pyspark.sql import functions as F
+
+    missing = [c for c in RAW_COLUMNS if c not in raw.columns]
     if missing:
         raise ValueError(f"claims batch '{batch}' lacks columns {missing}")
-    mapping = subject_mapping(raw.select("nir").collect(engine="streaming")["nir"], pseudonymiser)
+    nirs = pl.from_arrow(raw.select("nir").distinct().toArrow())["nir"]
+    mapping = subject_mapping(nirs, pseudonymiser).rename({"nir": "mapped_nir"})
+    spark = raw.sparkSession
+    subjects = spark.createDataFrame(mapping.to_arrow())
     joined = raw.join(
-        mapping.lazy(), on="nir", how="left", nulls_equal=True, maintain_order="left"
-    ).with_columns(
-        pl.when(pl.col("reject_reason").is_null() & pl.col("event_date").is_null())
-        .then(pl.lit("missing_event_date"))
-        .otherwise(pl.col("reject_reason"))
-        .alias("reject_reason")
+        F.broadcast(subjects), raw["nir"].eqNullSafe(subjects["mapped_nir"]), "left"
+    ).withColumn(
+        "reject_reason",
+        F.when(
+            F.col("reject_reason").isNull() & F.col("event_date").isNull(),
+            F.lit("missing_event_date"),
+        ).otherwise(F.col("reject_reason")),
     )
-    shifted = pl.col("event_date") + pl.duration(days=pl.col("date_offset_days"))
-    events = (
-        joined.filter(pl.col("reject_reason").is_null())
-        .select(
-            pl.col("event_id").alias("source_event_id"),
-            "subject_pseudonym",
-            shifted.alias("event_date"),
-            shifted.dt.truncate("1mo").dt.strftime("%Y-%m-%d").alias("month"),
-            "care_type",
-            "code",
-            pl.col("amount_eur").cast(pl.Float64),
-            pl.lit(batch, dtype=pl.String).alias("batch"),
-        )
-        .cast(EVENT_SCHEMA)
+    shifted = F.date_add(F.col("event_date"), F.col("date_offset_days"))
+    events = joined.where(F.col("reject_reason").isNull()).select(
+        F.col("event_id").cast("long").alias("source_event_id"),
+        F.col("subject_pseudonym"),
+        shifted.alias("event_date"),
+        F.date_format(F.trunc(shifted, "month"), "yyyy-MM-dd").alias("month"),
+        F.col("care_type").cast("string"),
+        F.col("code").cast("string"),
+        F.col("amount_eur").cast("double"),
+        F.lit(batch).alias("batch"),
     )
-    rejected = joined.filter(pl.col("reject_reason").is_not_null()).select(
-        *RAW_COLUMNS, "reject_reason", pl.lit(batch).alias("batch")
+    rejected = joined.where(F.col("reject_reason").isNotNull()).select(
+        *RAW_COLUMNS, "reject_reason", F.lit(batch).alias("batch")
     )
     return events, rejected
 

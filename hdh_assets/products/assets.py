@@ -205,7 +205,7 @@ def _out(model: CompiledModel, root: Path) -> dg.AssetOut:
     )
 
 
-def _register_upstreams(engine: Engine, lake: Lake, references, layouts, partitions, keys):
+def register_upstreams(engine: Engine, lake: Lake, references, layouts, partitions, keys):
     for reference in {r.key: r for r in references}.values():
         layout = layouts[reference.key]
         restrict = keys if _same_partitioning(layout.partitions_def, partitions) else None
@@ -278,11 +278,11 @@ def _materialise(context, model, checks, layouts, partitions, lake, keys):
     """Run one model and its checks; return why it blocks its downstream models, if it does."""
     engine = _engine(model, context)
     try:
-        _register_upstreams(engine, lake, model.references, layouts, partitions, keys)
+        register_upstreams(engine, lake, model.references, layouts, partitions, keys)
         result = engine.run(model.sql_for(engine.name))
         engine.register_result(table_name(model.key), result)
         for check in checks:
-            _register_upstreams(engine, lake, check.references, layouts, None, None)
+            register_upstreams(engine, lake, check.references, layouts, None, None)
         results = [(check, _run_check(engine, check, model.key)) for check in checks]
         rows = engine.rows(result)
         context.log.info(

@@ -44,6 +44,11 @@ def write_frame(obj: Any, folder: UPath) -> None:
         )
 
 
+def write_spark_partitioned(obj: Any, folder: UPath, column: str) -> None:
+    """One Spark job: a hive folder per value of ``column`` under an existing staging folder."""
+    obj.write.mode("overwrite").partitionBy(column).parquet(_spark_uri(folder))
+
+
 def split_by_column(obj: Any, column: str) -> dict[str, Any]:
     """Split a frame that spans several partitions into one frame per value of ``column``."""
     if isinstance(obj, pl.LazyFrame):
@@ -74,23 +79,52 @@ def empty_like(obj: Any, drop: str) -> Any:
 
 
 def read_polars(folders: Sequence[tuple[UPath, dict[str, str]]], files_of) -> pl.LazyFrame:
-    """Lazily scan folders; each folder's hive values become string columns."""
-    scans = []
+    """Lazily scan folders; each folder's hive values become string columns.
+
+    Folders whose files share one schema are read by one scan (one streaming source: memory
+    stays flat over hundreds of partitions); groups with different schemas, such as batches
+    where a column was all null, are concatenated with relaxed types.
+    """
+    groups: dict[tuple, list[tuple[list[str], dict[str, str]]]] = {}
     for folder, hive_values in folders:
-        files = files_of(folder)
+        files = [str(f) for f in files_of(folder)]
         if not files:
             continue
-        scan = pl.scan_parquet([str(f) for f in files])
-        if hive_values:
-            scan = scan.with_columns(
-                pl.lit(v, dtype=pl.String).alias(k) for k, v in hive_values.items()
-            )
-        scans.append(scan)
-    if not scans:
+        schema = tuple(pl.read_parquet_schema(files[0]).items())
+        key = (schema, tuple(sorted(hive_values)))
+        groups.setdefault(key, []).append((files, hive_values))
+    if not groups:
         raise FileNotFoundError(
             "no Parquet data in " + ", ".join(str(folder) for folder, _ in folders)
         )
+    scans = [_scan_group(members) for members in groups.values()]
     return pl.concat(scans, how="vertical_relaxed") if len(scans) > 1 else scans[0]
+
+
+def _scan_group(members: list[tuple[list[str], dict[str, str]]]) -> pl.LazyFrame:
+    hive_columns = sorted(members[0][1])
+    if len(members) == 1 or not hive_columns:
+        files, hive_values = (
+            members[0] if len(members) == 1 else ([f for m in members for f in m[0]], {})
+        )
+        scan = pl.scan_parquet(files)
+        return scan.with_columns(
+            pl.lit(v, dtype=pl.String).alias(k) for k, v in hive_values.items()
+        )
+    files = [f for member_files, _ in members for f in member_files]
+    if all(sum("=" in part for part in f.split("/")) == len(hive_columns) for f in files):
+        return pl.scan_parquet(
+            files, hive_partitioning=True, hive_schema=dict.fromkeys(hive_columns, pl.String)
+        )
+    # A folder above the lake has '=' in its name: polars would take it for a hive column, so
+    # each file's values are joined on its path instead.
+    values = {
+        column: [hive[column] for member_files, hive in members for _ in member_files]
+        for column in hive_columns
+    }
+    paths = pl.DataFrame({"file": files, **values})
+    scan = pl.scan_parquet(files, include_file_paths="__file")
+    return scan.join(paths.lazy(), left_on="__file", right_on="file", how="left").drop("__file")
 
 
 def read_spark(table_path: UPath, folders: Sequence[tuple[UPath, dict[str, str]]]) -> Any:

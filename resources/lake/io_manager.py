@@ -15,7 +15,7 @@ from upath import UPath
 
 from resources.lake import frames
 from resources.lake.metadata import output_metadata
-from resources.lake.tables import Lake, LakeTable, PartitionSpec
+from resources.lake.tables import Lake, LakeTable, PartitionSpec, partition_folder_name
 
 PARTITION_COLUMN_METADATA = "partition_column"
 DEFAULT_PARTITION_COLUMN = "partition"
@@ -69,6 +69,13 @@ class LakeIOManager(dg.ConfigurableIOManager):
 
         spec = partition_spec(context.asset_partitions_def, definition)
         keys = list(context.asset_partition_keys)
+        if frames.is_spark_frame(obj) and len(keys) > 1 and len(spec.columns) == 1:
+            written_folders = self._write_spark_range(context, lake, obj, table, spec, keys)
+            files = [f for folder in written_folders for f in table.parquet_files(folder)]
+            context.add_output_metadata(
+                output_metadata(files, table.path, len(written_folders), documented)
+            )
+            return
         pieces = (
             self._split_range(context, obj, spec, keys)
             if spec.columns[0] in frames.columns_of(obj) or len(keys) > 1
@@ -108,6 +115,46 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 f"the run's range: {unexpected[:5]}"
             )
         return {key: split.get(key, frames.empty_like(obj, column)) for key in keys}
+
+    def _write_spark_range(
+        self,
+        context: dg.OutputContext,
+        lake: Lake,
+        obj: Any,
+        table: LakeTable,
+        spec: PartitionSpec,
+        keys: list[str],
+    ) -> list[UPath]:
+        """One Spark job writes every partition of the range (``partitionBy``) into staging;
+        each partition folder then replaces its lake folder atomically."""
+        (column,) = spec.columns
+        if column not in frames.columns_of(obj):
+            raise dg.Failure(
+                f"asset {context.asset_key.to_user_string()} materialised {len(keys)} partitions "
+                f"in one run, so its output must hold the partition column '{column}'"
+            )
+        expected = {partition_folder_name(column, key): key for key in keys}
+        staging = lake.new_staging()
+        try:
+            frames.write_spark_partitioned(obj, staging, column)
+            present = {p.name: p for p in staging.iterdir() if p.is_dir() and "=" in p.name}
+            unexpected = sorted(set(present) - set(expected))
+            if unexpected:
+                raise dg.Failure(
+                    f"asset {context.asset_key.to_user_string()} returned rows for partitions "
+                    f"outside the run's range: {unexpected[:5]}"
+                )
+            folders = []
+            for name, key in expected.items():
+                folder = table.partition_path(spec, (key,))
+                if name in present:
+                    lake.replace(present[name], folder)
+                else:  # a month of the range without rows: an empty partition, columns kept
+                    self._write(lake, frames.empty_like(obj, column), folder)
+                folders.append(folder)
+            return folders
+        finally:
+            lake.discard(staging)
 
     @staticmethod
     def _write(lake: Lake, obj: Any, target: UPath) -> None:

@@ -1,12 +1,15 @@
-"""Claims pseudonymisation: one pseudonym per person, shifted dates, rejected rows kept aside."""
+"""Claims pseudonymisation on Spark: one pseudonym per person, shifted dates, rejected rows
+kept aside, and the published schema checked in Spark with the pandera model."""
 
 import datetime as dt
 
 import polars as pl
+import pytest
 
 from hdh_assets.claims.events import months_touched, pseudonymise_claims
 from hdh_assets.claims.schema import ClaimsEvents
 from hdh_assets.pseudonymisation import Pseudonymiser
+from hdh_assets.validation import spark_pandera_check
 
 KEY = bytes(range(32, 64))
 GOOD = "269054958815780"
@@ -28,10 +31,17 @@ RAW = pl.DataFrame(
 )
 
 
-def test_events_are_pseudonymised_and_shifted_per_subject():
+def _polars(frame) -> pl.DataFrame:
+    return pl.from_arrow(frame.toArrow())
+
+
+@pytest.mark.spark
+def test_events_are_pseudonymised_and_shifted_per_subject(spark):
     p = Pseudonymiser(KEY)
-    events, rejected = pseudonymise_claims(RAW.lazy(), p, "b1")
-    events, rejected = events.collect(), rejected.collect()
+    events, rejected = pseudonymise_claims(spark.createDataFrame(RAW.to_arrow()), p, "b1")
+    assert spark_pandera_check(ClaimsEvents, events, "schema").passed
+    events = _polars(events).sort("source_event_id")
+    rejected = _polars(rejected).sort("event_id")
     pseudonym = p.subject_pseudonym(GOOD)
     offset = p.date_offset_days(pseudonym)
     assert events["subject_pseudonym"].to_list() == [pseudonym, pseudonym]  # formatting ignored
@@ -51,9 +61,27 @@ def test_events_are_pseudonymised_and_shifted_per_subject():
     }
 
 
-def test_rows_in_equal_rows_out_plus_rejected():
-    events, rejected = pseudonymise_claims(RAW.lazy(), Pseudonymiser(KEY), "b1")
-    assert events.collect().height + rejected.collect().height == RAW.height
+@pytest.mark.spark
+def test_rows_in_equal_rows_out_plus_rejected(spark):
+    events, rejected = pseudonymise_claims(
+        spark.createDataFrame(RAW.to_arrow()), Pseudonymiser(KEY), "b1"
+    )
+    assert events.count() + rejected.count() == RAW.height
+
+
+@pytest.mark.spark
+def test_the_spark_schema_check_reports_columns_and_rules_never_values(spark):
+    p = Pseudonymiser(KEY)
+    events, _ = pseudonymise_claims(spark.createDataFrame(RAW.to_arrow()), p, "b1")
+    from pyspark.sql import functions as F
+
+    spoiled = events.withColumn("amount_eur", F.lit(-1.0)).withColumn("nir", F.lit(GOOD))
+    result = spark_pandera_check(ClaimsEvents, spoiled, "schema")
+    assert not result.passed
+    failing = result.metadata["failing_checks"].value
+    assert {"column": "amount_eur", "check": "greater_than_or_equal_to", "rows": 2} in failing
+    assert {"column": "nir", "check": "column_in_schema", "rows": None} in failing
+    assert GOOD not in str(result.metadata)
 
 
 def test_months_touched_covers_every_possible_shift():

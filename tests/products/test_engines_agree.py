@@ -7,7 +7,7 @@ import pytest
 from polars.testing import assert_frame_equal
 from upath import UPath
 
-from hdh_assets.products.assets import _model_layout, _register_upstreams, platform_layouts
+from hdh_assets.products.assets import _model_layout, platform_layouts, register_upstreams
 from hdh_assets.products.compiler import compile_models
 from hdh_assets.products.engines import PolarsEngine, SparkEngine
 from hdh_assets.products.models import discover
@@ -75,7 +75,7 @@ def test_every_example_and_a_dialect_zoo_agree_on_both_engines(product_lake, tmp
         layouts[model.key] = _model_layout(model)
         results = {}
         for engine in (PolarsEngine(), SparkEngine(spark)):
-            _register_upstreams(engine, lake, model.references, layouts, None, None)
+            register_upstreams(engine, lake, model.references, layouts, None, None)
             results[engine.name] = _comparable(_to_polars(engine.run(model.sql_for(engine.name))))
             if isinstance(engine, SparkEngine):
                 engine.close()
