@@ -24,9 +24,7 @@ from resources.spark import spark_resource
 from sensors.landing import landing_sensor
 
 SOURCE_ASSETS = [*imaging.assets, *clinical.assets, *claims.assets, *linkage.assets]
-PRODUCT_ASSETS = load_products(
-    sql_dir_from_env(), SOURCE_ASSETS, cache_dir=HdhHome.from_env().cache
-)
+PRODUCT_ASSETS = load_products(sql_dir_from_env(), SOURCE_ASSETS)
 DOMAIN_ASSETS = [*SOURCE_ASSETS, *PRODUCT_ASSETS]
 ALL_ASSETS = [*DOMAIN_ASSETS, subject_index_asset(DOMAIN_ASSETS)]
 

@@ -59,11 +59,6 @@ class HdhHome:
         return self.store / "releases"
 
     @property
-    def cache(self) -> Path:
-        """What can be rebuilt at any time (compiled SQL models); safe to delete."""
-        return self.root / "cache"
-
-    @property
     def sample(self) -> Path:
         """What the synthetic generator records for tests and demonstrations only."""
         return self.root / "sample"

@@ -7,7 +7,6 @@ from pathlib import Path
 import dagster as dg
 from upath import UPath
 
-from hdh_assets.products import compile_cache
 from hdh_assets.products.checks import SqlCheck, model_checks
 from hdh_assets.products.compiler import CompiledModel, compile_models, table_name
 from hdh_assets.products.engines import Engine, PolarsEngine, SparkEngine
@@ -307,21 +306,14 @@ def _materialise(context, model, checks, layouts, partitions, lake, keys):
 
 
 def load_products(
-    sql_dir: Path,
-    platform_assets: list[dg.AssetsDefinition],
-    cache_dir: Path | None = None,
+    sql_dir: Path, platform_assets: list[dg.AssetsDefinition]
 ) -> list[dg.AssetsDefinition]:
-    """Every model of ``sql_dir`` as an asset; any error names the file and line.
-    ``cache_dir`` keeps analyses of unchanged models between loads."""
+    """Every model of ``sql_dir`` as an asset; any error names the file and line."""
     sources: list[ModelSource] = discover(sql_dir)
     if not sources:
         return []
     layouts = platform_layouts(platform_assets)
-    cache, used = compile_cache.load(cache_dir), set()
-    known = set(cache)
-    compiled = compile_models(sources, {k: v.columns for k, v in layouts.items()}, cache, used)
-    if set(cache) != known or used != known:
-        compile_cache.save(cache_dir, cache, used)
+    compiled = compile_models(sources, {k: v.columns for k, v in layouts.items()})
     names = {m.name for m in compiled}
     for model in compiled:
         layouts[model.key] = _model_layout(model)

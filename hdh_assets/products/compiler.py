@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import graphlib
 import hashlib
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from sqlglot.errors import ParseError, SqlglotError
 from sqlglot.lineage import lineage
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import build_scope
+from sqlglot.schema import MappingSchema
 
 from hdh_assets.products.models import ModelError, ModelSource
 
@@ -34,7 +34,6 @@ TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 CALL = re.compile(r"^\s*(\w+)\s*\((.*)\)\s*$", re.DOTALL)
 PLACEHOLDER_TYPE = "text"  # lineage needs column names only
 PERSON_COLUMNS = ("subject_pseudonym",)
-ANALYSIS_VERSION = 1  # bump when _analyse changes what it returns
 
 
 def table_name(key: dg.AssetKey) -> str:
@@ -62,9 +61,9 @@ class Reference:
 class CompiledModel:
     source: ModelSource
     references: tuple[Reference, ...]
-    sql: str  # canonical, in AUTHOR_DIALECT, with tables named by asset key
+    sql: str  # as written, in AUTHOR_DIALECT, with tables named by asset key
     output_columns: tuple[str, ...]
-    engine_sql: Mapping[str, str]  # the same query in each engine's dialect
+    engine_sql: Mapping[str, str]  # compiled for the model's engine when it loads
     column_lineage: Mapping[str, tuple[tuple[dg.AssetKey, str], ...]] = field(default_factory=dict)
 
     @property
@@ -84,7 +83,10 @@ class CompiledModel:
         return sorted({r.key for r in self.references}, key=lambda k: k.to_user_string())
 
     def sql_for(self, engine: str | None = None) -> str:
-        return self.engine_sql[engine or self.engine]
+        engine = engine or self.engine
+        if engine in self.engine_sql:
+            return self.engine_sql[engine]
+        return transpile(self.sql, engine)  # the other engine: tests and benchmarks
 
     @property
     def code_version(self) -> str:
@@ -176,12 +178,12 @@ def _check_tables(source: ModelSource, query: exp.Query, references: list[Refere
 
 
 def _lineage(
-    query: exp.Query, schema: dict[str, dict[str, str]], tables: dict[str, dg.AssetKey]
+    query: exp.Query, schema: MappingSchema, tables: dict[str, dg.AssetKey]
 ) -> tuple[tuple[str, ...], dict[str, tuple[tuple[dg.AssetKey, str], ...]]]:
     """Output columns (stars expanded where upstream columns are known) and their sources."""
     try:
-        qualified = qualify(
-            query.copy(),
+        qualified = qualify(  # in place: the caller parsed this tree for us alone
+            query,
             schema=schema,
             dialect=AUTHOR_DIALECT,
             validate_qualify_columns=False,
@@ -242,24 +244,20 @@ def _check_declared(source: ModelSource, output: Sequence[str]) -> None:
 
 @dataclass(frozen=True)
 class Analysis:
-    """What parsing one rendered model yields; depends only on its text and upstream columns,
-    so it can be cached across loads (like dbt's partial parsing)."""
+    """What parsing one rendered model yields."""
 
-    sql: str
     output_columns: tuple[str, ...]
-    engine_sql: Mapping[str, str]
+    engine_sql: str  # in the dialect of the model's own engine
     lineage: Mapping[str, tuple[tuple[str, str], ...]]  # column -> (table, column)
-
-
-def _fingerprint(text: str, schema: Mapping[str, Sequence[str]]) -> str:
-    material = json.dumps([ANALYSIS_VERSION, sqlglot.__version__, text, schema], sort_keys=True)
-    return hashlib.sha256(material.encode()).hexdigest()
 
 
 def _analyse(source, text, references, schema, tables) -> Analysis:
     query = _parse(source, text)
     _check_tables(source, query, references)
-    typed = {t: {c: PLACEHOLDER_TYPE for c in cols} for t, cols in schema.items()}
+    typed = MappingSchema(
+        {t: dict.fromkeys(cols, PLACEHOLDER_TYPE) for t, cols in schema.items()},
+        dialect=AUTHOR_DIALECT,
+    )
     output, column_lineage = _lineage(query, typed, tables)
     if "*" in output or not output:
         raise ModelError(
@@ -268,10 +266,12 @@ def _analyse(source, text, references, schema, tables) -> Analysis:
             "cannot tell the output columns: name them, or select * only from tables whose "
             "columns are declared",
         )
+    # A second parse costs less than a deep copy of the tree the lineage qualified.
+    engine_query = sqlglot.parse_one(text, read=AUTHOR_DIALECT)
+    dialect = ENGINE_DIALECTS[source.spec.config.engine]
     return Analysis(
-        sql=query.sql(dialect=AUTHOR_DIALECT),
         output_columns=tuple(output),
-        engine_sql={e: query.sql(dialect=d) for e, d in ENGINE_DIALECTS.items()},
+        engine_sql=engine_query.sql(dialect=dialect, copy=False),
         lineage={
             column: tuple((table_name(key), name) for key, name in deps)
             for column, deps in column_lineage.items()
@@ -282,13 +282,9 @@ def _analyse(source, text, references, schema, tables) -> Analysis:
 def compile_models(
     sources: Sequence[ModelSource],
     external_columns: Mapping[dg.AssetKey, Sequence[str] | None],
-    cache: dict[str, Analysis] | None = None,
-    used: set[str] | None = None,
 ) -> list[CompiledModel]:
     """Compile every model, returned in dependency order; ``external_columns`` lists the platform's assets
-    that ``source()`` may name, with their columns where known (for stars and lineage).
-    ``cache`` maps fingerprints to earlier analyses; new ones are added to it, and ``used``
-    receives the fingerprints of this load."""
+    that ``source()`` may name, with their columns where known (for stars and lineage)."""
     by_name = {s.name: s for s in sources}
     rendered: dict[str, tuple[str, list[Reference]]] = {}
     for source in sources:
@@ -326,28 +322,21 @@ def compile_models(
     columns: dict[str, Sequence[str] | None] = {
         table_name(k): v for k, v in external_columns.items()
     }
-    cache = cache if cache is not None else {}
-    used = used if used is not None else set()
     compiled: dict[str, CompiledModel] = {}
     for name in order:
         source = by_name[name]
         text, references = rendered[name]
         tables = {r.table: r.key for r in references}
         schema = {t: list(columns[t]) for t in sorted(tables) if columns.get(t)}
-        fingerprint = _fingerprint(text, schema)
-        analysis = cache.get(fingerprint)
-        used.add(fingerprint)
-        if analysis is None:
-            analysis = _analyse(source, text, references, schema, tables)
-            cache[fingerprint] = analysis
+        analysis = _analyse(source, text, references, schema, tables)
         _check_declared(source, analysis.output_columns)
         columns[table_name(model_key(name))] = analysis.output_columns
         compiled[name] = CompiledModel(
             source=source,
             references=tuple(references),
-            sql=analysis.sql,
+            sql=text,
             output_columns=analysis.output_columns,
-            engine_sql=analysis.engine_sql,
+            engine_sql={source.spec.config.engine: analysis.engine_sql},
             column_lineage={
                 column: tuple((tables[t], c) for t, c in deps)
                 for column, deps in analysis.lineage.items()

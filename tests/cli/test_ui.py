@@ -19,6 +19,13 @@ ASSETS_QUERY = """
 { assetNodes { assetKey { path } groupName description kinds
     owners { ... on TeamAssetOwner { team } ... on UserAssetOwner { email } } } }
 """
+PRODUCT_QUERY = """
+{ assetNodeOrError(assetKey: {path: ["products", "hba1c_trajectory"]}) {
+    ... on AssetNode { opVersion dependencyKeys { path }
+      metadataEntries { label
+        ... on TableColumnLineageMetadataEntry {
+          lineage { columnName columnDeps { assetKey { path } columnName } } } } } } }
+"""
 DAEMONS_QUERY = (
     "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }"
 )
@@ -87,6 +94,23 @@ def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon(tmp_p
             assert node["description"], key
             assert node["owners"], key
             assert node["kinds"], key
+
+        # A SQL product, as a data referent sees it: its upstreams and its column lineage.
+        product = _graphql(port, PRODUCT_QUERY)["assetNodeOrError"]
+        assert {"/".join(d["path"]) for d in product["dependencyKeys"]} == {
+            "clinical/observations",
+            "products/diabetes_patients",
+        }
+        assert product["opVersion"]  # the code version: a hash of the compiled SQL
+        (lineage,) = [
+            e["lineage"]
+            for e in product["metadataEntries"]
+            if e["label"] == "dagster/column_lineage"
+        ]
+        deps = {c["columnName"]: c["columnDeps"] for c in lineage}
+        assert deps["hba1c_percent"] == [
+            {"assetKey": {"path": ["clinical", "observations"]}, "columnName": "value_quantity"}
+        ]
 
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as page:
             assert b"Dagster" in page.read()

@@ -160,20 +160,3 @@ def test_star_over_a_source_is_expanded_for_lineage(tmp_path):
     (model,) = compile_dir(tmp_path)
     assert list(model.output_columns) == EVENT_COLUMNS
     assert model.column_lineage["amount_eur"] == ((EVENTS, "amount_eur"),)
-
-
-def test_compile_cache_reuses_analyses_and_ignores_stale_ones(tmp_path):
-    from hdh_assets.products import compile_cache
-
-    write_models(tmp_path / "sql", {"a": (PER_SUBJECT, entry("a"))})
-    cache, used = {}, set()
-    compile_models(discover(tmp_path / "sql"), {EVENTS: EVENT_COLUMNS}, cache, used)
-    compile_cache.save(tmp_path / "cache", cache, used)
-    loaded = compile_cache.load(tmp_path / "cache")
-    assert set(loaded) == used and len(used) == 1
-    # a poisoned entry is never used for other SQL: the fingerprint covers the text
-    write_models(
-        tmp_path / "sql", {"a": (PER_SUBJECT.replace("COUNT(*)", "COUNT(code)"), entry("a"))}
-    )
-    (model,) = compile_models(discover(tmp_path / "sql"), {EVENTS: EVENT_COLUMNS}, loaded, set())
-    assert "COUNT(code)" in model.sql
