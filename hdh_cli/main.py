@@ -464,6 +464,147 @@ def products_delete(name, version) -> None:
         raise click.ClickException(str(error)) from None
 
 
+@cli.group()
+def rights() -> None:
+    """GDPR rights requests: file them as the portal does, and the DPO's side."""
+
+
+def _registry():
+    from resources.rights_registry import RightsRegistry
+
+    return RightsRegistry.from_env(_home().ensure())
+
+
+def _actor(by: str | None) -> str:
+    import getpass
+
+    return by or getpass.getuser()
+
+
+def _rights_call(action):
+    """Run a registry action; known refusals become one clear line, never a stack."""
+    from hdh_assets.gdpr.rights import InvalidRequest, TransitionRefused
+    from resources.rights_registry import UnknownRequest
+
+    try:
+        return action()
+    except InvalidRequest as error:
+        raise click.ClickException(
+            "invalid request: " + "; ".join(f"{f}: {m}" for f, m in error.errors.items())
+        ) from None
+    except (TransitionRefused, UnknownRequest, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+
+
+@rights.command("submit")
+@click.option(
+    "--type",
+    "request_type",
+    required=True,
+    type=click.Choice(["objection", "erasure", "access", "rectification", "restriction"]),
+)
+@click.option("--nir", required=True, help="Social security number, 15 characters with its key.")
+@click.option("--family-name", required=True)
+@click.option("--given-names", required=True)
+@click.option("--birth-date", required=True, help="YYYY-MM-DD")
+@click.option("--email", required=True)
+@click.option("--project", default=None, help="Limit the request to one project.")
+@click.option("--text", "free_text", default="", help="Free text for the DPO.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"id": ..., "token": ...}.')
+def rights_submit(
+    request_type, nir, family_name, given_names, birth_date, email, project, free_text, as_json
+):
+    """File a request exactly as the web form does; print its tracking number and token."""
+    from hdh_assets.gdpr.rights import validate_submission
+    from resources.pseudonymisation import PseudonymisationKeyResource
+
+    def submit():
+        kind, identity = validate_submission(
+            request_type, family_name, given_names, birth_date, nir, email, free_text
+        )
+        pseudonym = PseudonymisationKeyResource().pseudonymiser().subject_pseudonym(identity.nir)
+        return _registry().submit(kind, identity, pseudonym, free_text, project, actor="cli")
+
+    request_id, token = _rights_call(submit)
+    if as_json:
+        _print_json({"id": request_id, "token": token})
+        return
+    console.print(f"[green]received[/]: tracking number {request_id}, token {token}")
+    console.print("Keep both: the status page asks for them.")
+
+
+@rights.command("list")
+@click.option("--status", "status_filter", default=None, help="Only requests in this state.")
+@click.option("--json", "as_json", is_flag=True)
+def rights_list(status_filter, as_json):
+    """Requests by receipt date, with their deadline and urgency (due_soon, overdue)."""
+    from hdh_assets.gdpr.rights import Status
+
+    status = _rights_call(lambda: Status(status_filter)) if status_filter else None
+    found = _registry().list(status)
+    if as_json:
+        _print_json({"requests": [r.to_json() for r in found]})
+        return
+    table = Table("id", "type", "status", "received", "deadline", "urgency", "subject")
+    for r in found:
+        table.add_row(
+            r.id,
+            r.type.value,
+            r.status.value,
+            f"{r.received_at:%Y-%m-%d}",
+            f"{r.deadline:%Y-%m-%d}",
+            r.urgency() or "-",
+            r.subject_pseudonym[:12] + "...",
+        )
+    table_console.print(table)
+
+
+@rights.command("show")
+@click.argument("request_id")
+@click.option("--json", "as_json", is_flag=True)
+def rights_show(request_id, as_json):
+    """One request: status, pseudonym, deadline, completion report and audit trail."""
+    registry = _registry()
+    request = _rights_call(lambda: registry.get(request_id))
+    payload = {**request.to_json(), "audit": registry.audit(request_id)}
+    if as_json:
+        _print_json(payload)
+        return
+    for key in ("id", "type", "status", "subject_pseudonym", "received_at", "deadline", "urgency"):
+        console.print(f"{key}: {payload[key]}")
+    for entry in payload["audit"]:
+        console.print(f"  {entry['at']} {entry['actor']}: {entry['action']}")
+
+
+@rights.command("verify")
+@click.argument("request_id")
+@click.option("--by", default=None, help="Who verified the identity (default: your user).")
+def rights_verify(request_id, by):
+    """Mark the identity verified: the request becomes processable."""
+    request = _rights_call(lambda: _registry().verify(request_id, _actor(by)))
+    console.print(f"[green]verified[/]: {request.id} ({request.type.value})")
+
+
+@rights.command("reject")
+@click.argument("request_id")
+@click.option("--reason", required=True)
+@click.option("--by", default=None)
+def rights_reject(request_id, reason, by):
+    """Reject a request, with the reason the individual will be told."""
+    request = _rights_call(lambda: _registry().reject(request_id, reason, _actor(by)))
+    console.print(f"rejected: {request.id}")
+
+
+@rights.command("extend")
+@click.argument("request_id")
+@click.option("--reason", required=True)
+@click.option("--by", default=None)
+def rights_extend(request_id, reason, by):
+    """Extend the deadline by two months, once, with a recorded reason."""
+    request = _rights_call(lambda: _registry().extend(request_id, reason, _actor(by)))
+    console.print(f"extended: {request.id}, new deadline {request.deadline:%Y-%m-%d}")
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=3000, show_default=True)

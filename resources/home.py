@@ -54,6 +54,11 @@ class HdhHome:
         return self.root / "secrets"
 
     @property
+    def rights(self) -> Path:
+        """The GDPR rights registry (SQLite by default; identities encrypted inside)."""
+        return self.root / "rights"
+
+    @property
     def releases(self) -> Path:
         """Released data products: immutable snapshots with their manifests."""
         return self.store / "releases"

@@ -17,9 +17,9 @@ DEMO_KEY_WARNING = (
 )
 
 
-def load_demo_key(home: HdhHome) -> bytes:
-    """Create the demo key on first use, then reuse it so pseudonyms stay stable across runs."""
-    path = home.secrets / DEMO_KEY_FILE
+def load_demo_key(home: HdhHome, name: str = DEMO_KEY_FILE) -> bytes:
+    """Create a demo key on first use, then reuse it so what it derives stays stable."""
+    path = home.secrets / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
