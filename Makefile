@@ -26,7 +26,7 @@ test: install  ## the whole test suite (Spark and PostgreSQL tests included)
 test-fast: install  ## everything but Spark and the slow subprocess tests
 	$(BIN)/pytest -m "not spark and not slow"
 
-ui: install  ## Dagster webserver and daemon on http://127.0.0.1:3000
+ui: install  ## Dagster webserver and daemon on http://127.0.0.1:3000, rights portal on :3001
 	$(BIN)/hdh ui
 
 lint: install

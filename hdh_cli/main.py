@@ -607,12 +607,35 @@ def rights_extend(request_id, reason, by):
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=3001, show_default=True)
+def portal(host, port) -> None:
+    """The individuals' rights portal (form and status page), French and English."""
+    import uvicorn
+
+    from portal.app import app_from_env
+
+    home = _home().ensure()
+    console.print(f"Rights portal on http://{host}:{port}/fr/request (HDH_HOME={home.root})")
+    # Access logs hold method and path only: every form is posted, so no identifier is in them.
+    uvicorn.run(app_from_env(home), host=host, port=port, log_level="info")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=3000, show_default=True)
-def ui(host, port) -> None:
-    """Dagster webserver and daemon (sensors, schedules) on the platform's instance."""
+@click.option("--portal-port", default=3001, show_default=True, help="0: no portal.")
+def ui(host, port, portal_port) -> None:
+    """Dagster webserver and daemon (sensors, schedules) and the rights portal beside them."""
+    import subprocess
+
     from hdh_cli.instance import prepare_dagster_home
 
     home = _home().ensure()
+    if portal_port:
+        # The portal stays in this process group, so stopping the group stops both servers.
+        hdh = os.path.join(os.path.dirname(sys.executable), "hdh")
+        subprocess.Popen([hdh, "portal", "--host", host, "--port", str(portal_port)])
+        console.print(f"Rights portal on http://{host}:{portal_port}/fr/request")
     prepare_dagster_home(home)
     workspace = os.path.join(os.path.dirname(os.path.dirname(__file__)), "workspace.yaml")
     command = [

@@ -61,14 +61,14 @@ def _stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)  # children the server left behind, if any
 
 
-def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon(tmp_path):
-    port = _free_port()
+def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_portal(tmp_path):
+    port, portal_port = _free_port(), _free_port()
     env = {**os.environ, "HDH_HOME": str(tmp_path / "hdh"), "HDH_PSEUDONYM_KEY": "cd" * 32}
     env.pop("DAGSTER_HOME", None)
     hdh = str(Path(sys.executable).with_name("hdh"))
     log = (tmp_path / "ui.log").open("w")
     process = subprocess.Popen(
-        [hdh, "ui", "--port", str(port)],
+        [hdh, "ui", "--port", str(port), "--portal-port", str(portal_port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -114,6 +114,12 @@ def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon(tmp_p
 
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as page:
             assert b"Dagster" in page.read()
+        # The rights portal runs beside it (make ui starts both).
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{portal_port}/fr/request", timeout=30
+        ) as page:
+            html = page.read().decode()
+        assert "Vos droits sur vos données de santé" in html and 'name="nir"' in html
 
         # The daemon runs beside the webserver, so sensors and schedules tick.
         deadline = time.monotonic() + 120
