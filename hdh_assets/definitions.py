@@ -8,7 +8,7 @@ import dagster as dg
 
 from hdh_assets.claims import assets as claims
 from hdh_assets.clinical import assets as clinical
-from hdh_assets.gdpr.assets import subject_index_asset
+from hdh_assets.gdpr.assets import exclusions, proof_checks, subject_index_asset
 from hdh_assets.imaging import assets as imaging
 from hdh_assets.landing.partitions import LANDING_SOURCES
 from hdh_assets.products import linkage
@@ -26,7 +26,8 @@ from sensors.landing import landing_sensor
 SOURCE_ASSETS = [*imaging.assets, *clinical.assets, *claims.assets, *linkage.assets]
 PRODUCT_ASSETS = load_products(sql_dir_from_env(), SOURCE_ASSETS)
 DOMAIN_ASSETS = [*SOURCE_ASSETS, *PRODUCT_ASSETS]
-ALL_ASSETS = [*DOMAIN_ASSETS, subject_index_asset(DOMAIN_ASSETS)]
+ALL_ASSETS = [*DOMAIN_ASSETS, subject_index_asset(DOMAIN_ASSETS), exclusions]
+PROOF_CHECKS = proof_checks(DOMAIN_ASSETS)
 
 
 def _env_flag(name: str) -> bool:
@@ -51,6 +52,7 @@ def build_definitions(home: HdhHome | None = None) -> dg.Definitions:
     landing_jobs = {source: landing_job(source, ALL_ASSETS) for source in LANDING_SOURCES}
     return dg.Definitions(
         assets=ALL_ASSETS,
+        asset_checks=PROOF_CHECKS,
         jobs=list(landing_jobs.values()),
         sensors=[landing_sensor(source, job) for source, job in landing_jobs.items()],
         resources=build_resources(home),

@@ -6,6 +6,7 @@ run end to end on a fresh HDH_HOME.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -16,6 +17,7 @@ from hdh_assets.landing.batches import landing_batch, ready_batches
 from hdh_assets.landing.partitions import BATCH_PARTITIONS, LANDING_SOURCES
 from hdh_cli.ingest import across_batches_selection, across_keys, batch_selection
 from hdh_cli.products import clamp_range, product_selections
+from hdh_cli.rights import erase_sample_person
 from hdh_cli.runs import RunOutcome, materialize_selection
 from hdh_cli.status import PlatformStatus, collect_status
 from resources.home import HdhHome
@@ -29,10 +31,12 @@ class DemoReport:
     sample: SampleSummary
     runs: list[RunOutcome] = field(default_factory=list)
     status: PlatformStatus | None = None
+    erasure: dict | None = None
 
     @property
     def success(self) -> bool:
-        return all(r.success for r in self.runs)
+        erased = self.erasure is None or self.erasure["status"] == "completed"
+        return all(r.success for r in self.runs) and erased
 
     def to_json(self) -> dict:
         return {
@@ -40,6 +44,7 @@ class DemoReport:
             "sample": self.sample.to_json(),
             "runs": [r.to_json() for r in self.runs],
             "status": self.status.to_json() if self.status else None,
+            "erasure": self.erasure,
         }
 
 
@@ -103,6 +108,17 @@ def run_demo(
     if products.unpartitioned:
         run(products.unpartitioned)
     run('key:"gdpr/subject_index"')
+    # One erasure end to end: a person of the sample files it, the DPO verifies, it is processed.
+    people = json.loads((home.sample / "identities.json").read_text())["people"]
+    erasure = erase_sample_person(home, instance, people[1 % len(people)])
+    report.erasure = {
+        "id": erasure.request_id,
+        "status": erasure.status,
+        "assets": erasure.report.get("assets", []),
+        "files_removed": len(erasure.report.get("files_removed", [])),
+        "runs": len(erasure.report.get("runs", [])),
+    }
+    progress("materialisation runs", len(erasure.report.get("runs", [])), None)
     report.status = collect_status(_definitions(home), instance, home)
     return report
 

@@ -119,7 +119,15 @@ def ingest_dicom(
 
     batch, runs = _land_and_run(home, instance, "dicom", path, batch)
     value = _latest_metadata(instance, INSTANCES, batch)
-    counts = ("landed", "ingested", "duplicates", "quarantined", "studies", "series")
+    counts = (
+        "landed",
+        "ingested",
+        "duplicates",
+        "quarantined",
+        "excluded_by_request",
+        "studies",
+        "series",
+    )
     return {
         "batch": batch,
         "success": all(r.success for r in runs),

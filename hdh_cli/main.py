@@ -238,6 +238,12 @@ def demo(seed, people, claims_rows, chunk_rows, batch, as_json) -> None:
             f"checks passed: {len(checks)}, failed: {len(report.status.failing_checks)}; "
             f"quarantined files: {report.status.quarantined_files}"
         )
+        if report.erasure:
+            e = report.erasure
+            console.print(
+                f"Erasure {e['id']} of a sample person: {e['status']} ({len(e['assets'])} assets "
+                f"re-materialised in {e['runs']} runs, {e['files_removed']} stored files removed)"
+            )
         console.print("Open the Dagster UI with [bold]make ui[/] (http://127.0.0.1:3000).")
     sys.exit(0 if report.success else 1)
 
@@ -603,6 +609,42 @@ def rights_extend(request_id, reason, by):
     """Extend the deadline by two months, once, with a recorded reason."""
     request = _rights_call(lambda: _registry().extend(request_id, reason, _actor(by)))
     console.print(f"extended: {request.id}, new deadline {request.deadline:%Y-%m-%d}")
+
+
+@rights.command("process")
+@click.option("--wait", is_flag=True, help="Run what processing needs to the end, here.")
+@click.option("--json", "as_json", is_flag=True)
+def rights_process(wait, as_json):
+    """Process verified objections and erasures: exclude, re-materialise, prove, complete."""
+    from hdh_cli.instance import platform_instance
+    from hdh_cli.rights import pending, process_request
+
+    home = _home().ensure()
+    registry = _registry()
+    waiting = pending(registry)
+    if not wait:
+        payload = {"pending": waiting}
+        _print_json(payload) if as_json else console.print(
+            f"{len(waiting)} request(s) to process; run with --wait to process them here"
+        )
+        return
+    instance = platform_instance(home)
+    outcomes = []
+    for request_id in waiting:
+        outcome = process_request(home, instance, registry, request_id)
+        outcomes.append(outcome)
+        if not as_json:
+            colour = "green" if outcome.status == "completed" else "red"
+            console.print(f"[{colour}]{outcome.status}[/]: {request_id}")
+    if as_json:
+        _print_json(
+            {
+                "processed": [
+                    {"id": o.request_id, "status": o.status, "report": o.report} for o in outcomes
+                ]
+            }
+        )
+    sys.exit(0 if all(o.status == "completed" for o in outcomes) else 1)
 
 
 @cli.command()

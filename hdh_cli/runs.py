@@ -10,7 +10,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from hdh_assets.definitions import ALL_ASSETS, build_resources
+from hdh_assets.definitions import ALL_ASSETS, PROOF_CHECKS, build_resources
 from resources.home import HdhHome
 
 
@@ -41,7 +41,7 @@ def materialize_selection(
     if partition_range:
         tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG] = partition_range
     result = dg.materialize(
-        ALL_ASSETS,
+        [*ALL_ASSETS, *PROOF_CHECKS],
         selection=dg.AssetSelection.from_string(selection),
         resources=build_resources(home),
         instance=instance,

@@ -273,6 +273,31 @@ class RightsRegistry:
         with self.engine.connect() as db:
             return [_row_to_request(r) for r in db.execute(query)]
 
+    def excluded(self) -> list[tuple[str, str, str]]:
+        """(pseudonym, request id, type) of objections and erasures once verified: from then
+        on the person must not appear, and never again."""
+        query = (
+            sa.select(
+                requests_table.c.subject_pseudonym, requests_table.c.id, requests_table.c.type
+            )
+            .where(
+                requests_table.c.type.in_([RequestType.OBJECTION.value, RequestType.ERASURE.value])
+            )
+            .where(
+                requests_table.c.status.in_(
+                    [
+                        Status.VERIFIED.value,
+                        Status.PROCESSING.value,
+                        Status.COMPLETED.value,
+                        Status.FAILED.value,
+                    ]
+                )
+            )
+            .order_by(requests_table.c.received_at)
+        )
+        with self.engine.connect() as db:
+            return [tuple(row) for row in db.execute(query)]
+
     def audit(self, request_id: str) -> list[dict]:
         query = (
             sa.select(audit_table)

@@ -1,9 +1,10 @@
-"""GDPR assets: the subject index (requests, processing and proofs arrive with issue #6)."""
+"""GDPR assets: the subject index, the exclusions table and the proof checks."""
 
 import dagster as dg
 import polars as pl
 
 from hdh_assets import owners
+from hdh_assets.gdpr.exclusions import EXCLUSIONS_PATH, excluded_pseudonyms, exclusions_frame
 from hdh_assets.gdpr.subject_index import IndexedAsset, build_subject_index
 from hdh_assets.validation import documented_columns
 from resources.platform import HomeResource
@@ -86,3 +87,86 @@ def subject_index_asset(assets: list[dg.AssetsDefinition]) -> dg.AssetsDefinitio
         )
 
     return subject_index
+
+
+EXCLUSIONS_KEY = dg.AssetKey(list(EXCLUSIONS_PATH))
+PROOF_CHECK = "no_excluded_subject"
+
+
+@dg.asset(
+    key=EXCLUSIONS_KEY,
+    group_name="gdpr",
+    owners=[owners.DPO, owners.PLATFORM],
+    kinds={"sql", "parquet"},
+    description=(
+        "The objection and erasure registry as a table: the pseudonym of every person whose "
+        "objection or erasure request was verified. The lake IO manager and DICOM ingestion read "
+        "it at every write, so such a person is filtered out of every future ingestion; the "
+        "no_excluded_subject checks prove it. Pseudonyms and request ids only."
+    ),
+    metadata={
+        "dagster/column_schema": documented_columns(
+            {
+                "subject_pseudonym": ("string", "keyed pseudonym of the person"),
+                "request_id": ("string", "the rights request that excluded them"),
+                "request_type": ("string", "objection or erasure"),
+            }
+        )
+    },
+)
+def exclusions(hdh_home: HomeResource) -> dg.Output:
+    from resources.rights_registry import RightsRegistry
+
+    frame = exclusions_frame(RightsRegistry.from_env(hdh_home.home).excluded())
+    return dg.Output(
+        frame,
+        metadata={
+            "people": frame.height,
+            "by_type": dg.MetadataValue.json(
+                dict(frame.group_by("request_type").len().sort("request_type").iter_rows())
+            ),
+        },
+    )
+
+
+def _excluded_rows(files, column: str, excluded: frozenset[str]) -> int:
+    listed = sorted(excluded)
+    return sum(
+        pl.scan_parquet(str(f)).select(pl.col(column).is_in(listed).sum()).collect().item()
+        for f in files
+    )
+
+
+def _proof_check(key: dg.AssetKey, indexed: IndexedAsset) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=key,
+        name=PROOF_CHECK,
+        description=(
+            f"no row of {indexed.asset} has the pseudonym of a person whose objection or "
+            "erasure was verified (gdpr/exclusions): the proof a request is done"
+        ),
+    )
+    def _proof(hdh_home: HomeResource) -> dg.AssetCheckResult:
+        lake = hdh_home.home.lake
+        excluded = excluded_pseudonyms(lake)
+        files = sorted(
+            p
+            for p in lake.joinpath(*key.path).rglob("*.parquet")
+            if not any(part.startswith((".", "_")) for part in p.relative_to(lake).parts)
+        )
+        rows = _excluded_rows(files, indexed.subject_column, excluded) if excluded else 0
+        return dg.AssetCheckResult(
+            passed=rows == 0,
+            metadata={
+                "rows_of_excluded_people": rows,
+                "excluded_people": len(excluded),
+                "files_scanned": len(files),
+            },
+        )
+
+    return _proof
+
+
+def proof_checks(assets: list[dg.AssetsDefinition]) -> list[dg.AssetChecksDefinition]:
+    """One check per asset holding people: no row of an excluded person remains in the lake."""
+    return [_proof_check(key, indexed) for key, indexed, _ in indexed_assets(assets)]

@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 
 from hdh_assets import owners
+from hdh_assets.gdpr.exclusions import excluded_pseudonyms
 from hdh_assets.imaging.aggregates import series_table, studies_table
 from hdh_assets.imaging.index import INDEX
 from hdh_assets.imaging.ingest import IngestSettings, ingest_batch
@@ -175,7 +176,8 @@ def other_batches_index(lake_root: Path, batch: str) -> dict[str, str]:
         dg.AssetCheckSpec(
             RECONCILE_CHECK,
             asset=INSTANCES,
-            description="every landed file (archive members included) is ingested, a duplicate, or quarantined",
+            description="every landed file (archive members included) is ingested, a duplicate, "
+            "quarantined, or excluded because its person objected or asked for erasure",
         ),
     ],
 )
@@ -194,6 +196,7 @@ def dicom_ingestion(
         profile=dicom_ingestion.profile(),
         max_date_shift_days=pseudonymisation.max_date_shift_days,
         workers=dicom_ingestion.workers,
+        excluded=excluded_pseudonyms(home.lake),
     )
     done = {"files": 0, "logged": time.monotonic()}
 
@@ -221,6 +224,7 @@ def dicom_ingestion(
             "ingested": summary["ingested"],
             "duplicates": summary["duplicates"],
             "quarantined": summary["quarantined"],
+            "excluded_by_request": summary["excluded"],
             "quarantined_by_reason": dg.MetadataValue.json(summary["quarantined_by_reason"]),
             "studies": index["study_instance_uid"].n_unique(),
             "series": index["series_instance_uid"].n_unique(),
@@ -254,13 +258,19 @@ def dicom_ingestion(
             },
         )
     reconciled = (
-        summary["landed"] == summary["ingested"] + summary["duplicates"] + summary["quarantined"]
+        summary["landed"]
+        == summary["ingested"]
+        + summary["duplicates"]
+        + summary["quarantined"]
+        + summary["excluded"]
     )
     yield dg.AssetCheckResult(
         check_name=RECONCILE_CHECK,
         asset_key=INSTANCES,
         passed=reconciled,
-        metadata={k: summary[k] for k in ("landed", "ingested", "duplicates", "quarantined")},
+        metadata={
+            k: summary[k] for k in ("landed", "ingested", "duplicates", "quarantined", "excluded")
+        },
     )
 
 

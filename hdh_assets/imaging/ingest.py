@@ -38,6 +38,7 @@ from hdh_assets.pseudonymisation.dicom import (
 from hdh_assets.pseudonymisation.subjects import Pseudonymiser
 
 INGESTED, DUPLICATE, QUARANTINED = "ingested", "duplicate", "quarantined"
+EXCLUDED = "excluded"  # the person objected or asked for erasure: nothing of the file is kept
 _STORE_UID = re.compile(r"^2\.25\.[0-9]{1,40}$")  # what remapping produces: safe as a file name
 QUARANTINE_SCHEMA = {"file_sha256": pl.String, "reason": pl.String, "message": pl.String}
 
@@ -50,6 +51,7 @@ class IngestSettings:
     profile: DicomProfile = field(default_factory=DicomProfile)
     max_date_shift_days: int = 365
     workers: int = 0  # 0: one per core
+    excluded: frozenset[str] = frozenset()  # pseudonyms of verified objections and erasures
 
 
 @dataclass
@@ -90,6 +92,7 @@ class BatchResult:
             "ingested": self.count(INGESTED),
             "duplicates": self.count(DUPLICATE),
             "quarantined": self.count(QUARANTINED),
+            "excluded": self.count(EXCLUDED),
             "quarantined_by_reason": self.quarantined_by_reason,
         }
 
@@ -272,6 +275,9 @@ def ingest_batch(
         seen: dict[str, str] = {}
         for outcome in sorted(outcomes, key=lambda o: o.name):
             if outcome.state != INGESTED:
+                continue
+            if outcome.row["subject_pseudonym"] in settings.excluded:
+                outcome.state, outcome.row = EXCLUDED, None  # its staged copy goes with staging
                 continue
             sop = outcome.sop_instance_uid
             out_sha = outcome.row["sha256"]

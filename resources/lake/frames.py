@@ -49,6 +49,18 @@ def write_spark_partitioned(obj: Any, folder: UPath, column: str) -> None:
     obj.write.mode("overwrite").partitionBy(column).parquet(_spark_uri(folder))
 
 
+def drop_values(obj: Any, column: str, values: frozenset[str]) -> Any:
+    """The frame without rows whose ``column`` is one of ``values`` (nulls kept)."""
+    listed = sorted(values)
+    if isinstance(obj, (pl.DataFrame, pl.LazyFrame)):
+        return obj.filter(~pl.col(column).is_in(listed).fill_null(False))
+    if is_spark_frame(obj):
+        from pyspark.sql import functions as F
+
+        return obj.where(~F.coalesce(F.col(column).isin(listed), F.lit(False)))
+    raise TypeError(f"cannot filter {type(obj).__name__}")
+
+
 def split_by_column(obj: Any, column: str) -> dict[str, Any]:
     """Split a frame that spans several partitions into one frame per value of ``column``."""
     if isinstance(obj, pl.LazyFrame):

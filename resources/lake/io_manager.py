@@ -13,6 +13,7 @@ import dagster as dg
 import polars as pl
 from upath import UPath
 
+from hdh_assets.gdpr.exclusions import excluded_pseudonyms
 from resources.lake import frames
 from resources.lake.metadata import output_metadata
 from resources.lake.tables import Lake, LakeTable, PartitionSpec, partition_folder_name
@@ -20,6 +21,7 @@ from resources.lake.tables import Lake, LakeTable, PartitionSpec, partition_fold
 PARTITION_COLUMN_METADATA = "partition_column"
 DEFAULT_PARTITION_COLUMN = "partition"
 COLUMN_SCHEMA_METADATA = "dagster/column_schema"
+SUBJECT_COLUMN_METADATA = "subject_column"
 
 
 def partition_spec(partitions_def: dg.PartitionsDefinition | None, metadata: dict) -> PartitionSpec:
@@ -60,6 +62,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
         table = self._table(context.asset_key)
         definition = context.definition_metadata or {}
         documented = _declared_schema(definition)
+        obj = self._without_excluded_subjects(context, obj, definition)
         if not context.has_asset_partitions:
             self._write(lake, obj, table.path)
             context.add_output_metadata(
@@ -115,6 +118,22 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 f"the run's range: {unexpected[:5]}"
             )
         return {key: split.get(key, frames.empty_like(obj, column)) for key in keys}
+
+    def _without_excluded_subjects(self, context: dg.OutputContext, obj: Any, definition: dict):
+        """The lake boundary of every asset holding people: rows of a person who objected or
+        asked for erasure are never written, whichever asset produced them."""
+        column = definition.get(SUBJECT_COLUMN_METADATA)
+        column = getattr(column, "value", column)
+        if not column or column not in frames.columns_of(obj):
+            return obj
+        excluded = excluded_pseudonyms(self.base_path)
+        if not excluded:
+            return obj
+        context.log.info(
+            f"{context.asset_key.to_user_string()}: rows of {len(excluded)} excluded people "
+            "(objection or erasure) are not written"
+        )
+        return frames.drop_values(obj, column, excluded)
 
     def _write_spark_range(
         self,

@@ -108,9 +108,16 @@ def test_demo_materialises_every_asset_and_reports(demo_home):
     quarantined = pl.read_parquet(
         home / "quarantine" / "claims" / "sample-seed11" / "rejected_rows.parquet"
     )
-    assert assets["claims/events"]["rows"] + quarantined.height == landed_claims.height
+    # the demo's erasure removed one person's events (kept out at the lake boundary)
+    erased_nir = json.loads((home / "sample" / "identities.json").read_text())["people"][1]["nir"]
+    erased = landed_claims.filter(pl.col("nir") == erased_nir).height - quarantined.filter(
+        pl.col("nir") == erased_nir
+    ).height
+    assert erased > 0
+    assert assets["claims/events"]["rows"] + quarantined.height + erased == landed_claims.height
     imaging = assets["imaging/dicom_instances"]
     assert set(imaging["checks_passed"]) == {
+        "no_excluded_subject",
         "conforms_to_annex_e",
         "landed_equals_ingested_duplicates_quarantined",
         "matches_published_schema",
@@ -217,7 +224,10 @@ def test_one_person_has_one_pseudonym_in_imaging_and_claims(demo_home):
     assert by_asset["imaging/dicom_instances"] and by_asset["imaging/dicom_instances"] <= expected
     assert by_asset["claims/events"] <= expected
     assert by_asset["imaging/dicom_instances"] & by_asset["claims/events"]
-    assert expected <= by_asset["clinical/patients"]  # every person of the sample, national
+    erased = Pseudonymiser(load_demo_key(HdhHome(home))).subject_pseudonym(people[1]["nir"])
+    assert erased not in set().union(*by_asset.values())  # the demo's erasure
+    expected.discard(erased)
+    assert expected <= by_asset["clinical/patients"]  # every other person of the sample
     assert len(by_asset["clinical/patients"] - expected) == 5  # and the Synthea-style US batch
     linkage = pl.read_parquet(home / "lake" / "products" / "imaging_clinical_linkage")
     assert linkage.height > 0 and (linkage["days_apart"].abs() <= 1).all()
@@ -238,3 +248,36 @@ def test_previews_are_published_as_images_on_the_asset_page(demo_home):
     # a windowed preview is not blank: grey levels span a real range
     extrema = [Image.open(p).getextrema() for p in pngs]
     assert all(high - low > 50 for low, high in extrema)
+
+
+def test_the_demo_erasure_leaves_no_trace_of_the_person_and_proves_it(demo_home):
+    home, code, stdout, _ = demo_home
+    report = json.loads(stdout)
+    erasure = report["erasure"]
+    assert erasure["status"] == "completed" and erasure["assets"], erasure
+    people = json.loads((home / "sample" / "identities.json").read_text())["people"]
+    from hdh_assets.pseudonymisation import Pseudonymiser
+    from resources.home import HdhHome
+    from resources.pseudonymisation import load_demo_key
+
+    pseudonym = Pseudonymiser(load_demo_key(HdhHome(home))).subject_pseudonym(people[1]["nir"])
+    excluded = pl.read_parquet(home / "lake" / "gdpr" / "exclusions")
+    assert excluded["subject_pseudonym"].to_list() == [pseudonym]  # kept to refuse re-ingestion
+    for file in (home / "lake").rglob("*.parquet"):
+        if "exclusions" in file.parts or any(p.startswith(".") for p in file.parts):
+            continue
+        frame = pl.read_parquet(file)
+        for column, dtype in frame.schema.items():
+            if dtype == pl.String:
+                assert not (frame[column] == pseudonym).any(), (file, column)
+    needle = pseudonym.encode()
+    assert not [f for f in (home / "store").rglob("*") if f.is_file() and needle in f.read_bytes()]
+    assets = {a["asset"]: a for a in report["status"]["assets"]}
+    for name in erasure["assets"]:
+        assert "no_excluded_subject" in assets[name]["checks_passed"], name
+    code, out, _ = _run(["rights", "show", erasure["id"], "--json"])
+    assert code == 0, out
+    shown = json.loads(out)
+    assert shown["status"] == "completed" and shown["subject_pseudonym"] == pseudonym
+    assert set(shown["report"]["assets"]) == set(erasure["assets"])
+    assert all(shown["report"]["checks"].values())

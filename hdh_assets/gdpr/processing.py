@@ -1,0 +1,103 @@
+"""Which runs make a person disappear: planned from the subject index and the asset graph.
+
+Pure: the plan names assets, partitions and run order; the command line (or a sensor) executes
+it. Every partition holding the person is re-materialised together with the assets sharing its
+partitioning (a landing batch is re-ingested whole, a month of claims with its monthly
+products); then every unpartitioned asset downstream, the subject index last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dagster as dg
+import polars as pl
+
+SKIPPED = {dg.AssetKey(["gdpr", "exclusions"])}
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    assets: tuple[dg.AssetKey, ...]
+    partition_range: tuple[str, str] | None = None  # one key: (k, k)
+
+    @property
+    def selection(self) -> str:
+        return " or ".join(f'key:"{k.to_user_string()}"' for k in self.assets)
+
+
+@dataclass
+class ErasurePlan:
+    holdings: dict[str, list[str | None]] = field(default_factory=dict)  # asset -> partitions
+    runs: list[PlannedRun] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "assets": sorted(self.holdings),
+            "partitions": {
+                a: sorted(p for p in ps if p) for a, ps in sorted(self.holdings.items())
+            },
+            "runs": [
+                {"assets": [k.to_user_string() for k in r.assets], "partitions": r.partition_range}
+                for r in self.runs
+            ],
+        }
+
+
+def _ranges(keys: list[str], ordered: list[str]) -> list[tuple[str, str]]:
+    """Contiguous runs of ``keys`` along the partition order (time partitions)."""
+    position = {k: i for i, k in enumerate(ordered)}
+    spans: list[list[str]] = []
+    for key in sorted(keys, key=lambda k: position.get(k, -1)):
+        if spans and position.get(key, -2) == position.get(spans[-1][-1], -3) + 1:
+            spans[-1].append(key)
+        else:
+            spans.append([key])
+    return [(s[0], s[-1]) for s in spans]
+
+
+def _descendants(graph, keys: set[dg.AssetKey]) -> set[dg.AssetKey]:
+    seen, stack = set(), list(keys)
+    while stack:
+        key = stack.pop()
+        for child in graph.get(key).child_keys:
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return seen
+
+
+def plan_erasure(index: pl.DataFrame, pseudonym: str, graph, instance=None) -> ErasurePlan:
+    """``index``: the subject index (asset, partition, subject_pseudonym, rows)."""
+    mine = index.filter(pl.col("subject_pseudonym") == pseudonym)
+    plan = ErasurePlan()
+    for asset, partition in (
+        mine.select("asset", "partition").unique().sort("asset", "partition").iter_rows()
+    ):
+        plan.holdings.setdefault(asset, []).append(partition)
+    targets = {dg.AssetKey.from_user_string(a) for a in plan.holdings}
+    all_keys = [k for k in graph.get_all_asset_keys() if k not in SKIPPED]
+    by_partitioning: dict = {}
+    for key in targets:
+        partitions_def = graph.get(key).partitions_def
+        if partitions_def is None:
+            continue
+        keys = {p for p in plan.holdings[key.to_user_string()] if p}
+        by_partitioning.setdefault(partitions_def, set()).update(keys)
+    for partitions_def, keys in by_partitioning.items():
+        group = tuple(
+            sorted(
+                (k for k in all_keys if graph.get(k).partitions_def == partitions_def),
+                key=lambda k: k.to_user_string(),
+            )
+        )
+        if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+            for span in _ranges(list(keys), partitions_def.get_partition_keys()):
+                plan.runs.append(PlannedRun(group, span))
+        else:
+            plan.runs.extend(PlannedRun(group, (k, k)) for k in sorted(keys))
+    downstream = (targets | _descendants(graph, targets)) - SKIPPED
+    unpartitioned = {k for k in downstream if graph.get(k).partitions_def is None}
+    unpartitioned.add(dg.AssetKey(["gdpr", "subject_index"]))
+    plan.runs.append(PlannedRun(tuple(sorted(unpartitioned, key=lambda k: k.to_user_string()))))
+    return plan
