@@ -15,6 +15,7 @@ from hdh_assets.products import linkage
 from hdh_assets.products.assets import load_products
 from hdh_assets.products.models import sql_dir_from_env
 from jobs.ingestion import landing_job
+from jobs.rights import gdpr_process_request_job
 from resources.home import HdhHome
 from resources.imaging import DicomIngestionResource
 from resources.lake import LakeIOManager
@@ -22,6 +23,7 @@ from resources.platform import HomeResource
 from resources.pseudonymisation import PseudonymisationKeyResource
 from resources.spark import spark_resource
 from sensors.landing import landing_sensor
+from sensors.rights import rights_sensor
 
 SOURCE_ASSETS = [*imaging.assets, *clinical.assets, *claims.assets, *linkage.assets]
 PRODUCT_ASSETS = load_products(sql_dir_from_env(), SOURCE_ASSETS)
@@ -53,8 +55,11 @@ def build_definitions(home: HdhHome | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=PROOF_CHECKS,
-        jobs=list(landing_jobs.values()),
-        sensors=[landing_sensor(source, job) for source, job in landing_jobs.items()],
+        jobs=[*landing_jobs.values(), gdpr_process_request_job],
+        sensors=[
+            *(landing_sensor(source, job) for source, job in landing_jobs.items()),
+            rights_sensor,
+        ],
         resources=build_resources(home),
     )
 

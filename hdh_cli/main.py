@@ -618,17 +618,22 @@ def rights_process(wait, as_json):
     """Process verified objections and erasures: exclude, re-materialise, prove, complete."""
     from hdh_cli.instance import platform_instance
     from hdh_cli.rights import pending, process_request
+    from sensors.rights import rights_run_requests
 
     home = _home().ensure()
     registry = _registry()
-    waiting = pending(registry)
-    if not wait:
-        payload = {"pending": waiting}
-        _print_json(payload) if as_json else console.print(
-            f"{len(waiting)} request(s) to process; run with --wait to process them here"
-        )
-        return
     instance = platform_instance(home)
+    launched = [r.tags["hdh/rights_request"] for r in rights_run_requests(instance, registry)]
+    if not wait:  # what one tick of rights_sensor launches; the daemon (make ui) runs them
+        if as_json:
+            _print_json({"would_launch": launched, "pending": pending(registry)})
+        else:
+            console.print(
+                f"rights_sensor would launch {len(launched)} run(s): {', '.join(launched) or '-'}"
+                "; the daemon of make ui runs them, or run hdh rights process --wait"
+            )
+        return
+    waiting = launched
     outcomes = []
     for request_id in waiting:
         outcome = process_request(home, instance, registry, request_id)

@@ -81,14 +81,11 @@ def release_manifest(defs: dg.Definitions, instance: dg.DagsterInstance, key: dg
         record = records.get(check_key)
         outcome = _check_outcome(record)
         evaluation = record.evaluation if record else None
+        metadata = getattr(evaluation, "metadata", None) or {}  # a planned check has none
         checks[check_key.name] = {
             "outcome": outcome,
             "run_id": record.run_id if record else None,
-            "failing_rows": (
-                evaluation.metadata.get("failing_rows").value
-                if evaluation and "failing_rows" in evaluation.metadata
-                else None
-            ),
+            "failing_rows": metadata["failing_rows"].value if "failing_rows" in metadata else None,
         }
     refused = sorted(n for n, c in checks.items() if c["outcome"] in {"failed", "not_run"})
     if refused:

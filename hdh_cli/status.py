@@ -61,6 +61,8 @@ def _check_outcome(record) -> str:
     evaluation = record.evaluation
     if evaluation is None:
         return "failed"  # the check's execution itself failed
+    if not hasattr(evaluation, "passed"):
+        return "not_run"  # planned, then skipped (its asset's step failed)
     if evaluation.passed:
         return "passed"
     return "warned" if evaluation.severity == dg.AssetCheckSeverity.WARN else "failed"

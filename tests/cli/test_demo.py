@@ -110,9 +110,10 @@ def test_demo_materialises_every_asset_and_reports(demo_home):
     )
     # the demo's erasure removed one person's events (kept out at the lake boundary)
     erased_nir = json.loads((home / "sample" / "identities.json").read_text())["people"][1]["nir"]
-    erased = landed_claims.filter(pl.col("nir") == erased_nir).height - quarantined.filter(
-        pl.col("nir") == erased_nir
-    ).height
+    erased = (
+        landed_claims.filter(pl.col("nir") == erased_nir).height
+        - quarantined.filter(pl.col("nir") == erased_nir).height
+    )
     assert erased > 0
     assert assets["claims/events"]["rows"] + quarantined.height + erased == landed_claims.height
     imaging = assets["imaging/dicom_instances"]

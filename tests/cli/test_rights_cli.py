@@ -20,7 +20,8 @@ PERSON = [
 
 def _hdh(*args):
     result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return result.exit_code, result.output
+    json_out = "--json" in args and result.exit_code == 0  # JSON on stdout, messages on stderr
+    return result.exit_code, result.stdout if json_out else result.output
 
 
 def test_submit_verify_extend_show(hdh_home):
@@ -34,7 +35,11 @@ def test_submit_verify_extend_show(hdh_home):
     expected = PseudonymisationKeyResource().pseudonymiser().subject_pseudonym("212023197298779")
     assert shown["status"] == "received" and shown["subject_pseudonym"] == expected
     assert shown["report"] is None and "212023197298779" not in out and "Laurent" not in out
+    code, out = _hdh("rights", "process", "--json")
+    assert json.loads(out)["would_launch"] == []  # not verified yet
     assert _hdh("rights", "verify", request_id, "--by", "dpo@hdh.example")[0] == 0
+    code, out = _hdh("rights", "process", "--json")
+    assert json.loads(out)["would_launch"] == [request_id]
     code, out = _hdh("rights", "extend", request_id, "--reason", "records held by two hospitals")
     assert code == 0 and "new deadline" in out
     code, out = _hdh("rights", "extend", request_id, "--reason", "again")
