@@ -44,6 +44,7 @@ bench: install  ## benchmarks, each printing throughput against a baseline measu
 	$(BIN)/python benchmarks/fhir_ingest.py --big-gb 2
 	$(BIN)/python benchmarks/model_load.py
 	$(BIN)/python benchmarks/engines.py
+	$(BIN)/python benchmarks/erasure.py
 
 clean:  ## remove the platform's data (HDH_HOME), keep the virtual environment
 	rm -rf "$(HDH_HOME)"
