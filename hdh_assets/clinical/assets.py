@@ -11,6 +11,7 @@ from hdh_assets import owners
 from hdh_assets.clinical.flatten import ALL_TABLES, TABLES
 from hdh_assets.clinical.ingest import QUARANTINE_SCHEMA, JsonIngestSettings, ingest_json_batch
 from hdh_assets.clinical.providers import provider_named
+from hdh_assets.gdpr.exclusions import excluded_pseudonyms
 from hdh_assets.landing.assets import landed_batch, landing_inventory_asset
 from hdh_assets.landing.batches import provider_of
 from hdh_assets.landing.partitions import BATCH_PARTITIONS
@@ -118,6 +119,39 @@ def known_patients(lake_root: Path, batch: str) -> dict[str, Subject]:
     return {row[0]: Subject(row[1], row[2]) for row in frame.iter_rows()}
 
 
+def without_excluded_people(
+    tables: dict[str, pl.LazyFrame], excluded: frozenset[str]
+) -> dict[str, pl.LazyFrame]:
+    """Drop the rows of people who objected or asked for erasure, and the rows that hang off
+    their resources without naming them (codings, observation components)."""
+    if not excluded:
+        return tables
+    listed = sorted(excluded)
+    ids = (
+        pl.concat(
+            [
+                frame.filter(pl.col("subject_pseudonym").is_in(listed)).select(
+                    pl.col("id").cast(pl.String)
+                )
+                for frame in tables.values()
+                if {"subject_pseudonym", "id"} <= set(frame.collect_schema().names())
+            ]
+        )
+        .collect()["id"]
+        .to_list()
+    )
+    kept = {}
+    for name, frame in tables.items():
+        columns = set(frame.collect_schema().names())
+        if "subject_pseudonym" in columns:
+            frame = frame.filter(~pl.col("subject_pseudonym").is_in(listed).fill_null(False))
+        for link in ("resource_id", "observation_id"):
+            if link in columns and "subject_pseudonym" not in columns:
+                frame = frame.filter(~pl.col(link).is_in(ids).fill_null(False))
+        kept[name] = frame
+    return kept
+
+
 @dg.multi_asset(
     outs={
         **{clinical_key(t).to_python_identifier(): _out(t) for t in ALL_TABLES},
@@ -196,7 +230,10 @@ def json_ingestion(
         f"{summary['ingested']} ingested, {summary['duplicates']} duplicates, "
         f"{summary['quarantined']} quarantined"
     )
-    tables = {name: frame.lazy() for name, frame in result.tables.items()}
+    tables = without_excluded_people(
+        {name: frame.lazy() for name, frame in result.tables.items()},
+        excluded_pseudonyms(hdh_home.home.lake),
+    )
     systems = dict(
         tables["codings"]
         .group_by("system")
