@@ -20,7 +20,7 @@ from hdh_cli.runs import materialize_selection
 from resources.home import HdhHome
 from resources.rights_registry import RightsRegistry
 
-PROCESSED_TYPES = {RequestType.OBJECTION, RequestType.ERASURE}
+PROCESSED_TYPES = {RequestType.OBJECTION, RequestType.ERASURE, RequestType.ACCESS}
 ACTOR = "hdh-rights-process"
 REQUEST_TAG = "hdh/rights_request"
 
@@ -83,6 +83,8 @@ def process_request(
         return Outcome(request_id, request.status.value)
     tags = {REQUEST_TAG: request_id}
     report: dict = {"request": request_id, "type": request.type.value, "started_at": _now()}
+    if request.type is RequestType.ACCESS:
+        return _export_access(home, registry, request, report)
     runs = [materialize_selection(home, instance, 'key:"gdpr/exclusions"', tags=tags)]
     graph = build_definitions(home).resolve_asset_graph()
     index_files = list(home.lake.joinpath("gdpr", "subject_index").glob("*.parquet"))
@@ -139,6 +141,33 @@ def process_request(
     ]
     registry.fail(request_id, f"not done: {', '.join(failed)[:500]}", ACTOR)
     return Outcome(request_id, Status.FAILED.value, report)
+
+
+def _export_access(home: HdhHome, registry: RightsRegistry, request, report: dict) -> Outcome:
+    """Right of access: the archive for the DPO to send, under HDH_HOME/exports/ (mode 0600)."""
+    from hdh_assets.definitions import DOMAIN_ASSETS
+    from hdh_assets.gdpr.access import write_access_archive
+    from hdh_assets.gdpr.assets import indexed_assets
+    from resources.pseudonymisation import PseudonymisationKeyResource
+
+    indexed = [(i.asset, i.subject_column) for _, i, _ in indexed_assets(DOMAIN_ASSETS)]
+    offset = (
+        PseudonymisationKeyResource().pseudonymiser().date_offset_days(request.subject_pseudonym)
+    )
+    archive = home.root / "exports" / f"{request.id}.zip"
+    rows = write_access_archive(
+        home.lake, indexed, request.subject_pseudonym, offset, request.id, archive
+    )
+    report.update(
+        {
+            "archive": str(archive),
+            "rows_by_asset": rows,
+            "assets": sorted(rows),
+            "completed_at": _now(),
+        }
+    )
+    registry.complete(request.id, report, ACTOR)
+    return Outcome(request.id, Status.COMPLETED.value, report)
 
 
 def _all_assets():

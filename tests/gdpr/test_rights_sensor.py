@@ -1,4 +1,5 @@
-"""The rights sensor launches each verified objection or erasure once, and resumes killed ones."""
+"""The rights sensor launches each verified objection, erasure or access request once, and
+resumes killed ones; a rectification or restriction waits for the DPO (not automated yet)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ def test_verified_objections_and_erasures_are_launched_once(tmp_path):
         registry.verify(request_id, "dpo")
     with dg.instance_for_test() as instance:
         requests = rights_run_requests(instance, registry)
-        assert [r.tags[REQUEST_TAG] for r in requests] == [erasure, objection]
-        assert [r.run_key for r in requests] == [f"{erasure}:0", f"{objection}:0"]
+        assert [r.tags[REQUEST_TAG] for r in requests] == [erasure, objection, access]
+        assert [r.run_key for r in requests] == [f"{erasure}:0", f"{objection}:0", f"{access}:0"]
         assert unverified not in {r.tags[REQUEST_TAG] for r in requests}
         # a run is queued for the erasure: the next tick does not launch it again
         run = instance.create_run_for_job(
@@ -45,12 +46,13 @@ def test_verified_objections_and_erasures_are_launched_once(tmp_path):
             run_config=requests[0].run_config,
             tags=requests[0].tags,
         )
-        assert [r.tags[REQUEST_TAG] for r in rights_run_requests(instance, registry)] == [objection]
+        queued = [r.tags[REQUEST_TAG] for r in rights_run_requests(instance, registry)]
+        assert queued == [objection, access]
         # the run is killed mid-way, the request stays in processing: one new attempt
         registry.start_processing(erasure, "sensor")
         instance.report_run_failed(run)
         again = rights_run_requests(instance, registry)
-        assert [r.run_key for r in again] == [f"{erasure}:1", f"{objection}:0"]
+        assert [r.run_key for r in again] == [f"{erasure}:1", f"{objection}:0", f"{access}:0"]
 
 
 def test_a_backlog_of_10000_requests_drains_over_ticks_oldest_first(tmp_path):
