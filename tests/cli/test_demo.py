@@ -282,3 +282,57 @@ def test_the_demo_erasure_leaves_no_trace_of_the_person_and_proves_it(demo_home)
     assert shown["status"] == "completed" and shown["subject_pseudonym"] == pseudonym
     assert set(shown["report"]["assets"]) == set(erasure["assets"])
     assert all(shown["report"]["checks"].values())
+
+
+def test_a_processing_run_killed_with_sigkill_resumes_and_completes(demo_home):
+    """Kept last: it erases a second person of the demo."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from resources.home import HdhHome
+    from resources.rights_registry import RightsRegistry
+
+    home = demo_home[0]
+    person = json.loads((home / "sample" / "identities.json").read_text())["people"][2]
+    code, out, _ = _run(
+        [
+            "rights", "submit", "--type", "erasure", "--nir", person["nir"],
+            "--family-name", person["family_name"], "--given-names", " ".join(person["given_names"]),
+            "--birth-date", person["birth_date"], "--email", person["email"], "--json",
+        ]
+    )  # fmt: skip
+    assert code == 0, out
+    request_id = json.loads(out)["id"]
+    assert _run(["rights", "verify", request_id])[0] == 0
+    registry = RightsRegistry.from_env(HdhHome(home))
+    hdh = str(Path(sys.executable).with_name("hdh"))
+    process = subprocess.Popen(
+        [hdh, "rights", "process", "--wait"],
+        env={**os.environ, "HDH_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while registry.get(request_id).status.value != "processing":
+        assert process.poll() is None and time.monotonic() < deadline, "never started processing"
+        time.sleep(0.2)
+    time.sleep(3)  # inside its runs
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    assert registry.get(request_id).status.value == "processing"  # interrupted, not completed
+    code, out, _ = _run(["rights", "process", "--wait", "--json"])
+    assert code == 0, out
+    shown = json.loads(_run(["rights", "show", request_id, "--json"])[1])
+    assert shown["status"] == "completed" and all(shown["report"]["checks"].values())
+    pseudonym = shown["subject_pseudonym"]
+    for file in (home / "lake").rglob("*.parquet"):
+        if "exclusions" in file.parts or any(p.startswith(".") for p in file.parts):
+            continue
+        frame = pl.read_parquet(file)
+        for column, dtype in frame.schema.items():
+            if dtype == pl.String:
+                assert not (frame[column] == pseudonym).any(), (file, column)
