@@ -1,6 +1,7 @@
 """`hdh demo` end to end: every asset materialised, a summary, no identifier outside the landing zone."""
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -336,3 +337,80 @@ def test_a_processing_run_killed_with_sigkill_resumes_and_completes(demo_home):
         for column, dtype in frame.schema.items():
             if dtype == pl.String:
                 assert not (frame[column] == pseudonym).any(), (file, column)
+
+
+@pytest.mark.browser
+def test_an_erasure_filed_in_chromium_is_processed_and_shown_completed(demo_home):
+    """The issue's end-to-end path: the form in headless Chromium, the DPO's CLI, processing,
+    proofs, and the status page. Kept last: it erases a third person of the demo."""
+    import shutil
+    import threading
+    import time
+
+    import uvicorn
+
+    from portal.app import app_from_env
+    from resources.home import HdhHome
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian chromium not installed (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    home = demo_home[0]
+    person = json.loads((home / "sample" / "identities.json").read_text())["people"][3]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app_from_env(HdhHome(home)), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.1)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, headless=True)
+            page = browser.new_page()
+            page.goto(f"{base}/en/request")
+            page.select_option("#type", "erasure")
+            page.fill("#family_name", person["family_name"])
+            page.fill("#given_names", " ".join(person["given_names"]))
+            page.fill("#birth_date", person["birth_date"])
+            page.fill("#nir", person["nir"])
+            page.fill("#email", person["email"])
+            page.click("button[type=submit]")
+            request_id = page.inner_text("#tracking")
+            token = page.inner_text("#token")
+            assert request_id.startswith("HDH-") and token
+
+            assert _run(["rights", "verify", request_id, "--by", "dpo"])[0] == 0
+            code, out, _ = _run(["rights", "process", "--wait", "--json"])
+            assert code == 0, out
+
+            page.goto(f"{base}/en/status")
+            page.fill("#id", request_id)
+            page.fill("#token", token)
+            page.click("button[type=submit]")
+            assert page.get_attribute("#status", "data-status") == "completed"
+            assert "completed" in page.inner_text("#status")
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    shown = json.loads(_run(["rights", "show", request_id, "--json"])[1])
+    assert all(shown["report"]["checks"].values())
+    pseudonym = shown["subject_pseudonym"]
+    for file in (home / "lake").rglob("*.parquet"):
+        if "exclusions" in file.parts or any(p.startswith(".") for p in file.parts):
+            continue
+        frame = pl.read_parquet(file)
+        for column, dtype in frame.schema.items():
+            if dtype == pl.String:
+                assert not (frame[column] == pseudonym).any(), (file, column)
+    needle = pseudonym.encode()
+    assert not [f for f in (home / "store").rglob("*") if f.is_file() and needle in f.read_bytes()]
