@@ -15,8 +15,9 @@ from hdh_assets.claims.events import landed_date_range, months_touched
 from hdh_assets.definitions import ALL_ASSETS
 from hdh_assets.landing.batches import landing_batch, ready_batches
 from hdh_assets.landing.partitions import BATCH_PARTITIONS, LANDING_SOURCES
+from hdh_assets.products.releases import ReleaseStore
 from hdh_cli.ingest import across_batches_selection, across_keys, batch_selection
-from hdh_cli.products import clamp_range, product_selections
+from hdh_cli.products import clamp_range, product_selections, release_product
 from hdh_cli.rights import erase_sample_person
 from hdh_cli.runs import RunOutcome, materialize_selection
 from hdh_cli.status import PlatformStatus, collect_status
@@ -108,6 +109,9 @@ def run_demo(
     if products.unpartitioned:
         run(products.unpartitioned)
     run('key:"gdpr/subject_index"')
+    # A data referent releases a product that holds people, so the erasure must re-issue it.
+    if not ReleaseStore(home.releases).releases("chronic_medication_cohort"):  # a rerun has it
+        release_product(home, _definitions(home), instance, "chronic_medication_cohort")
     # One erasure end to end: a person of the sample files it, the DPO verifies, it is processed.
     people = json.loads((home.sample / "identities.json").read_text())["people"]
     erasure = erase_sample_person(home, instance, people[1 % len(people)])
@@ -117,6 +121,7 @@ def run_demo(
         "assets": erasure.report.get("assets", []),
         "files_removed": len(erasure.report.get("files_removed", [])),
         "runs": len(erasure.report.get("runs", [])),
+        "releases_reissued": erasure.report.get("releases_reissued", []),
     }
     progress("materialisation runs", len(erasure.report.get("runs", [])), None)
     report.status = collect_status(_definitions(home), instance, home)

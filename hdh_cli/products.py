@@ -149,9 +149,10 @@ def release_product(
     instance: dg.DagsterInstance,
     product: str,
     version: str | None = None,
+    extra: dict | None = None,
 ) -> Release:
     key = dg.AssetKey(["products", product])
-    manifest = release_manifest(defs, instance, key)
+    manifest = {**release_manifest(defs, instance, key), **(extra or {})}
     version = version or declared_release(defs, key)
     if not version:
         raise ReleaseError(f"{key.to_user_string()} declares no release version: give VERSION")

@@ -134,6 +134,8 @@ def process_request(
     report["completed_at"] = _now()
     ok = all(r.success for r in runs) and proofs.success and checks and all(checks.values())
     if ok:
+        report["releases_reissued"] = reissue_releases(home, instance, request)
+    if ok:
         registry.complete(request_id, report, ACTOR)
         return Outcome(request_id, Status.COMPLETED.value, report)
     failed = [r["selection"] for r in report["runs"] if not r["success"]] + [
@@ -168,6 +170,31 @@ def _export_access(home: HdhHome, registry: RightsRegistry, request, report: dic
     )
     registry.complete(request.id, report, ACTOR)
     return Outcome(request.id, Status.COMPLETED.value, report)
+
+
+def reissue_releases(home: HdhHome, instance: dg.DagsterInstance, request) -> list[dict]:
+    """Every release holding the person becomes a patch release of the cleaned product, and the
+    old snapshot is purged, as both manifests record."""
+    from hdh_assets.definitions import build_definitions
+    from hdh_assets.products.releases import ReleaseStore, next_patch
+    from hdh_cli.products import release_product
+
+    store = ReleaseStore(home.releases)
+    defs = build_definitions(home)
+    done = []
+    for old in store.holding(request.subject_pseudonym):
+        latest = store.releases(old.product)[-1].version
+        new = release_product(
+            home,
+            defs,
+            instance,
+            old.product,
+            next_patch(latest),
+            extra={"supersedes": old.version, "reissued_for_request": request.id},
+        )
+        store.purge(old.product, old.version, request.id, new.version)
+        done.append({"product": old.product, "purged": old.version, "released": new.version})
+    return done
 
 
 def _all_assets():

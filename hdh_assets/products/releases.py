@@ -30,6 +30,11 @@ class ReleaseError(RuntimeError):
     """A release that cannot be made, changed or removed; the message says why."""
 
 
+def next_patch(version: str) -> str:
+    major, minor, patch = version_key(version)
+    return f"{major}.{minor}.{patch + 1}"
+
+
 def version_key(version: str) -> tuple[int, int, int]:
     if not VERSION_PATTERN.match(version):
         raise ReleaseError(f"'{version}' is not a release version (MAJOR.MINOR.PATCH, e.g. 1.0.0)")
@@ -156,6 +161,37 @@ class ReleaseStore:
         os.rename(staging, folder)  # the release appears whole or not at all
         return Release(product, version, folder)
 
+    def holding(self, pseudonym: str) -> list[Release]:
+        """Live releases whose rows include the person (their subject column says where)."""
+        found = []
+        for release in self.releases():
+            manifest = release.manifest
+            column = manifest.get("subject_column")
+            if not column or manifest.get("purged") or not release.data.exists():
+                continue
+            files = data_files(release.data)
+            if any(
+                pq.read_table(f, columns=[column]).column(column).to_pylist().count(pseudonym)
+                for f in files
+            ):
+                found.append(release)
+        return found
+
+    def purge(self, product: str, version: str, request_id: str, superseded_by: str) -> None:
+        """The one change a release accepts: a GDPR erasure removes its data. The manifest
+        stays, marked purged, so grants can tell projects to move to the patch release."""
+        release = self.get(product, version)
+        manifest = release.manifest
+        _make_writable(release.path)
+        shutil.rmtree(release.data)
+        manifest["purged"] = {
+            "request": request_id,
+            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "superseded_by": superseded_by,
+        }
+        (release.path / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        _make_read_only(release.path)
+
     def delete(self, product: str, version: str) -> None:
         self.get(product, version)
         raise ReleaseError(
@@ -167,6 +203,8 @@ class ReleaseStore:
         """Differences between the snapshot and its manifest; empty when intact."""
         release = self.get(product, version)
         manifest = release.manifest
+        if manifest.get("purged"):
+            return []  # its data was removed on purpose; the manifest says by which request
         expected = {f["path"]: f["sha256"] for f in manifest["files"]}
         present = {p.relative_to(release.data).as_posix(): p for p in data_files(release.data)}
         problems = [f"missing {p}" for p in sorted(set(expected) - set(present))]

@@ -283,6 +283,17 @@ def test_the_demo_erasure_leaves_no_trace_of_the_person_and_proves_it(demo_home)
     assert shown["status"] == "completed" and shown["subject_pseudonym"] == pseudonym
     assert set(shown["report"]["assets"]) == set(erasure["assets"])
     assert all(shown["report"]["checks"].values())
+    # the release that held the person was re-issued as a patch and its snapshot purged
+    assert erasure["releases_reissued"] == [
+        {"product": "chronic_medication_cohort", "purged": "1.0.0", "released": "1.0.1"}
+    ]
+    releases = home / "store" / "releases" / "chronic_medication_cohort"
+    old = json.loads((releases / "1.0.0" / "manifest.json").read_text())
+    new = json.loads((releases / "1.0.1" / "manifest.json").read_text())
+    assert old["purged"]["request"] == erasure["id"] and not (releases / "1.0.0" / "data").exists()
+    assert new["supersedes"] == "1.0.0" and new["reissued_for_request"] == erasure["id"]
+    cohort = pl.read_parquet(releases / "1.0.1" / "data")
+    assert pseudonym not in cohort["subject_pseudonym"].to_list() and cohort.height == new["rows"]
 
 
 def test_a_processing_run_killed_with_sigkill_resumes_and_completes(demo_home):

@@ -126,3 +126,23 @@ def test_a_product_with_a_failing_check_cannot_be_released(hdh_home, product_lak
     assert code != 0
     code, out = _hdh("products", "release", "hba1c_trajectory", "1.0.0")
     assert code != 0 and "expression_hba1c_percent" in out and "cannot be released" in out
+
+
+def test_an_erasure_purges_a_release_holding_the_person_and_only_that(tmp_path):
+    store = ReleaseStore(tmp_path / "releases")
+    source = _table(tmp_path / "lake" / "p")
+    store.create("p", "1.0.0", source, {"subject_column": "subject_pseudonym"})
+    store.create("q", "1.0.0", _table(tmp_path / "lake" / "q"), {"aggregate_only": True})
+    assert [r.product for r in store.holding("p3")] == ["p"]  # aggregates are not searched
+    pl.DataFrame({"subject_pseudonym": ["p1"], "n": [1]}).write_parquet(
+        source / "part-00000.parquet"
+    )
+    store.create(
+        "p", "1.0.1", source, {"subject_column": "subject_pseudonym", "supersedes": "1.0.0"}
+    )
+    store.purge("p", "1.0.0", "HDH-REQUEST01", "1.0.1")
+    purged = store.get("p", "1.0.0")
+    assert purged.manifest["purged"]["request"] == "HDH-REQUEST01" and not purged.data.exists()
+    assert store.verify("p", "1.0.0") == [] and store.holding("p3") == []
+    with pytest.raises(ReleaseError, match="cannot be deleted"):
+        store.delete("p", "1.0.1")
