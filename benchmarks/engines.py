@@ -38,6 +38,7 @@ from upath import UPath
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hdh_assets.claims.events import EVENT_SCHEMA
 from hdh_assets.products.assets import TableLayout, register_upstreams
 from hdh_assets.products.compiler import CompiledModel, compile_models
 from hdh_assets.products.engines import PolarsEngine, SparkEngine
@@ -50,16 +51,7 @@ from synthetic.claims import claims_chunk
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS_KEY = dg.AssetKey(["claims", "events"])
-EVENT_COLUMNS = [
-    "source_event_id",
-    "subject_pseudonym",
-    "event_date",
-    "care_type",
-    "code",
-    "amount_eur",
-    "batch",
-    "month",
-]
+EVENT_COLUMNS = list(EVENT_SCHEMA)  # the published claims/events columns
 MODELS = ("care_consumption_per_subject_month", "chronic_medication_cohort")
 SHORT = {
     "care_consumption_per_subject_month": "per_subject_month",

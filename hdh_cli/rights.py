@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 import polars as pl
+from upath import UPath
 
 from hdh_assets.gdpr.processing import plan_erasure
 from hdh_assets.gdpr.rights import RequestType, Status
 from hdh_cli.runs import materialize_selection
 from resources.home import HdhHome
+from resources.lake.tables import Lake
 from resources.rights_registry import RightsRegistry
 
 PROCESSED_TYPES = {RequestType.OBJECTION, RequestType.ERASURE, RequestType.ACCESS}
@@ -36,34 +38,24 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _lake_rows(home: HdhHome, asset: str, pseudonym: str, column: str) -> list[str]:
-    folder = home.lake.joinpath(*asset.split("/"))
-    files = [p for p in folder.rglob("*.parquet") if not p.name.startswith((".", "_"))]
-    if not files:
-        return []
-    frame = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
-    if "subject_pseudonym" in frame.columns:
-        frame = frame.filter(pl.col("subject_pseudonym") == pseudonym)
-    return frame[column].drop_nulls().to_list() if column in frame.columns else []
-
-
 def remove_store_copies(home: HdhHome, pseudonym: str) -> list[str]:
     """The person's pseudonymised DICOM files and the previews of their series."""
+    from hdh_assets.gdpr.access import person_rows
+
     store = home.store / "dicom"
     removed = []
-    series = set(_lake_rows(home, "imaging/dicom_instances", pseudonym, "series_instance_uid"))
-    for relative in _lake_rows(home, "imaging/dicom_instances", pseudonym, "store_path"):
+    instances = person_rows(home.lake, "imaging/dicom_instances", "subject_pseudonym", pseudonym)
+    if instances.is_empty():
+        return removed
+    for relative in instances["store_path"].drop_nulls():
         path = store / relative
         if path.resolve().is_relative_to(store.resolve()) and path.exists():
             path.unlink()
             removed.append(f"store/dicom/{relative}")
-    previews = home.lake.joinpath("imaging", "dicom_previews")
-    files = [p for p in previews.rglob("*.parquet") if not p.name.startswith((".", "_"))]
-    if files and series:
-        frame = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
-        for relative in frame.filter(pl.col("series_instance_uid").is_in(sorted(series)))[
-            "preview_path"
-        ]:
+    series = sorted(set(instances["series_instance_uid"].drop_nulls()))
+    for file in Lake(UPath(home.lake)).table(["imaging", "dicom_previews"]).parquet_files():
+        previews = pl.read_parquet(str(file)).filter(pl.col("series_instance_uid").is_in(series))
+        for relative in previews["preview_path"].drop_nulls():
             path = home.store / relative
             if path.resolve().is_relative_to(home.store.resolve()) and path.exists():
                 path.unlink()

@@ -121,25 +121,37 @@ def create_app(
     def client_of(request: Request) -> str:
         return request.client.host if request.client else "unknown"
 
-    async def submit(request: Request) -> Response:
+    async def guarded_post(request: Request, limiter: RateLimiter, expired_page):
+        """What every form post goes through: language, rate limit, size limit, CSRF. Returns
+        (lang, fields, None), or (lang, None, the response to send instead)."""
         lang = language(request)
         if lang is None:
-            return Response("not found", 404)
-        if not submissions.allow(client_of(request)):
-            log.warning("portal: submission rate limit reached")
-            return page("message.html", lang, 429, message=TEXT[lang]["too_many"])
+            return None, None, Response("not found", 404)
+        if not limiter.allow(client_of(request)):
+            log.warning("portal: rate limit reached")
+            return lang, None, page("message.html", lang, 429, message=TEXT[lang]["too_many"])
         fields = await read_form(request)
         if fields is None:
-            return page("message.html", lang, 413, message=TEXT[lang]["too_large"])
+            return lang, None, page("message.html", lang, 413, message=TEXT[lang]["too_large"])
         if not csrf.valid(request.cookies.get(CSRF_COOKIE), fields.get(CSRF_FIELD)):
-            return page(
+            return lang, None, expired_page(lang, fields)
+        return lang, fields, None
+
+    async def submit(request: Request) -> Response:
+        lang, fields, refused = await guarded_post(
+            request,
+            submissions,
+            lambda lang, fields: page(
                 "form.html",
                 lang,
                 403,
                 values=_refill(fields),
                 errors={},
                 notice=TEXT[lang]["expired"],
-            )
+            ),
+        )
+        if refused is not None:
+            return refused
         try:
             kind, identity = validate_submission(
                 fields.get("type", ""),
@@ -175,23 +187,20 @@ def create_app(
         return page("status.html", lang, request_view=None, unknown=False)
 
     async def status(request: Request) -> Response:
-        lang = language(request)
-        if lang is None:
-            return Response("not found", 404)
-        if not status_checks.allow(client_of(request)):
-            return page("message.html", lang, 429, message=TEXT[lang]["too_many"])
-        fields = await read_form(request)
-        if fields is None:
-            return page("message.html", lang, 413, message=TEXT[lang]["too_large"])
-        if not csrf.valid(request.cookies.get(CSRF_COOKIE), fields.get(CSRF_FIELD)):
-            return page(
+        lang, fields, refused = await guarded_post(
+            request,
+            status_checks,
+            lambda lang, fields: page(
                 "status.html",
                 lang,
                 403,
                 request_view=None,
                 unknown=False,
                 notice=TEXT[lang]["expired"],
-            )
+            ),
+        )
+        if refused is not None:
+            return refused
         found = registry.status_for(
             fields.get("id", "").strip().upper()[:24], fields.get("token", "").strip()[:64]
         )

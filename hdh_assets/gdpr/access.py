@@ -13,6 +13,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import polars as pl
+from upath import UPath
+
+from resources.lake.tables import Lake
 
 README = """\
 Vos données / Your data
@@ -50,13 +53,8 @@ Data sets / Jeux de données: {assets}
 
 
 def person_rows(lake: Path, asset: str, column: str, pseudonym: str) -> pl.DataFrame:
-    folder = lake.joinpath(*asset.split("/"))
-    files = [
-        p
-        for p in folder.rglob("*.parquet")
-        if not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts)
-    ]
-    frames = [pl.read_parquet(f).filter(pl.col(column) == pseudonym) for f in files]
+    files = Lake(UPath(lake)).table(asset.split("/")).parquet_files()
+    frames = [pl.read_parquet(str(f)).filter(pl.col(column) == pseudonym) for f in files]
     frames = [f for f in frames if f.height]
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 

@@ -2,11 +2,13 @@
 
 import dagster as dg
 import polars as pl
+from upath import UPath
 
 from hdh_assets import owners
 from hdh_assets.gdpr.exclusions import EXCLUSIONS_PATH, excluded_pseudonyms, exclusions_frame
 from hdh_assets.gdpr.subject_index import IndexedAsset, build_subject_index
 from hdh_assets.validation import documented_columns
+from resources.lake.tables import Lake
 from resources.platform import HomeResource
 
 SUBJECT_INDEX_KEY = dg.AssetKey(["gdpr", "subject_index"])
@@ -149,11 +151,7 @@ def _proof_check(key: dg.AssetKey, indexed: IndexedAsset) -> dg.AssetChecksDefin
     def _proof(hdh_home: HomeResource) -> dg.AssetCheckResult:
         lake = hdh_home.home.lake
         excluded = excluded_pseudonyms(lake)
-        files = sorted(
-            p
-            for p in lake.joinpath(*key.path).rglob("*.parquet")
-            if not any(part.startswith((".", "_")) for part in p.relative_to(lake).parts)
-        )
+        files = Lake(UPath(lake)).table(key.path).parquet_files()
         rows = _excluded_rows(files, indexed.subject_column, excluded) if excluded else 0
         return dg.AssetCheckResult(
             passed=rows == 0,

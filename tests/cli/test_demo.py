@@ -23,6 +23,22 @@ def _run(args: list[str]) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.output
 
 
+def _lake_files_naming(home: Path, pseudonym: str) -> list[tuple[str, str]]:
+    """(file, column) of every string cell equal to ``pseudonym``, gdpr/exclusions aside (it
+    must keep the pseudonym to refuse re-ingestion)."""
+    found = []
+    for file in (home / "lake").rglob("*.parquet"):
+        if "exclusions" in file.parts or any(p.startswith(".") for p in file.parts):
+            continue
+        frame = pl.read_parquet(file)
+        found += [
+            (str(file), column)
+            for column, dtype in frame.schema.items()
+            if dtype == pl.String and (frame[column] == pseudonym).any()
+        ]
+    return found
+
+
 def _lake_text(lake: Path) -> str:
     """Every value stored in the lake, as text (Parquet is compressed: read it, don't grep it)."""
     chunks = []
@@ -265,13 +281,7 @@ def test_the_demo_erasure_leaves_no_trace_of_the_person_and_proves_it(demo_home)
     pseudonym = Pseudonymiser(load_demo_key(HdhHome(home))).subject_pseudonym(people[1]["nir"])
     excluded = pl.read_parquet(home / "lake" / "gdpr" / "exclusions")
     assert excluded["subject_pseudonym"].to_list() == [pseudonym]  # kept to refuse re-ingestion
-    for file in (home / "lake").rglob("*.parquet"):
-        if "exclusions" in file.parts or any(p.startswith(".") for p in file.parts):
-            continue
-        frame = pl.read_parquet(file)
-        for column, dtype in frame.schema.items():
-            if dtype == pl.String:
-                assert not (frame[column] == pseudonym).any(), (file, column)
+    assert _lake_files_naming(home, pseudonym) == []
     needle = pseudonym.encode()
     assert not [f for f in (home / "store").rglob("*") if f.is_file() and needle in f.read_bytes()]
     assets = {a["asset"]: a for a in report["status"]["assets"]}
@@ -341,13 +351,7 @@ def test_a_processing_run_killed_with_sigkill_resumes_and_completes(demo_home):
     shown = json.loads(_run(["rights", "show", request_id, "--json"])[1])
     assert shown["status"] == "completed" and all(shown["report"]["checks"].values())
     pseudonym = shown["subject_pseudonym"]
-    for file in (home / "lake").rglob("*.parquet"):
-        if "exclusions" in file.parts or any(p.startswith(".") for p in file.parts):
-            continue
-        frame = pl.read_parquet(file)
-        for column, dtype in frame.schema.items():
-            if dtype == pl.String:
-                assert not (frame[column] == pseudonym).any(), (file, column)
+    assert _lake_files_naming(home, pseudonym) == []
 
 
 @pytest.mark.browser
@@ -416,12 +420,6 @@ def test_an_erasure_filed_in_chromium_is_processed_and_shown_completed(demo_home
     shown = json.loads(_run(["rights", "show", request_id, "--json"])[1])
     assert all(shown["report"]["checks"].values())
     pseudonym = shown["subject_pseudonym"]
-    for file in (home / "lake").rglob("*.parquet"):
-        if "exclusions" in file.parts or any(p.startswith(".") for p in file.parts):
-            continue
-        frame = pl.read_parquet(file)
-        for column, dtype in frame.schema.items():
-            if dtype == pl.String:
-                assert not (frame[column] == pseudonym).any(), (file, column)
+    assert _lake_files_naming(home, pseudonym) == []
     needle = pseudonym.encode()
     assert not [f for f in (home / "store").rglob("*") if f.is_file() and needle in f.read_bytes()]

@@ -7,17 +7,10 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from hdh_assets.claims.events import EVENT_SCHEMA
+
 EVENTS = dg.AssetKey(["claims", "events"])
-EVENT_COLUMNS = [
-    "source_event_id",
-    "subject_pseudonym",
-    "event_date",
-    "care_type",
-    "code",
-    "amount_eur",
-    "batch",
-    "month",
-]
+EVENT_COLUMNS = list(EVENT_SCHEMA)
 
 
 def entry(name: str, **overrides) -> dict:
