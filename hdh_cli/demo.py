@@ -122,6 +122,8 @@ def run_demo(
         "files_removed": len(erasure.report.get("files_removed", [])),
         "runs": len(erasure.report.get("runs", [])),
         "releases_reissued": erasure.report.get("releases_reissued", []),
+        "raw_copies_removed": erasure.report.get("raw_copies_removed", []),
+        "raw_copies_clean": erasure.report.get("raw_copies_clean"),
     }
     progress("materialisation runs", len(erasure.report.get("runs", [])), None)
     report.status = collect_status(_definitions(home), instance, home)

@@ -242,7 +242,8 @@ def demo(seed, people, claims_rows, chunk_rows, batch, as_json) -> None:
             e = report.erasure
             console.print(
                 f"Erasure {e['id']} of a sample person: {e['status']} ({len(e['assets'])} assets "
-                f"re-materialised in {e['runs']} runs, {e['files_removed']} stored files removed)"
+                f"re-materialised in {e['runs']} runs, {e['files_removed']} stored files removed, "
+                f"{len(e['raw_copies_removed'])} landed or quarantined files cleaned)"
             )
         console.print("Open the Dagster UI with [bold]make ui[/] (http://127.0.0.1:3000).")
     sys.exit(0 if report.success else 1)
@@ -611,6 +612,61 @@ def rights_extend(request_id, reason, by):
     console.print(f"extended: {request.id}, new deadline {request.deadline:%Y-%m-%d}")
 
 
+@rights.command("rectify")
+@click.argument("request_id")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--source", required=True, type=click.Choice(["dicom", "json", "claims"]), help="Its source."
+)
+@click.option("--provider", default=None, help="JSON provider profile of the corrected data.")
+@click.option("--by", default=None, help="Who attaches it (default: the OS user).")
+def rights_rectify(request_id, path, source, provider, by):
+    """Attach the corrected source data of a verified rectification; processing replaces the
+    person's records of that source with it and rebuilds everything downstream."""
+    from hdh_cli.rights import attach_correction
+
+    home = _home().ensure()
+    batch = _rights_call(
+        lambda: attach_correction(home, _registry(), request_id, source, path, _actor(by), provider)
+    )
+    console.print(
+        f"corrected {source} data landed as batch {batch}; "
+        "hdh rights process --wait (or the rights sensor) applies it"
+    )
+
+
+@rights.group("operator")
+def rights_operator() -> None:
+    """Local accounts of the DPO's web pages (http://127.0.0.1:3001/dpo)."""
+
+
+@rights_operator.command("add")
+@click.argument("username")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from standard input (scripts)."
+)
+@click.option("--by", default=None, help="Who creates the account (default: the OS user).")
+def rights_operator_add(username, password_stdin, by):
+    """Create an operator account, or set a new password for an existing one."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    _rights_call(lambda: _registry().add_operator(username, password, _actor(by)))
+    console.print(f"operator {username} can sign in at /dpo")
+
+
+@rights_operator.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def rights_operator_list(as_json):
+    operators = _registry().operators()
+    if as_json:
+        _print_json({"operators": operators})
+        return
+    for o in operators:
+        console.print(f"{o['username']}  created {o['created_at']} by {o['created_by']}")
+
+
 @rights.command("process")
 @click.option("--wait", is_flag=True, help="Run what processing needs to the end, here.")
 @click.option("--json", "as_json", is_flag=True)
@@ -623,10 +679,10 @@ def rights_process(wait, as_json):
     home = _home().ensure()
     registry = _registry()
     instance = platform_instance(home)
-    launched = [r.tags["hdh/rights_request"] for r in rights_run_requests(instance, registry)]
+    launched = [r.tags["hdh/rights_request"] for r in rights_run_requests(instance, registry, home)]
     if not wait:  # what one tick of rights_sensor launches; the daemon (make ui) runs them
         if as_json:
-            _print_json({"would_launch": launched, "pending": pending(registry)})
+            _print_json({"would_launch": launched, "pending": pending(registry, home)})
         else:
             console.print(
                 f"rights_sensor would launch {len(launched)} run(s): {', '.join(launched) or '-'}"

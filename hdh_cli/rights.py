@@ -10,19 +10,27 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from upath import UPath
 
-from hdh_assets.gdpr.processing import plan_erasure
+from hdh_assets.gdpr.processing import plan_erasure, plan_rectification
+from hdh_assets.gdpr.raw_copies import scrub_raw_copies
 from hdh_assets.gdpr.rights import RequestType, Status
+from hdh_assets.landing.partitions import LANDING_SOURCES
 from hdh_cli.runs import materialize_selection
 from resources.home import HdhHome
 from resources.lake.tables import Lake
 from resources.rights_registry import RightsRegistry
 
-PROCESSED_TYPES = {RequestType.OBJECTION, RequestType.ERASURE, RequestType.ACCESS}
+PROCESSED_TYPES = {
+    RequestType.OBJECTION,
+    RequestType.ERASURE,
+    RequestType.ACCESS,
+    RequestType.RECTIFICATION,
+}
 ACTOR = "hdh-rights-process"
 REQUEST_TAG = "hdh/rights_request"
 
@@ -66,7 +74,7 @@ def remove_store_copies(home: HdhHome, pseudonym: str) -> list[str]:
 def process_request(
     home: HdhHome, instance: dg.DagsterInstance, registry: RightsRegistry, request_id: str
 ) -> Outcome:
-    from hdh_assets.definitions import PROOF_CHECKS, build_definitions
+    from hdh_assets.definitions import build_definitions
 
     request = registry.get(request_id)
     if request.status is Status.VERIFIED or request.status is Status.FAILED:
@@ -77,19 +85,39 @@ def process_request(
     report: dict = {"request": request_id, "type": request.type.value, "started_at": _now()}
     if request.type is RequestType.ACCESS:
         return _export_access(home, registry, request, report)
-    runs = [materialize_selection(home, instance, 'key:"gdpr/exclusions"', tags=tags)]
     graph = build_definitions(home).resolve_asset_graph()
-    index_files = list(home.lake.joinpath("gdpr", "subject_index").glob("*.parquet"))
-    index = (
-        pl.read_parquet(index_files)
-        if index_files
-        else pl.DataFrame(
-            schema={"asset": pl.String, "partition": pl.String, "subject_pseudonym": pl.String}
-        )
-    )
-    plan = plan_erasure(index, request.subject_pseudonym, graph)
+    index = _subject_index(home)
+    if request.type is RequestType.RECTIFICATION:
+        return _rectify(home, instance, registry, request, report, graph, index)
+    runs = [materialize_selection(home, instance, 'key:"gdpr/exclusions"', tags=tags)]
+    plan = plan_erasure(index, request.subject_pseudonym, graph, _built(instance))
     report.update(plan.to_json())
     report["files_removed"] = remove_store_copies(home, request.subject_pseudonym)
+    if request.type is RequestType.ERASURE:  # first, so that re-ingestion reads clean batches
+        nir = registry.identity(request_id, ACTOR)["nir"]
+        roots = {"landing": home.landing, "quarantine": home.quarantine}
+        report.update(scrub_raw_copies(roots, nir).to_json())
+    return _execute(home, instance, registry, request, plan, report, runs)
+
+
+def _built(instance: dg.DagsterInstance):
+    return lambda key: instance.get_latest_materialization_event(key) is not None
+
+
+def _subject_index(home: HdhHome) -> pl.DataFrame:
+    index_files = list(home.lake.joinpath("gdpr", "subject_index").glob("*.parquet"))
+    if index_files:
+        return pl.read_parquet(index_files)
+    return pl.DataFrame(
+        schema={"asset": pl.String, "partition": pl.String, "subject_pseudonym": pl.String}
+    )
+
+
+def _execute(home, instance, registry, request, plan, report: dict, runs: list) -> Outcome:
+    """Run the plan, then the proof checks; complete the request only if all of it held."""
+    from hdh_assets.definitions import PROOF_CHECKS
+
+    tags = {REQUEST_TAG: request.id}
     for planned in plan.runs:
         single = (
             planned.partition_range and planned.partition_range[0] == planned.partition_range[1]
@@ -123,18 +151,111 @@ def process_request(
         {"selection": "proof checks", "run_id": proofs.run_id, "success": proofs.success}
     ]
     report["checks"] = checks
+    problems = [r["selection"] for r in report["runs"] if not r["success"]]
+    problems += [c for c, passed in checks.items() if not passed]
+    if not checks:
+        problems.append("no proof check ran")
+    if not report.get("raw_copies_clean", True):
+        problems.append("raw copies still holding the person")
+    if request.type is RequestType.RECTIFICATION and not problems:
+        problems += _rectification_problems(home, request, report)
     report["completed_at"] = _now()
-    ok = all(r.success for r in runs) and proofs.success and checks and all(checks.values())
-    if ok:
+    if not problems and request.type is not RequestType.RECTIFICATION:
         report["releases_reissued"] = reissue_releases(home, instance, request)
-    if ok:
-        registry.complete(request_id, report, ACTOR)
-        return Outcome(request_id, Status.COMPLETED.value, report)
-    failed = [r["selection"] for r in report["runs"] if not r["success"]] + [
-        c for c, p in checks.items() if not p
-    ]
-    registry.fail(request_id, f"not done: {', '.join(failed)[:500]}", ACTOR)
-    return Outcome(request_id, Status.FAILED.value, report)
+    if not problems:
+        registry.complete(request.id, report, ACTOR)
+        return Outcome(request.id, Status.COMPLETED.value, report)
+    registry.fail(request.id, f"not done: {', '.join(problems)[:500]}", ACTOR)
+    return Outcome(request.id, Status.FAILED.value, report)
+
+
+# -- rectification ---------------------------------------------------------------------------
+
+
+def rectification_batch(request_id: str) -> str:
+    return f"rectification-{request_id.lower()}"
+
+
+def attached_correction(home: HdhHome, request_id: str) -> tuple[str, Path] | None:
+    """(source, landed folder) of the corrected data attached to a rectification, if any."""
+    for source in LANDING_SOURCES:
+        folder = home.landing_for(source) / rectification_batch(request_id)
+        if folder.is_dir():
+            return source, folder
+    return None
+
+
+def attach_correction(
+    home: HdhHome,
+    registry: RightsRegistry,
+    request_id: str,
+    source: str,
+    path: Path,
+    actor: str,
+    provider: str | None = None,
+) -> str:
+    """Land the corrected source data of a verified rectification as its own batch; processing
+    then replaces the person's records of that source with it."""
+    from hdh_cli.ingest import land
+
+    request = registry.get(request_id)
+    if request.type is not RequestType.RECTIFICATION:
+        raise ValueError(f"{request_id} is a {request.type.value} request, not a rectification")
+    if request.status not in (Status.VERIFIED, Status.FAILED):
+        raise ValueError(f"{request_id} is {request.status.value}; attach to a verified request")
+    if source not in LANDING_SOURCES:
+        raise ValueError(f"unknown source {source!r}: one of {', '.join(LANDING_SOURCES)}")
+    existing = attached_correction(home, request_id)
+    if existing and existing[0] != source:
+        raise ValueError(f"{request_id} has corrected {existing[0]} data already")
+    batch = rectification_batch(request_id)
+    land(path, home.landing_for(source), batch, provider)
+    registry.note(request_id, actor, "correction_attached", {"source": source, "batch": batch})
+    return batch
+
+
+def _rectify(home, instance, registry, request, report: dict, graph, index) -> Outcome:
+    from hdh_assets.landing.partitions import BATCH_PARTITIONS
+
+    attached = attached_correction(home, request.id)
+    if attached is None:
+        registry.fail(
+            request.id,
+            "no corrected data attached: hdh rights rectify ID --source SOURCE PATH",
+            ACTOR,
+        )
+        return Outcome(request.id, Status.FAILED.value, report)
+    source, folder = attached
+    batch = folder.name
+    instance.add_dynamic_partitions(BATCH_PARTITIONS[source].name, [batch])
+    plan = plan_rectification(
+        index, request.subject_pseudonym, graph, BATCH_PARTITIONS[source], batch, _built(instance)
+    )
+    report.update(plan.to_json())
+    report.update({"source": source, "corrected_batch": batch})
+    nir = registry.identity(request.id, ACTOR)["nir"]
+    roots = {"landing": home.landing_for(source), "quarantine": home.quarantine / source}
+    report.update(scrub_raw_copies(roots, nir, keep=[folder]).to_json())
+    if source == "dicom":
+        report["files_removed"] = remove_store_copies(home, request.subject_pseudonym)
+    return _execute(home, instance, registry, request, plan, report, [])
+
+
+def _rectification_problems(home: HdhHome, request, report: dict) -> list[str]:
+    """The proof of a rectification: the person's rows of the source now come from the
+    corrected batch, and from no other batch of that source."""
+    index = _subject_index(home).filter(pl.col("subject_pseudonym") == request.subject_pseudonym)
+    source_assets = set(report.get("assets", []))
+    rows = index.filter(pl.col("asset").is_in(sorted(source_assets)))
+    batches = set(rows["partition"].drop_nulls().to_list())
+    report["rectified_partitions"] = sorted(batches)
+    problems = []
+    if report["corrected_batch"] not in batches:
+        problems.append("the corrected batch holds no row of the person")
+    stale = sorted(b for b in batches if b != report["corrected_batch"])
+    if stale:
+        problems.append(f"older batches still hold the person: {', '.join(stale)}")
+    return problems
 
 
 def _export_access(home: HdhHome, registry: RightsRegistry, request, report: dict) -> Outcome:
@@ -222,12 +343,15 @@ def erase_sample_person(home: HdhHome, instance: dg.DagsterInstance, person: dic
     return process_request(home, instance, registry, request_id)
 
 
-def pending(registry: RightsRegistry) -> list[str]:
-    """Verified (or interrupted) objections and erasures, oldest first."""
+def pending(registry: RightsRegistry, home: HdhHome | None = None) -> list[str]:
+    """Verified (or interrupted) requests to process, oldest first; a rectification waits for
+    its corrected data (``hdh rights rectify``)."""
+    home = home or HdhHome.from_env()
     found = [
         r
         for status in (Status.VERIFIED, Status.PROCESSING, Status.FAILED)
         for r in registry.list(status)
         if r.type in PROCESSED_TYPES
+        and (r.type is not RequestType.RECTIFICATION or attached_correction(home, r.id))
     ]
     return [r.id for r in sorted(found, key=lambda r: r.received_at)]

@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from hdh_assets.gdpr.rights import InvalidRequest, RequestType, Status, validate_submission
+from portal.dpo import DpoPages
 from portal.i18n import LANGUAGES, TEXT, field_message, pick_language
 from portal.security import CSRF_COOKIE, CSRF_FIELD, SECURITY_HEADERS, CsrfTokens, RateLimiter
 from resources.home import HdhHome
@@ -46,6 +47,8 @@ PORTAL_SECRET_ENV = "HDH_PORTAL_SECRET"
 class PortalSettings:
     submissions_per_minute: int = 10
     status_checks_per_minute: int = 30
+    operator_logins_per_minute: int = 10
+    operator_session_hours: int = 8
     max_body_bytes: int = MAX_BODY_BYTES
 
 
@@ -86,7 +89,9 @@ def create_app(
         lang = request.path_params.get("lang")
         return lang if lang in LANGUAGES else None
 
-    async def read_form(request: Request) -> dict[str, str] | None:
+    async def read_form(
+        request: Request, allowed: tuple[str, ...] = (*FORM_FIELDS, "id", "token")
+    ) -> dict[str, str] | None:
         """The posted fields, or None when the body is too large or not a form."""
         declared = request.headers.get("content-length")
         if declared and (not declared.isdigit() or int(declared) > settings.max_body_bytes):
@@ -103,9 +108,7 @@ def create_app(
         except UnicodeDecodeError:
             return {}
         parsed = parse_qs(text, keep_blank_values=True, max_num_fields=50)
-        return {
-            k: v[0] for k, v in parsed.items() if k in (*FORM_FIELDS, CSRF_FIELD, "id", "token")
-        }
+        return {k: v[0] for k, v in parsed.items() if k in (*allowed, CSRF_FIELD)}
 
     async def home(request: Request) -> Response:
         return RedirectResponse(
@@ -221,8 +224,10 @@ def create_app(
         }
         return page("status.html", lang, request_view=view, unknown=False)
 
+    dpo = DpoPages(registry, templates, csrf, read_form, secret, settings)
     return Starlette(
         routes=[
+            *dpo.routes(),
             Route("/", home),
             Route("/{lang}/request", form, methods=["GET"]),
             Route("/{lang}/request", submit, methods=["POST"]),

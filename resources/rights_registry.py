@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +72,39 @@ audit_table = sa.Table(
     sa.Column("to_status", sa.String(20), nullable=True),
     sa.Column("detail", sa.JSON, nullable=True),
 )
+operators_table = sa.Table(
+    "rights_operators",
+    metadata,
+    sa.Column("username", sa.String(64), primary_key=True),
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("created_by", sa.String(100), nullable=False),
+)
+OPERATOR_NAME = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
+MIN_PASSWORD_LENGTH = 12
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    """scrypt, salted; the parameters travel with the hash so they can be raised later."""
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    n, r, p = _SCRYPT["n"], _SCRYPT["r"], _SCRYPT["p"]
+    return f"scrypt${n}${r}${p}${salt.hex()}${digest.hex()}"
+
+
+def password_matches(password: str, stored: str) -> bool:
+    try:
+        _, n, r, p, salt, digest = stored.split("$")
+        computed = hashlib.scrypt(
+            password.encode(), salt=bytes.fromhex(salt), dklen=32, n=int(n), r=int(r), p=int(p)
+        )
+    except ValueError:
+        return False
+    return hmac.compare_digest(computed.hex(), digest)
+
+
+_UNKNOWN_OPERATOR = hash_password("no such operator: same cost as a real check")
 
 
 def _now() -> dt.datetime:
@@ -400,6 +434,62 @@ class RightsRegistry:
                 raise TransitionRefused(f"{request_id} changed meanwhile; read it again")
             self._audit(db, request_id, actor, action, current.status, target, detail or values)
         return self.get(request_id)
+
+    def note(self, request_id: str, actor: str, action: str, detail: dict | None = None) -> None:
+        """An audited event that does not change the state (e.g. corrected data attached)."""
+        self.get(request_id)
+        with self.engine.begin() as db:
+            self._audit(db, request_id, actor, action, None, None, detail)
+
+    # -- operators (the DPO's local accounts) --------------------------------------------
+    def add_operator(self, username: str, password: str, actor: str) -> None:
+        if not OPERATOR_NAME.match(username or ""):
+            raise ValueError(
+                "an operator name is 2-64 characters: lower-case letters, digits, . _ -"
+            )
+        if len(password or "") < MIN_PASSWORD_LENGTH:
+            raise ValueError(f"a password has at least {MIN_PASSWORD_LENGTH} characters")
+        values = {"password_hash": hash_password(password), "created_at": _now()}
+        with self.engine.begin() as db:
+            exists = db.execute(
+                sa.select(operators_table.c.username).where(operators_table.c.username == username)
+            ).first()
+            if exists:  # a reset of the password
+                db.execute(
+                    operators_table.update()
+                    .where(operators_table.c.username == username)
+                    .values(**values)
+                )
+            else:
+                db.execute(
+                    operators_table.insert().values(username=username, created_by=actor, **values)
+                )
+
+    def check_operator(self, username: str, password: str) -> bool:
+        """Same cost whether or not the account exists: the timing tells nothing."""
+        with self.engine.connect() as db:
+            row = db.execute(
+                sa.select(operators_table.c.password_hash).where(
+                    operators_table.c.username == (username or "")[:64]
+                )
+            ).first()
+        return password_matches(
+            password or "", row.password_hash if row else _UNKNOWN_OPERATOR
+        ) and (row is not None)
+
+    def operators(self) -> list[dict]:
+        query = sa.select(
+            operators_table.c.username, operators_table.c.created_at, operators_table.c.created_by
+        ).order_by(operators_table.c.username)
+        with self.engine.connect() as db:
+            return [
+                {
+                    "username": r.username,
+                    "created_at": _utc(r.created_at).isoformat(timespec="seconds"),
+                    "created_by": r.created_by,
+                }
+                for r in db.execute(query)
+            ]
 
     @staticmethod
     def _audit(db, request_id, actor, action, before, after, detail) -> None:

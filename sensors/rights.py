@@ -31,12 +31,12 @@ def _runs_of(instance: dg.DagsterInstance, request_id: str, statuses=None) -> li
     )
 
 
-def rights_run_requests(instance: dg.DagsterInstance, registry) -> list[dg.RunRequest]:
+def rights_run_requests(instance: dg.DagsterInstance, registry, home=None) -> list[dg.RunRequest]:
     from hdh_assets.gdpr.rights import Status
     from hdh_cli.rights import pending
 
     requests = []
-    for request_id in pending(registry):
+    for request_id in pending(registry, home):
         if len(requests) >= MAX_RUNS_PER_TICK:
             break
         if _runs_of(instance, request_id, ACTIVE):
@@ -67,7 +67,7 @@ def rights_sensor(context: dg.SensorEvaluationContext, hdh_home: HomeResource):
     from resources.rights_registry import RightsRegistry
 
     registry = RightsRegistry.from_env(hdh_home.home)
-    run_requests = rights_run_requests(context.instance, registry)
+    run_requests = rights_run_requests(context.instance, registry, hdh_home.home)
     if not run_requests:
         return dg.SkipReason("no verified objection or erasure waiting")
     return dg.SensorResult(run_requests=run_requests)

@@ -8,12 +8,17 @@ products); then every unpartitioned asset downstream, the subject index last.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dagster as dg
 import polars as pl
 
 SKIPPED = {dg.AssetKey(["gdpr", "exclusions"])}
+
+
+def _always(_key: dg.AssetKey) -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -67,9 +72,42 @@ def _descendants(graph, keys: set[dg.AssetKey]) -> set[dg.AssetKey]:
     return seen
 
 
-def plan_erasure(index: pl.DataFrame, pseudonym: str, graph, instance=None) -> ErasurePlan:
-    """``index``: the subject index (asset, partition, subject_pseudonym, rows)."""
-    mine = index.filter(pl.col("subject_pseudonym") == pseudonym)
+def plan_erasure(
+    index: pl.DataFrame, pseudonym: str, graph, built: Callable[[dg.AssetKey], bool] = _always
+) -> ErasurePlan:
+    """``index``: the subject index (asset, partition, subject_pseudonym, rows). ``built`` says
+    whether an unpartitioned asset was ever materialised: one that never was holds nobody, and
+    a source that never delivered must not fail its rebuild."""
+    return _plan(index.filter(pl.col("subject_pseudonym") == pseudonym), graph, built)
+
+
+def plan_rectification(
+    index: pl.DataFrame,
+    pseudonym: str,
+    graph,
+    partitions_def: dg.PartitionsDefinition,
+    corrected_batch: str,
+    built: Callable[[dg.AssetKey], bool] = _always,
+) -> ErasurePlan:
+    """Rectifying one source: the partitions of that source holding the person are rebuilt
+    (their landed records of the person are gone by then), the corrected batch is ingested, and
+    everything downstream follows. Other sources are not touched."""
+    source_assets = {
+        k.to_user_string()
+        for k in graph.get_all_asset_keys()
+        if graph.get(k).partitions_def == partitions_def
+    }
+    mine = index.filter(
+        (pl.col("subject_pseudonym") == pseudonym) & pl.col("asset").is_in(sorted(source_assets))
+    )
+    corrected = pl.DataFrame(
+        {"asset": sorted(source_assets), "partition": corrected_batch},
+        schema={"asset": pl.String, "partition": pl.String},
+    )
+    return _plan(pl.concat([mine.select("asset", "partition"), corrected]), graph, built)
+
+
+def _plan(mine: pl.DataFrame, graph, built: Callable[[dg.AssetKey], bool]) -> ErasurePlan:
     plan = ErasurePlan()
     for asset, partition in (
         mine.select("asset", "partition").unique().sort("asset", "partition").iter_rows()
@@ -97,7 +135,7 @@ def plan_erasure(index: pl.DataFrame, pseudonym: str, graph, instance=None) -> E
         else:
             plan.runs.extend(PlannedRun(group, (k, k)) for k in sorted(keys))
     downstream = (targets | _descendants(graph, targets)) - SKIPPED
-    unpartitioned = {k for k in downstream if graph.get(k).partitions_def is None}
+    unpartitioned = {k for k in downstream if graph.get(k).partitions_def is None and built(k)}
     unpartitioned.add(dg.AssetKey(["gdpr", "subject_index"]))
     plan.runs.append(PlannedRun(tuple(sorted(unpartitioned, key=lambda k: k.to_user_string()))))
     return plan

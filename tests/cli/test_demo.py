@@ -1,5 +1,6 @@
 """`hdh demo` end to end: every asset materialised, a summary, no identifier outside the landing zone."""
 
+import gzip
 import json
 import socket
 import subprocess
@@ -47,6 +48,21 @@ def _lake_text(lake: Path) -> str:
         chunks.append(str(frame.to_dicts()))
         chunks.append(str(path))
     return "\n".join(chunks)
+
+
+def _raw_texts(home: Path) -> list[tuple[Path, bytes]]:
+    """Landed and quarantined files as text (Parquet read, gzip opened)."""
+    texts = []
+    for root in (home / "landing", home / "quarantine"):
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            if path.suffix == ".parquet":
+                data = pl.read_parquet(path).write_csv().encode()
+            elif path.suffix == ".gz":
+                data = gzip.decompress(path.read_bytes())
+            else:
+                data = path.read_bytes()
+            texts.append((path, data))
+    return texts
 
 
 def _store_text(store: Path) -> str:
@@ -284,6 +300,11 @@ def test_the_demo_erasure_leaves_no_trace_of_the_person_and_proves_it(demo_home)
     assert _lake_files_naming(home, pseudonym) == []
     needle = pseudonym.encode()
     assert not [f for f in (home / "store").rglob("*") if f.is_file() and needle in f.read_bytes()]
+    # nor do the raw copies: landed files and quarantined originals lost the person's records
+    nir_body = people[1]["nir"][:13].encode()
+    assert not [f for f in _raw_texts(home) if nir_body in f[1]]
+    assert people[2]["nir"][:13].encode() in b"".join(t for _, t in _raw_texts(home))
+    assert erasure["raw_copies_clean"] is True and erasure["raw_copies_removed"]
     assets = {a["asset"]: a for a in report["status"]["assets"]}
     for name in erasure["assets"]:
         assert "no_excluded_subject" in assets[name]["checks_passed"], name
