@@ -14,8 +14,10 @@ from hdh_assets.landing.partitions import LANDING_SOURCES
 from hdh_assets.products import linkage
 from hdh_assets.products.assets import load_products
 from hdh_assets.products.models import sql_dir_from_env
+from hdh_assets.workspaces import assets as workspaces
 from jobs.ingestion import landing_job
 from jobs.rights import gdpr_process_request_job
+from jobs.workspaces import deliver_workspaces_job, provision_workspaces_job
 from resources.home import HdhHome
 from resources.imaging import DicomIngestionResource
 from resources.lake import LakeIOManager
@@ -24,10 +26,11 @@ from resources.pseudonymisation import PseudonymisationKeyResource
 from resources.spark import spark_resource
 from sensors.landing import landing_sensor
 from sensors.rights import rights_sensor
+from sensors.workspaces import workspace_drift_schedule, workspace_specs_sensor
 
 SOURCE_ASSETS = [*imaging.assets, *clinical.assets, *claims.assets, *linkage.assets]
 PRODUCT_ASSETS = load_products(sql_dir_from_env(), SOURCE_ASSETS)
-DOMAIN_ASSETS = [*SOURCE_ASSETS, *PRODUCT_ASSETS]
+DOMAIN_ASSETS = [*SOURCE_ASSETS, *PRODUCT_ASSETS, *workspaces.assets]
 ALL_ASSETS = [*DOMAIN_ASSETS, subject_index_asset(DOMAIN_ASSETS), exclusions]
 PROOF_CHECKS = proof_checks(DOMAIN_ASSETS)
 
@@ -55,11 +58,18 @@ def build_definitions(home: HdhHome | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=PROOF_CHECKS,
-        jobs=[*landing_jobs.values(), gdpr_process_request_job],
+        jobs=[
+            *landing_jobs.values(),
+            gdpr_process_request_job,
+            provision_workspaces_job,
+            deliver_workspaces_job,
+        ],
         sensors=[
             *(landing_sensor(source, job) for source, job in landing_jobs.items()),
             rights_sensor,
+            workspace_specs_sensor,
         ],
+        schedules=[workspace_drift_schedule],
         resources=build_resources(home),
     )
 

@@ -708,6 +708,104 @@ def rights_process(wait, as_json):
     sys.exit(0 if all(o.status == "completed" for o in outcomes) else 1)
 
 
+@cli.group()
+def workspaces() -> None:
+    """Research-project workspaces: specs in workspaces/projects/ (HDH_WORKSPACE_SPECS)."""
+
+
+def _workspace_call(action):
+    from hdh_assets.workspaces.specs import SpecError
+    from hdh_cli.workspaces import WorkspaceError
+
+    try:
+        return action()
+    except (WorkspaceError, SpecError) as error:
+        raise click.ClickException(str(error)) from None
+
+
+@workspaces.command("render")
+@click.argument("projects", nargs=-1)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the folders.")
+@click.option("--json", "as_json", is_flag=True)
+def workspaces_render(projects, out, as_json):
+    """Render and strictly validate the manifests of live projects (nothing is delivered)."""
+    from hdh_cli.workspaces import render
+
+    summary = _workspace_call(lambda: render(list(projects) or None, out))
+    if as_json:
+        _print_json(summary)
+    else:
+        for project, p in summary["projects"].items():
+            state = "[green]valid[/]" if not p["errors"] else f"[red]{len(p['errors'])} errors[/]"
+            console.print(f"{project}: {p['objects']} objects, {state}, {p['digest'][:19]}")
+            for error in p["errors"][:20]:
+                console.print(f"  {error}")
+        for refused in summary["refused_specs"]:
+            console.print(f"[yellow]refused[/] {refused}")
+    sys.exit(0 if summary["valid"] else 1)
+
+
+@workspaces.command("diff")
+@click.option("--json", "as_json", is_flag=True)
+def workspaces_diff(as_json):
+    """What apply would change in the delivered manifests, per project and file."""
+    from hdh_cli.workspaces import diff
+
+    result = _workspace_call(lambda: diff(_home().ensure()))
+    if as_json:
+        _print_json(result)
+        return
+    if not result["changes"]:
+        console.print(f"no change ({result['target']})")
+    for project, change in result["changes"].items():
+        console.print(f"[bold]{project}[/]: {change['status']}")
+        for kind in ("added", "changed", "removed"):
+            for name in change.get(kind, []):
+                console.print(f"  {kind:8} {name}")
+
+
+@workspaces.command("apply")
+@click.option("--force", is_flag=True, help="Provision every project, changed or not.")
+@click.option("--json", "as_json", is_flag=True)
+def workspaces_apply(force, as_json):
+    """Provision changed projects and deliver to the target (GitOps repository by default)."""
+    from hdh_cli.instance import platform_instance
+    from hdh_cli.workspaces import apply
+
+    home = _home().ensure()
+    result = _workspace_call(lambda: apply(home, platform_instance(home), force))
+    if as_json:
+        _print_json(result)
+    else:
+        delivery = result["delivery"]
+        console.print(
+            f"provisioned: {', '.join(result['provisioned']) or '-'}; "
+            f"delivered to {delivery.get('target')}: {delivery.get('summary')} "
+            f"(commit {delivery.get('commit')})"
+        )
+        for project in result["failed"]:
+            console.print(f"[red]failed[/]: {project} (see the run in the Dagster UI)")
+        for refused in result["refused_specs"]:
+            console.print(f"[yellow]refused[/] {refused}")
+    sys.exit(0 if result["success"] else 1)
+
+
+@workspaces.command("decommission")
+@click.argument("project")
+@click.option("--json", "as_json", is_flag=True)
+def workspaces_decommission(project, as_json):
+    """Retire a project whose spec was removed or expired: prune, delete grants, report."""
+    from hdh_cli.instance import platform_instance
+    from hdh_cli.workspaces import retire
+
+    home = _home().ensure()
+    result = _workspace_call(lambda: retire(home, platform_instance(home), project))
+    if as_json:
+        _print_json(result)
+    else:
+        console.print(f"{project}: decommissioned ({result['summary']})")
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=3001, show_default=True)

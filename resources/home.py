@@ -68,6 +68,17 @@ class HdhHome:
         """What the synthetic generator records for tests and demonstrations only."""
         return self.root / "sample"
 
+    @property
+    def workspaces(self) -> Path:
+        """Project storage areas: ``workspaces/<project>/grants/`` holds the read-only extracts
+        of the releases a project is granted (what its workspace mounts)."""
+        return self.root / "workspaces"
+
+    @property
+    def gitops(self) -> Path:
+        """The GitOps repository the workspace manifests are delivered to (one folder a project)."""
+        return self.root / "gitops"
+
     def landing_for(self, source: str) -> Path:
         return self.landing / source
 

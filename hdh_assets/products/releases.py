@@ -141,7 +141,7 @@ class ReleaseStore:
             raise ReleaseError(f"products/{product} has no data in the lake: materialise it first")
         staging = folder.parent / f".{version}.partial"
         if staging.exists():
-            _make_writable(staging)
+            make_writable(staging)
             shutil.rmtree(staging)
         (staging / DATA).mkdir(parents=True)
         for file in files:
@@ -157,7 +157,7 @@ class ReleaseStore:
             **summary,
         }
         (staging / MANIFEST).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
-        _make_read_only(staging)
+        make_read_only(staging)
         os.rename(staging, folder)  # the release appears whole or not at all
         return Release(product, version, folder)
 
@@ -182,7 +182,7 @@ class ReleaseStore:
         stays, marked purged, so grants can tell projects to move to the patch release."""
         release = self.get(product, version)
         manifest = release.manifest
-        _make_writable(release.path)
+        make_writable(release.path)
         shutil.rmtree(release.data)
         manifest["purged"] = {
             "request": request_id,
@@ -190,7 +190,7 @@ class ReleaseStore:
             "superseded_by": superseded_by,
         }
         (release.path / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        _make_read_only(release.path)
+        make_read_only(release.path)
 
     def delete(self, product: str, version: str) -> None:
         self.get(product, version)
@@ -217,14 +217,14 @@ class ReleaseStore:
         return problems
 
 
-def _make_read_only(folder: Path) -> None:
+def make_read_only(folder: Path) -> None:
     for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
         mode = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
         path.chmod(mode | (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH if path.is_dir() else 0))
     folder.chmod(0o555)
 
 
-def _make_writable(folder: Path) -> None:
+def make_writable(folder: Path) -> None:
     folder.chmod(0o755)
     for path in folder.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)

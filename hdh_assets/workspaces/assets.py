@@ -1,0 +1,433 @@
+"""Workspace assets (group ``workspaces``): one dynamic partition per project spec.
+
+``workspace_specs`` validates the project's spec, ``workspace_data_grants`` extracts exactly its
+granted releases into its storage area (the ledger of who is in them goes to the lake, so the
+subject index and GDPR processing reach grants), ``workspace_manifests`` renders and strictly
+validates its Kubernetes objects, and ``workspace_deployments`` delivers every project's
+manifests to the configured target in one go: one GitOps commit per run that changed something.
+"""
+
+import datetime as dt
+import json
+
+import dagster as dg
+import polars as pl
+import yaml
+
+from hdh_assets import owners
+from hdh_assets.gdpr.exclusions import excluded_pseudonyms
+from hdh_assets.products.releases import ReleaseStore
+from hdh_assets.validation import documented_columns
+from hdh_assets.workspaces.config import (
+    current_specs,
+    render_settings,
+    spec_ids,
+    spec_of,
+    specs_dir,
+    target_for,
+)
+from hdh_assets.workspaces.grants import (
+    Grant,
+    extract_grants,
+    extracts_holding,
+    remove_grants,
+)
+from hdh_assets.workspaces.manifests import (
+    manifest_digest,
+    render_project,
+    to_yaml,
+    workspace_image,
+)
+from hdh_assets.workspaces.specs import ProjectSpec, SpecError, is_expired
+from hdh_assets.workspaces.validation import validate_objects
+from resources.lake.tables import Lake
+from resources.platform import HomeResource
+
+PROJECTS = dg.DynamicPartitionsDefinition(name="workspace_projects")
+SPECS_KEY = dg.AssetKey(["workspaces", "workspace_specs"])
+GRANTS_KEY = dg.AssetKey(["workspaces", "workspace_data_grants"])
+MANIFESTS_KEY = dg.AssetKey(["workspaces", "workspace_manifests"])
+DEPLOYMENTS_KEY = dg.AssetKey(["workspaces", "workspace_deployments"])
+GRANTS_PROOF = "extracts_hold_no_excluded_subject"
+MANIFESTS_VALID = "objects_pass_strict_schema_validation"
+OWNERS = [owners.PLATFORM, owners.DATA_REFERENTS]
+
+
+def _spec(context: dg.AssetExecutionContext) -> ProjectSpec:
+    """The partition's spec, validated; a refusal fails the step with file, field and reason."""
+    try:
+        return spec_of(context.partition_key)
+    except (SpecError, LookupError) as refused:
+        raise dg.Failure(description=str(refused)) from None
+
+
+def _today() -> dt.date:
+    return dt.date.today()
+
+
+@dg.asset(
+    key=SPECS_KEY,
+    group_name="workspaces",
+    owners=OWNERS,
+    kinds={"yaml", "pydantic"},
+    partitions_def=PROJECTS,
+    description=(
+        "A research project's workspace spec (workspaces/projects/<id>.yaml), validated: members "
+        "and roles, granted releases approved by its authorisation (approvals.yaml), compute, "
+        "applications, packages, expiry. One partition per spec file, kept in step by "
+        "workspace_specs_sensor."
+    ),
+    metadata={
+        "partition_column": "project",
+        "dagster/column_schema": documented_columns(
+            {
+                "title": ("string", "the project's title"),
+                "authorisation": ("string", "the regulatory authorisation it works under"),
+                "members": ("string", "JSON: user and role of each member"),
+                "grants": ("string", "JSON: granted product releases"),
+                "cpu": ("string", "CPU quota"),
+                "memory": ("string", "memory quota"),
+                "storage": ("string", "work volume size"),
+                "applications": ("string", "enabled applications"),
+                "expires": ("date", "the workspace is decommissioned after this day"),
+                "expired": ("bool", "past its expiry date"),
+                "spec_digest": ("string", "SHA-256 of the validated spec"),
+            }
+        ),
+    },
+)
+def workspace_specs(context: dg.AssetExecutionContext) -> dg.Output:
+    spec = _spec(context)
+    expired = is_expired(spec, _today())
+    row = {
+        "title": spec.title,
+        "authorisation": spec.authorisation,
+        "members": json.dumps([m.model_dump(mode="json") for m in spec.members]),
+        "grants": json.dumps([g.model_dump(mode="json") for g in spec.grants]),
+        "cpu": spec.compute.cpu,
+        "memory": spec.compute.memory,
+        "storage": spec.compute.storage,
+        "applications": ", ".join(spec.applications.enabled()),
+        "expires": spec.expires,
+        "expired": expired,
+        "spec_digest": spec.digest,
+    }
+    return dg.Output(
+        pl.DataFrame([row]),
+        metadata={
+            "spec_digest": spec.digest,
+            "expired": expired,
+            "members": len(spec.members),
+            "grants": dg.MetadataValue.json(json.loads(row["grants"])),
+            "applications": row["applications"],
+            "expires": str(spec.expires),
+        },
+    )
+
+
+@dg.asset(
+    key=GRANTS_KEY,
+    group_name="workspaces",
+    owners=[owners.PLATFORM, owners.DPO],
+    kinds={"parquet", "polars"},
+    partitions_def=PROJECTS,
+    deps=[SPECS_KEY],
+    description=(
+        "Read-only extracts of exactly the releases the project is granted, in "
+        "HDH_HOME/workspaces/<id>/grants/<product>/<version>/ with a manifest (what was granted, "
+        "what was delivered, file hashes). A release purged by an erasure is delivered from its "
+        "patch release; people excluded since are left out. The lake keeps the ledger of whose "
+        "rows each grant holds, so the subject index and GDPR processing reach every grant."
+    ),
+    metadata={
+        "partition_column": "project",
+        "subject_column": "subject_pseudonym",
+        "dagster/column_schema": documented_columns(
+            {
+                "product": ("string", "granted data product"),
+                "version": ("string", "granted release version"),
+                "subject_pseudonym": ("string", "keyed pseudonym of a person in the extract"),
+                "rows": ("int", "the person's rows in the extract"),
+            }
+        ),
+    },
+    check_specs=[
+        dg.AssetCheckSpec(
+            GRANTS_PROOF,
+            asset=GRANTS_KEY,
+            description="No extract file holds a person who objected or was erased.",
+        )
+    ],
+)
+def workspace_data_grants(context: dg.AssetExecutionContext, hdh_home: HomeResource):
+    spec = _spec(context)
+    home = hdh_home.home
+    project_root = home.workspaces / spec.id
+    excluded = excluded_pseudonyms(home.lake)
+    if is_expired(spec, _today()):
+        remove_grants(project_root)
+        ledger, manifest = pl.DataFrame(), {"grants": []}
+        context.log.info(f"project {spec.id} expired on {spec.expires}: its grants are removed")
+    else:
+        result = extract_grants(
+            ReleaseStore(home.releases),
+            project_root,
+            spec.id,
+            [Grant(g.product, g.version) for g in spec.grants],
+            excluded,
+            spec.authorisation,
+        )
+        ledger, manifest = result.ledger.drop("project"), result.manifest
+    remaining = extracts_holding(project_root, excluded)
+    yield dg.Output(
+        ledger
+        if ledger.width
+        else pl.DataFrame(
+            schema={
+                "product": pl.String,
+                "version": pl.String,
+                "subject_pseudonym": pl.String,
+                "rows": pl.Int64,
+            }
+        ),
+        metadata={
+            "grants": dg.MetadataValue.json(
+                [
+                    {k: g[k] for k in ("product", "granted_version", "delivered_version", "rows")}
+                    for g in manifest["grants"]
+                ]
+            ),
+            "rows_delivered": sum(g["rows"] for g in manifest["grants"]),
+            "rows_left_out_for_gdpr": sum(
+                g.get("rows_left_out_for_gdpr", 0) for g in manifest["grants"]
+            ),
+            "subjects": ledger["subject_pseudonym"].n_unique() if ledger.width else 0,
+            "storage_area": str(project_root / "grants"),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name=GRANTS_PROOF,
+        passed=not remaining,
+        metadata={"files_holding_excluded_people": len(remaining)},
+    )
+
+
+@dg.asset(
+    key=MANIFESTS_KEY,
+    group_name="workspaces",
+    owners=OWNERS,
+    kinds={"kubernetes", "yaml"},
+    partitions_def=PROJECTS,
+    deps=[SPECS_KEY, GRANTS_KEY],
+    description=(
+        "The project's Kubernetes objects: namespace with restricted pod security, quota and "
+        "limits, default-deny network policies with explicit allows, service account without "
+        "token, RBAC for members, work and read-only grants volumes, JupyterLab (Python and R) "
+        "and RStudio behind oauth2-proxy single sign-on. Every object is validated strictly "
+        "against the configured Kubernetes version; an expired project renders nothing."
+    ),
+    metadata={
+        "partition_column": "project",
+        "dagster/column_schema": documented_columns(
+            {
+                "kind": ("string", "Kubernetes kind"),
+                "api_version": ("string", "apiVersion"),
+                "namespace": ("string", "namespace (empty for the Namespace itself)"),
+                "name": ("string", "object name"),
+                "manifest": ("string", "the object as YAML"),
+            }
+        ),
+    },
+    check_specs=[
+        dg.AssetCheckSpec(
+            MANIFESTS_VALID,
+            asset=MANIFESTS_KEY,
+            description="Every object passes kubernetes-validate's strict schema validation.",
+        )
+    ],
+)
+def workspace_manifests(context: dg.AssetExecutionContext):
+    spec = _spec(context)
+    settings = render_settings()
+    objects = [] if is_expired(spec, _today()) else render_project(spec, settings)
+    errors = validate_objects(objects, settings.kubernetes_version)
+    if errors:
+        raise dg.Failure(
+            description=f"{len(errors)} invalid objects for project {spec.id}",
+            metadata={"errors": dg.MetadataValue.json(errors[:50])},
+        )
+    frame = pl.DataFrame(
+        [
+            {
+                "kind": o["kind"],
+                "api_version": o["apiVersion"],
+                "namespace": o["metadata"].get("namespace", ""),
+                "name": o["metadata"]["name"],
+                "manifest": to_yaml([o]),
+            }
+            for o in objects
+        ],
+        schema={
+            "kind": pl.String,
+            "api_version": pl.String,
+            "namespace": pl.String,
+            "name": pl.String,
+            "manifest": pl.String,
+        },
+    )
+    by_kind = frame.group_by("kind").len().sort("kind")
+    yield dg.Output(
+        frame,
+        metadata={
+            "objects": frame.height,
+            "objects_by_kind": dg.MetadataValue.json(dict(by_kind.iter_rows())),
+            "manifest_digest": manifest_digest(objects),
+            "kubernetes_version": settings.kubernetes_version,
+            "jupyter_image": workspace_image(spec).reference(settings.registry),
+            "preview": dg.MetadataValue.md(
+                "```yaml\n" + to_yaml(objects[:3])[:3000] + "\n```" if objects else "(expired)"
+            ),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name=MANIFESTS_VALID,
+        passed=True,
+        metadata={"objects_validated": len(objects), "version": settings.kubernetes_version},
+    )
+
+
+def desired_state(home_lake, live: set[str]) -> dict[str, list[dict]]:
+    """Each live project's objects as last materialised in the lake."""
+    table = Lake(home_lake).table(list(MANIFESTS_KEY.path))
+    desired: dict[str, list[dict]] = {}
+    for file in table.parquet_files():
+        project = next(
+            (part.split("=", 1)[1] for part in file.parts if part.startswith("project=")), None
+        )
+        if project in live:
+            frame = pl.read_parquet(str(file), columns=["manifest"])
+            desired.setdefault(project, []).extend(
+                yaml.safe_load(text) for text in frame["manifest"]
+            )
+    return desired
+
+
+def known_projects(context_instance: dg.DagsterInstance, home) -> set[str]:
+    """Projects the platform has provisioned at some point: partitions and storage areas."""
+    known = set(context_instance.get_dynamic_partitions(PROJECTS.name))
+    if home.workspaces.exists():
+        known |= {
+            p.name for p in home.workspaces.iterdir() if p.is_dir() and not p.name.startswith(".")
+        }
+    return known
+
+
+def decommission(home, projects: set[str], reason: str, run_id: str | None) -> list[dict]:
+    """Grants deleted and a report recorded for each retired project."""
+    reports = []
+    folder = home.workspaces / ".decommissioned"
+    for project in sorted(projects):
+        removed = remove_grants(home.workspaces / project)
+        report = {
+            "project": project,
+            "reason": reason,
+            "grants_removed": removed,
+            "run_id": run_id,
+            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{project}.json").write_text(json.dumps(report, indent=1) + "\n")
+        project_root = home.workspaces / project
+        if project_root.exists() and not any(project_root.iterdir()):
+            project_root.rmdir()
+        reports.append(report)
+    return reports
+
+
+def deliver_workspaces(instance: dg.DagsterInstance, home, run_id: str | None) -> dict:
+    """What ``workspace_deployments`` does: deliver live projects, retire removed or expired
+    ones. A project whose spec is refused is left as it is (a typo never tears a workspace
+    down); one whose manifests were never materialised is not touched either."""
+    live, expired, refused = current_specs()
+    with_file = set(spec_ids())
+    retired = (known_projects(instance, home) - with_file) | set(expired)
+    desired = desired_state(home.lake, set(live))
+    updates: dict = {project: desired[project] for project in sorted(desired)}
+    updates |= {project: None for project in sorted(retired)}
+    report = target_for(home.root).deliver_partial(updates, run_id=run_id)
+    retired_reports = decommission(
+        home,
+        {p for p, d in report.projects.items() if d.status == "decommissioned"} | retired,
+        "spec removed or expired",
+        run_id,
+    )
+    return {
+        **report.as_dict(),
+        "refused_specs": [str(e) for e in refused],
+        "decommissioned": retired_reports,
+    }
+
+
+@dg.asset(
+    key=DEPLOYMENTS_KEY,
+    group_name="workspaces",
+    owners=OWNERS,
+    kinds={"kubernetes", "git"},
+    deps=[dg.AssetDep(MANIFESTS_KEY, partition_mapping=dg.AllPartitionMapping())],
+    description=(
+        "Every live project's manifests delivered to the configured target: the GitOps "
+        "repository HDH_HOME/gitops (one folder per project, one commit per run that changed "
+        "something) or, with HDH_KUBECONFIG, a cluster by server-side apply (field manager "
+        "hdh-platform, pruning by label). Removed or expired projects are decommissioned: "
+        "manifests pruned, grants deleted, a report recorded."
+    ),
+    metadata={
+        "dagster/column_schema": documented_columns(
+            {
+                "project": ("string", "project id"),
+                "status": ("string", "added, updated, unchanged or decommissioned"),
+                "added": ("int", "objects added"),
+                "changed": ("int", "objects changed"),
+                "removed": ("int", "objects removed"),
+            }
+        )
+    },
+)
+def workspace_deployments(context: dg.AssetExecutionContext, hdh_home: HomeResource):
+    report = deliver_workspaces(context.instance, hdh_home.home, context.run_id)
+    rows = [
+        {
+            "project": project,
+            "status": p["status"],
+            "added": len(p["added"]),
+            "changed": len(p["changed"]),
+            "removed": len(p["removed"]),
+        }
+        for project, p in report["projects"].items()
+    ]
+    frame = pl.DataFrame(
+        rows,
+        schema={
+            "project": pl.String,
+            "status": pl.String,
+            "added": pl.Int64,
+            "changed": pl.Int64,
+            "removed": pl.Int64,
+        },
+    )
+    context.log.info(f"workspaces delivered to {report['target']}: {report['summary']}")
+    return dg.Output(
+        frame,
+        metadata={
+            "target": report["target"],
+            "summary": report["summary"],
+            "commit": report.get("commit") or "none (no change)",
+            "projects": dg.MetadataValue.json(report["projects"]),
+            "refused_specs": dg.MetadataValue.json(report["refused_specs"]),
+            "decommissioned": dg.MetadataValue.json(report["decommissioned"]),
+            "specs_folder": str(specs_dir()),
+        },
+    )
+
+
+assets = [workspace_specs, workspace_data_grants, workspace_manifests, workspace_deployments]

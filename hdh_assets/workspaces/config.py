@@ -1,0 +1,83 @@
+"""Where workspace specs live and where manifests go, chosen by configuration.
+
+``HDH_WORKSPACE_SPECS``: the specs folder (default ``workspaces/projects`` of the working
+directory; approvals are read from ``approvals.yaml`` beside it). ``HDH_KUBECONFIG`` (and
+``HDH_KUBE_CONTEXT``): deliver to a cluster by server-side apply instead of the GitOps
+repository ``HDH_HOME/gitops``. ``HDH_KUBERNETES_VERSION``: the version manifests are validated
+against.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from hdh_assets.workspaces.delivery import DeliveryTarget, delivery_target
+from hdh_assets.workspaces.manifests import RenderSettings
+from hdh_assets.workspaces.specs import (
+    DEFAULT_SPECS_DIR,
+    ProjectSpec,
+    SpecError,
+    is_expired,
+    load_specs_report,
+    spec_files,
+)
+
+SPECS_ENV = "HDH_WORKSPACE_SPECS"
+KUBECONFIG_ENV = "HDH_KUBECONFIG"
+KUBE_CONTEXT_ENV = "HDH_KUBE_CONTEXT"
+KUBERNETES_VERSION_ENV = "HDH_KUBERNETES_VERSION"
+
+
+def specs_dir() -> Path:
+    return Path(os.environ.get(SPECS_ENV) or DEFAULT_SPECS_DIR).resolve()
+
+
+def render_settings() -> RenderSettings:
+    settings = RenderSettings()
+    version = os.environ.get(KUBERNETES_VERSION_ENV)
+    return replace(settings, kubernetes_version=version) if version else settings
+
+
+def target_for(home_root: Path) -> DeliveryTarget:
+    kubeconfig = os.environ.get(KUBECONFIG_ENV)
+    return delivery_target(
+        home_root,
+        kubeconfig=Path(kubeconfig) if kubeconfig else None,
+        context=os.environ.get(KUBE_CONTEXT_ENV),
+    )
+
+
+def spec_ids(folder: Path | None = None) -> list[str]:
+    """Projects that have a spec file, valid or not: an invalid spec never decommissions a
+    running workspace, only a removed or expired one does."""
+    folder = folder or specs_dir()
+    return sorted(p.stem for p in spec_files(folder)) if folder.exists() else []
+
+
+def current_specs(
+    folder: Path | None = None, today: dt.date | None = None
+) -> tuple[dict[str, ProjectSpec], dict[str, ProjectSpec], list[SpecError]]:
+    """(live specs, expired specs, refused files) of the specs folder."""
+    folder = folder or specs_dir()
+    if not folder.exists():
+        return {}, {}, []
+    specs, errors = load_specs_report(folder)
+    today = today or dt.date.today()
+    live = {k: s for k, s in specs.items() if not is_expired(s, today)}
+    expired = {k: s for k, s in specs.items() if is_expired(s, today)}
+    return live, expired, errors
+
+
+def spec_of(project: str, folder: Path | None = None) -> ProjectSpec:
+    """The validated spec of one project, or the reason it is refused (file, field, reason)."""
+    folder = folder or specs_dir()
+    specs, errors = load_specs_report(folder)
+    for error in errors:
+        if any(Path(f).stem == project for f in error.files):
+            raise error
+    if project not in specs:
+        raise LookupError(f"no spec for project {project!r} in {folder} (removed: decommission it)")
+    return specs[project]

@@ -1,0 +1,168 @@
+"""``hdh workspaces``: render, diff, apply and decommission research-project workspaces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from hdh_assets.workspaces.assets import (
+    DEPLOYMENTS_KEY,
+    GRANTS_KEY,
+    MANIFESTS_KEY,
+    PROJECTS,
+    SPECS_KEY,
+    decommission,
+)
+from hdh_assets.workspaces.config import current_specs, render_settings, spec_ids, target_for
+from hdh_assets.workspaces.delivery import project_files
+from hdh_assets.workspaces.manifests import manifest_digest, render_project
+from hdh_assets.workspaces.validation import validate_objects
+from hdh_cli.runs import materialize_selection
+from resources.home import HdhHome
+
+PER_PROJECT = " or ".join(
+    f'key:"{k.to_user_string()}"' for k in (SPECS_KEY, GRANTS_KEY, MANIFESTS_KEY)
+)
+
+
+class WorkspaceError(RuntimeError):
+    """A refusal the command line shows as one clear message."""
+
+
+def render(projects: list[str] | None = None, out: Path | None = None) -> dict:
+    """Render and strictly validate live projects (all, or those named); write their GitOps
+    folders under ``out`` when given. Pure: nothing is delivered."""
+    live, expired, refused = current_specs()
+    wanted = projects or sorted(live)
+    unknown = [p for p in wanted if p not in live]
+    if unknown:
+        reasons = [str(e) for e in refused if any(Path(f).stem in unknown for f in e.files)]
+        reasons += [f"{p}: expired on {expired[p].expires}" for p in unknown if p in expired]
+        missing = [p for p in unknown if p not in expired and not reasons]
+        reasons += [f"{p}: no spec file" for p in missing]
+        raise WorkspaceError("\n".join(reasons))
+    settings = render_settings()
+    summary: dict = {"kubernetes_version": settings.kubernetes_version, "projects": {}}
+    for project in wanted:
+        objects = render_project(live[project], settings)
+        errors = validate_objects(objects, settings.kubernetes_version)
+        summary["projects"][project] = {
+            "objects": len(objects),
+            "digest": manifest_digest(objects),
+            "errors": errors,
+        }
+        if out is not None:
+            folder = out / project
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, content in project_files(project, objects).items():
+                (folder / name).write_text(content, encoding="utf-8")
+    summary["refused_specs"] = [str(e) for e in refused]
+    summary["valid"] = not any(p["errors"] for p in summary["projects"].values())
+    return summary
+
+
+def diff(home: HdhHome) -> dict:
+    """What ``apply`` would change in the delivered state, file by file, per project."""
+    live, expired, refused = current_specs()
+    settings = render_settings()
+    target = target_for(home.root)
+    delivered = target.delivered() if hasattr(target, "delivered") else {}
+    changes: dict = {}
+    for project in sorted(set(live) | set(delivered)):
+        before = project_files(project, delivered[project]) if project in delivered else {}
+        if project not in live:
+            if project in spec_ids() and project not in expired:
+                continue  # a refused spec leaves its workspace as it is
+            changes[project] = {"status": "decommission", "removed": sorted(before)}
+            continue
+        after = project_files(project, render_project(live[project], settings))
+        added = sorted(set(after) - set(before))
+        removed = sorted(set(before) - set(after))
+        changed = sorted(n for n in set(after) & set(before) if after[n] != before[n])
+        if added or removed or changed:
+            status = "add" if not before else "update"
+            changes[project] = {
+                "status": status,
+                "added": added,
+                "changed": changed,
+                "removed": removed,
+            }
+    return {
+        "target": type(target).__name__,
+        "changes": changes,
+        "refused_specs": [str(e) for e in refused],
+    }
+
+
+def _sync_partitions(instance: dg.DagsterInstance) -> None:
+    known = set(instance.get_dynamic_partitions(PROJECTS.name))
+    files = set(spec_ids())
+    if files - known:
+        instance.add_dynamic_partitions(PROJECTS.name, sorted(files - known))
+
+
+def _last_spec_digest(instance: dg.DagsterInstance, project: str) -> str | None:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=MANIFESTS_KEY, asset_partitions=[project]), limit=1
+    ).records
+    if not records:
+        return None
+    specs = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=SPECS_KEY, asset_partitions=[project]), limit=1
+    ).records
+    value = specs[0].asset_materialization.metadata.get("spec_digest") if specs else None
+    return getattr(value, "value", value)
+
+
+def apply(home: HdhHome, instance: dg.DagsterInstance, force: bool = False) -> dict:
+    """Provision what changed (the partitioned assets of each changed project), then deliver
+    everything once: one commit at most, none when nothing changed."""
+    live, expired, refused = current_specs()
+    _sync_partitions(instance)
+    runs = []
+    for project in sorted(live) + sorted(expired):
+        spec = live.get(project) or expired[project]
+        if force or _last_spec_digest(instance, project) != spec.digest:
+            runs.append(
+                materialize_selection(
+                    home, instance, PER_PROJECT, partition=project, tags={"hdh/workspace": project}
+                )
+            )
+    failed = [r.partition for r in runs if not r.success]
+    delivery = materialize_selection(home, instance, f'key:"{DEPLOYMENTS_KEY.to_user_string()}"')
+    report = _latest_delivery(instance)
+    return {
+        "provisioned": [r.partition for r in runs if r.success],
+        "failed": failed,
+        "refused_specs": [str(e) for e in refused],
+        "delivery_run": delivery.to_json(),
+        "delivery": report,
+        "success": not failed and delivery.success,
+    }
+
+
+def _latest_delivery(instance: dg.DagsterInstance) -> dict:
+    event = instance.get_latest_materialization_event(DEPLOYMENTS_KEY)
+    if event is None or event.asset_materialization is None:
+        return {}
+    metadata = event.asset_materialization.metadata
+    shown = ("target", "summary", "commit", "projects", "refused_specs", "decommissioned")
+    return {
+        name: getattr(metadata[name], "value", metadata[name]) for name in shown if name in metadata
+    }
+
+
+def retire(home: HdhHome, instance: dg.DagsterInstance, project: str) -> dict:
+    """Decommission one project now: manifests pruned, grants deleted, a report recorded. Its
+    spec must be gone or expired first, or the next apply would bring it back."""
+    live, _, _ = current_specs()
+    if project in live:
+        raise WorkspaceError(
+            f"{project} still has a live spec: remove its file or set its expires date first"
+        )
+    report = target_for(home.root).decommission([project])
+    reports = decommission(home, {project}, "decommissioned by an operator", None)
+    if project in instance.get_dynamic_partitions(PROJECTS.name):
+        instance.delete_dynamic_partition(PROJECTS.name, project)
+    return {**report.as_dict(), "decommissioned": reports}
