@@ -45,6 +45,7 @@ bench: install  ## benchmarks, each printing throughput against a baseline measu
 	$(BIN)/python benchmarks/model_load.py
 	$(BIN)/python benchmarks/engines.py
 	$(BIN)/python benchmarks/erasure.py
+	$(BIN)/python benchmarks/workspaces_render.py
 
 clean:  ## remove the platform's data (HDH_HOME), keep the virtual environment
 	rm -rf "$(HDH_HOME)"

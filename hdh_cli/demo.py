@@ -21,6 +21,7 @@ from hdh_cli.products import clamp_range, product_selections, release_product
 from hdh_cli.rights import erase_sample_person
 from hdh_cli.runs import RunOutcome, materialize_selection
 from hdh_cli.status import PlatformStatus, collect_status
+from hdh_cli.workspaces import apply as apply_workspaces
 from resources.home import HdhHome
 from resources.pseudonymisation import PseudonymisationKeyResource
 from synthetic.sample import Progress, SampleConfig, SampleSummary, generate_sample
@@ -33,11 +34,13 @@ class DemoReport:
     runs: list[RunOutcome] = field(default_factory=list)
     status: PlatformStatus | None = None
     erasure: dict | None = None
+    workspaces: dict | None = None
 
     @property
     def success(self) -> bool:
         erased = self.erasure is None or self.erasure["status"] == "completed"
-        return all(r.success for r in self.runs) and erased
+        provisioned = self.workspaces is None or not self.workspaces["failed"]
+        return all(r.success for r in self.runs) and erased and provisioned
 
     def to_json(self) -> dict:
         return {
@@ -46,6 +49,7 @@ class DemoReport:
             "runs": [r.to_json() for r in self.runs],
             "status": self.status.to_json() if self.status else None,
             "erasure": self.erasure,
+            "workspaces": self.workspaces,
         }
 
 
@@ -109,9 +113,22 @@ def run_demo(
     if products.unpartitioned:
         run(products.unpartitioned)
     run('key:"gdpr/subject_index"')
-    # A data referent releases a product that holds people, so the erasure must re-issue it.
-    if not ReleaseStore(home.releases).releases("chronic_medication_cohort"):  # a rerun has it
-        release_product(home, _definitions(home), instance, "chronic_medication_cohort")
+    # A data referent releases a product that holds people, so the erasure must re-issue it,
+    # and the releases the example projects are granted.
+    store = ReleaseStore(home.releases)
+    wanted = {("chronic_medication_cohort", None), *granted_releases()}
+    for product, version in sorted(wanted, key=str):
+        if not store.releases(product):  # a rerun has them
+            release_product(home, _definitions(home), instance, product, version)
+    # Two research projects get their workspaces: grants extracted, manifests in HDH_HOME/gitops.
+    provisioning = apply_workspaces(home, instance)
+    report.workspaces = {
+        "provisioned": provisioning["provisioned"],
+        "failed": provisioning["failed"],
+        "delivery": provisioning["delivery"].get("summary"),
+        "commit": provisioning["delivery"].get("commit"),
+    }
+    report.runs.append(RunOutcome(**provisioning["delivery_run"]))
     # One erasure end to end: a person of the sample files it, the DPO verifies, it is processed.
     people = json.loads((home.sample / "identities.json").read_text())["people"]
     erasure = erase_sample_person(home, instance, people[1 % len(people)])
@@ -128,6 +145,14 @@ def run_demo(
     progress("materialisation runs", len(erasure.report.get("runs", [])), None)
     report.status = collect_status(_definitions(home), instance, home)
     return report
+
+
+def granted_releases() -> set[tuple[str, str]]:
+    """(product, version) of every grant in the live workspace specs."""
+    from hdh_assets.workspaces.config import current_specs
+
+    live, _, _ = current_specs()
+    return {(g.product, g.version) for spec in live.values() for g in spec.grants}
 
 
 def _definitions(home: HdhHome) -> dg.Definitions:

@@ -238,6 +238,12 @@ def demo(seed, people, claims_rows, chunk_rows, batch, as_json) -> None:
             f"checks passed: {len(checks)}, failed: {len(report.status.failing_checks)}; "
             f"quarantined files: {report.status.quarantined_files}"
         )
+        if report.workspaces:
+            w = report.workspaces
+            console.print(
+                f"Workspaces provisioned: {', '.join(w['provisioned']) or '-'}; delivered to "
+                f"HDH_HOME/gitops: {w['delivery']} (commit {w['commit']})"
+            )
         if report.erasure:
             e = report.erasure
             console.print(

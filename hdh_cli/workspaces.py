@@ -21,6 +21,7 @@ from hdh_assets.workspaces.validation import validate_objects
 from hdh_cli.runs import materialize_selection
 from resources.home import HdhHome
 
+SUBJECT_INDEX = "gdpr/subject_index"
 PER_PROJECT = " or ".join(
     f'key:"{k.to_user_string()}"' for k in (SPECS_KEY, GRANTS_KEY, MANIFESTS_KEY)
 )
@@ -130,10 +131,12 @@ def apply(home: HdhHome, instance: dg.DagsterInstance, force: bool = False) -> d
                 )
             )
     failed = [r.partition for r in runs if not r.success]
+    if any(r.success for r in runs):  # grants hold people: GDPR processing must see them
+        runs.append(materialize_selection(home, instance, f'key:"{SUBJECT_INDEX}"'))
     delivery = materialize_selection(home, instance, f'key:"{DEPLOYMENTS_KEY.to_user_string()}"')
     report = _latest_delivery(instance)
     return {
-        "provisioned": [r.partition for r in runs if r.success],
+        "provisioned": [r.partition for r in runs if r.success and r.partition],
         "failed": failed,
         "refused_specs": [str(e) for e in refused],
         "delivery_run": delivery.to_json(),

@@ -31,8 +31,17 @@ KUBE_CONTEXT_ENV = "HDH_KUBE_CONTEXT"
 KUBERNETES_VERSION_ENV = "HDH_KUBERNETES_VERSION"
 
 
+EXAMPLE_SPECS = Path(__file__).resolve().parents[2] / DEFAULT_SPECS_DIR
+
+
 def specs_dir() -> Path:
-    return Path(os.environ.get(SPECS_ENV) or DEFAULT_SPECS_DIR).resolve()
+    """``HDH_WORKSPACE_SPECS``, else ``workspaces/projects`` here, else the repository's
+    example projects (what ``make demo`` provisions from any working directory)."""
+    configured = os.environ.get(SPECS_ENV)
+    if configured:
+        return Path(configured).resolve()
+    local = DEFAULT_SPECS_DIR.resolve()
+    return local if local.exists() else EXAMPLE_SPECS
 
 
 def render_settings() -> RenderSettings:

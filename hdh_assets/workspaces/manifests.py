@@ -11,11 +11,12 @@ Every object carries ``app.kubernetes.io/managed-by: hdh-platform`` and
 spec and settings always render the same objects, in the same order, to the same YAML.
 
 Data grants: a statically provisioned PersistentVolume (CSI, by default the NFS CSI driver) per
-project points at ``<share_root>/<id>`` on the grants server, read-only at every level (CSI
+project points at ``<share_root>/<id>/grants`` on the grants server (which exports
+``HDH_HOME/workspaces``, where the workspace_data_grants asset writes), read-only at every level (CSI
 ``readOnly``, ``ReadOnlyMany`` claim bound by name, ``readOnly`` claim and mount). Restricted pod
 security forbids inline NFS volumes, and a claim bound to its own volume keeps one project from
-ever naming another project's extracts. The delivery side writes the extracts there as
-``<product>/<version>/``.
+ever naming another project's extracts. The extracts sit there as ``<product>/<version>/``
+beside their ``manifest.json``.
 
 Secrets are referenced, never rendered: per application ``<app>-oauth2-proxy`` (keys
 ``client-secret`` and ``cookie-secret``) and ``jupyterlab-token`` (key ``token``), see
@@ -145,7 +146,7 @@ class GrantsVolume:
 
     driver: str = "nfs.csi.k8s.io"
     server: str = "grants.hdh.internal"
-    share_root: str = "/exports/hdh/grants"
+    share_root: str = "/exports/hdh/workspaces"  # HDH_HOME/workspaces on the grants server
     capacity: str = "100Gi"
     mount_options: tuple[str, ...] = ("nfsvers=4.1",)
 
@@ -466,7 +467,7 @@ def network_policies(spec: ProjectSpec, settings: RenderSettings) -> list[dict[s
                 f"allow-{app}-from-its-proxy",
                 app_pods,
                 ingress=[
-                    {"from": [{"podSelector": {}}], "ports": _tcp(port)}
+                    {"from": [{"podSelector": {"matchLabels": proxy_pods}}], "ports": _tcp(port)}
                 ],
             )
         )
@@ -531,7 +532,7 @@ def grants_volume_name(spec: ProjectSpec) -> str:
 def storage(spec: ProjectSpec, settings: RenderSettings) -> list[dict[str, Any]]:
     """The work claim, and the read-only grants volume bound to this project's claim only."""
     grants = settings.grants
-    share = f"{grants.share_root.rstrip('/')}/{spec.id}"
+    share = f"{grants.share_root.rstrip('/')}/{spec.id}/grants"
     volume = {
         "capacity": {"storage": grants.capacity},
         "accessModes": ["ReadOnlyMany"],

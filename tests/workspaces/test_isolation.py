@@ -149,7 +149,7 @@ def test_volumes_belong_to_the_same_project(rendered: dict[str, list[dict]]) -> 
         assert list(volumes) == [f"hdh-ws-{pid}-grants"]
         volume = volumes[f"hdh-ws-{pid}-grants"]["spec"]
         assert volume["claimRef"] == {"namespace": f"hdh-ws-{pid}", "name": "grants"}
-        assert volume["csi"]["volumeAttributes"]["share"].endswith(f"/{pid}")
+        assert volume["csi"]["volumeAttributes"]["share"].endswith(f"/{pid}/grants")
         for claim in claims.values():  # the work claim is provisioned, the grants one bound
             assert claim["spec"].get("volumeName") in (None, *volumes)
         for obj in (o for o in objects if o["kind"] == "Deployment"):
