@@ -64,31 +64,43 @@ def render(projects: list[str] | None = None, out: Path | None = None) -> dict:
 
 
 def diff(home: HdhHome) -> dict:
-    """What ``apply`` would change in the delivered state, file by file, per project."""
+    """What ``apply`` would change in the delivered state, per project: files of the GitOps
+    repository, or objects in a cluster (compared by the digest stamped at their last apply,
+    since a cluster holds more than we sent: status, server fields)."""
+    from hdh_assets.workspaces.delivery import ObjectRef, object_digest
+
     live, expired, refused = current_specs()
     settings = render_settings()
     target = target_for(home.root)
-    delivered = target.delivered() if hasattr(target, "delivered") else {}
+    if hasattr(target, "delivered"):
+        before = {p: project_files(p, objs) for p, objs in target.delivered().items()}
+
+        def wanted(project: str) -> dict[str, str]:
+            return project_files(project, render_project(live[project], settings))
+    else:
+        before = target.delivered_digests()
+
+        def wanted(project: str) -> dict[str, str]:
+            objects = render_project(live[project], settings)
+            return {str(ObjectRef.of(o)): object_digest(o) for o in objects}
+
     changes: dict = {}
-    for project in sorted(set(live) | set(delivered)):
-        before = project_files(project, delivered[project]) if project in delivered else {}
+    for project in sorted(set(live) | set(before)):
+        held = before.get(project, {})
         if project not in live:
             if project in spec_ids() and project not in expired:
                 continue  # a refused spec leaves its workspace as it is
-            changes[project] = {"status": "decommission", "removed": sorted(before)}
+            changes[project] = {"status": "decommission", "removed": sorted(held)}
             continue
-        after = project_files(project, render_project(live[project], settings))
-        added = sorted(set(after) - set(before))
-        removed = sorted(set(before) - set(after))
-        changed = sorted(n for n in set(after) & set(before) if after[n] != before[n])
-        if added or removed or changed:
-            status = "add" if not before else "update"
-            changes[project] = {
-                "status": status,
-                "added": added,
-                "changed": changed,
-                "removed": removed,
-            }
+        after = wanted(project)
+        change = {
+            "status": "update" if held else "add",
+            "added": sorted(set(after) - set(held)),
+            "changed": sorted(n for n in set(after) & set(held) if after[n] != held[n]),
+            "removed": sorted(set(held) - set(after)),
+        }
+        if change["added"] or change["changed"] or change["removed"]:
+            changes[project] = change
     return {
         "target": type(target).__name__,
         "changes": changes,

@@ -59,7 +59,9 @@ workspace_drift_schedule = dg.ScheduleDefinition(
     name="workspace_drift_schedule",
     job=deliver_workspaces_job,
     cron_schedule="0 6 * * *",
+    run_config={"ops": {"workspaces__workspace_deployments": {"config": {"repair_drift": True}}}},
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily: deliver every project again, which repairs what was changed by hand in "
-    "the GitOps repository or the cluster and retires expired projects.",
+    description="Daily: deliver every project again, re-applying even unchanged objects, which "
+    "repairs what was changed by hand in the GitOps repository or the cluster and retires "
+    "expired projects.",
 )

@@ -344,7 +344,9 @@ def decommission(home, projects: set[str], reason: str, run_id: str | None) -> l
     return reports
 
 
-def deliver_workspaces(instance: dg.DagsterInstance, home, run_id: str | None) -> dict:
+def deliver_workspaces(
+    instance: dg.DagsterInstance, home, run_id: str | None, repair: bool = False
+) -> dict:
     """What ``workspace_deployments`` does: deliver live projects, retire removed or expired
     ones. A project whose spec is refused is left as it is (a typo never tears a workspace
     down); one whose manifests were never materialised is not touched either."""
@@ -354,7 +356,7 @@ def deliver_workspaces(instance: dg.DagsterInstance, home, run_id: str | None) -
     desired = desired_state(home.lake, set(live))
     updates: dict = {project: desired[project] for project in sorted(desired)}
     updates |= {project: None for project in sorted(retired)}
-    report = target_for(home.root).deliver_partial(updates, run_id=run_id)
+    report = target_for(home.root, repair).deliver_partial(updates, run_id=run_id)
     retired_reports = decommission(
         home,
         {p for p, d in report.projects.items() if d.status == "decommissioned"} | retired,
@@ -366,6 +368,10 @@ def deliver_workspaces(instance: dg.DagsterInstance, home, run_id: str | None) -
         "refused_specs": [str(e) for e in refused],
         "decommissioned": retired_reports,
     }
+
+
+class DeliveryConfig(dg.Config):
+    repair_drift: bool = False  # re-apply unchanged objects too (the daily drift run)
 
 
 @dg.asset(
@@ -393,8 +399,12 @@ def deliver_workspaces(instance: dg.DagsterInstance, home, run_id: str | None) -
         )
     },
 )
-def workspace_deployments(context: dg.AssetExecutionContext, hdh_home: HomeResource):
-    report = deliver_workspaces(context.instance, hdh_home.home, context.run_id)
+def workspace_deployments(
+    context: dg.AssetExecutionContext, config: DeliveryConfig, hdh_home: HomeResource
+):
+    report = deliver_workspaces(
+        context.instance, hdh_home.home, context.run_id, config.repair_drift
+    )
     rows = [
         {
             "project": project,

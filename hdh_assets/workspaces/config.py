@@ -50,12 +50,13 @@ def render_settings() -> RenderSettings:
     return replace(settings, kubernetes_version=version) if version else settings
 
 
-def target_for(home_root: Path) -> DeliveryTarget:
+def target_for(home_root: Path, repair: bool = False) -> DeliveryTarget:
     kubeconfig = os.environ.get(KUBECONFIG_ENV)
     return delivery_target(
         home_root,
         kubeconfig=Path(kubeconfig) if kubeconfig else None,
         context=os.environ.get(KUBE_CONTEXT_ENV),
+        repair=repair,
     )
 
 

@@ -586,6 +586,17 @@ class KubernetesTarget:
     api: ClusterApi
     field_manager: str = FIELD_MANAGER
     kinds: Sequence[KindRef] = KIND_ORDER  # listed for pruning, even when none is desired
+    # False: an object whose digest did not move is not applied at all (a run with no change
+    # makes no apply). True (the daily drift run): everything is applied with force, which
+    # takes back what was edited by hand and reports it as repaired.
+    repair: bool = False
+
+    def delivered_digests(self) -> dict[str, dict[str, str | None]]:
+        """Project -> object -> the digest stamped at its last apply (what ``diff`` compares)."""
+        found: dict[str, dict[str, str | None]] = {}
+        for ref, obj in self._list_managed({}).items():
+            found.setdefault(_project_of(obj), {})[str(ref)] = _digest_of(obj)
+        return found
 
     def deliver(self, desired: Desired, *, run_id: str | None = None) -> DeliveryReport:
         """Make the cluster hold exactly ``desired`` among the objects we manage."""
@@ -630,8 +641,10 @@ class KubernetesTarget:
     def _apply(self, obj: dict, before: Mapping[ObjectRef, dict], outcome: _Outcome) -> None:
         ref = ObjectRef.of(obj)
         body = stamped(obj)
-        applied = self.api.apply(body, field_manager=self.field_manager)
         previous = before.get(ref)
+        if not self.repair and previous is not None and _digest_of(previous) == _digest_of(body):
+            return  # our intent did not move: no apply
+        applied = self.api.apply(body, field_manager=self.field_manager)
         if previous is None:
             outcome.added.append(str(ref))
         elif _digest_of(previous) != _digest_of(body):
@@ -677,11 +690,17 @@ class KubernetesTarget:
 
 
 def delivery_target(
-    home_root: Path, *, kubeconfig: Path | None = None, context: str | None = None
+    home_root: Path,
+    *,
+    kubeconfig: Path | None = None,
+    context: str | None = None,
+    repair: bool = False,
 ) -> DeliveryTarget:
-    """Kubernetes when a kubeconfig is given, else the GitOps repository under ``HDH_HOME``."""
+    """Kubernetes when a kubeconfig is given, else the GitOps repository under ``HDH_HOME``
+    (where every delivery rewrites the files, so hand edits are always taken back)."""
     if kubeconfig is None:
         return GitOpsTarget.for_home(home_root)
     from hdh_assets.workspaces.kubernetes_api import KubernetesClusterApi  # imports the client
 
-    return KubernetesTarget(KubernetesClusterApi.from_kubeconfig(kubeconfig, context=context))
+    api = KubernetesClusterApi.from_kubeconfig(kubeconfig, context=context)
+    return KubernetesTarget(api, repair=repair)

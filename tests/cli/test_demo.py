@@ -28,7 +28,7 @@ def _lake_files_naming(home: Path, pseudonym: str) -> list[tuple[str, str]]:
     """(file, column) of every string cell equal to ``pseudonym``, gdpr/exclusions aside (it
     must keep the pseudonym to refuse re-ingestion)."""
     found = []
-    for file in (home / "lake").rglob("*.parquet"):
+    for file in [*(home / "lake").rglob("*.parquet"), *(home / "workspaces").rglob("*.parquet")]:
         if "exclusions" in file.parts or any(p.startswith(".") for p in file.parts):
             continue
         frame = pl.read_parquet(file)
@@ -113,6 +113,10 @@ def test_demo_materialises_every_asset_and_reports(demo_home):
     assert code == 0, everything
     report = json.loads(stdout)
     assert report["success"] is True
+    workspaces = report["workspaces"]
+    assert workspaces["provisioned"] == ["cardio-imaging", "diabetes-outcomes"]
+    assert workspaces["delivery"] == "2 projects added" and workspaces["commit"]
+    assert (home / "gitops" / "diabetes-outcomes" / "kustomization.yaml").exists()
     assets = {a["asset"]: a for a in report["status"]["assets"]}
     assert {
         "imaging/landed_files",
@@ -141,14 +145,16 @@ def test_demo_materialises_every_asset_and_reports(demo_home):
     quarantined = pl.read_parquet(
         home / "quarantine" / "claims" / "sample-seed11" / "rejected_rows.parquet"
     )
-    # the demo's erasure removed one person's events (kept out at the lake boundary)
+    # the demo's erasure removed one person's events from the landed extract as well
     erased_nir = json.loads((home / "sample" / "identities.json").read_text())["people"][1]["nir"]
-    erased = (
-        landed_claims.filter(pl.col("nir") == erased_nir).height
-        - quarantined.filter(pl.col("nir") == erased_nir).height
+    removed = sum(
+        f["records_removed"]
+        for f in report["erasure"]["raw_copies_removed"]
+        if f["area"] == "landing/claims/sample-seed11"
     )
-    assert erased > 0
-    assert assets["claims/events"]["rows"] + quarantined.height + erased == landed_claims.height
+    assert removed > 0
+    assert landed_claims.filter(pl.col("nir").str.slice(0, 13) == erased_nir[:13]).is_empty()
+    assert assets["claims/events"]["rows"] + quarantined.height == landed_claims.height
     imaging = assets["imaging/dicom_instances"]
     assert set(imaging["checks_passed"]) == {
         "no_excluded_subject",
@@ -295,6 +301,9 @@ def test_the_demo_erasure_leaves_no_trace_of_the_person_and_proves_it(demo_home)
     from resources.pseudonymisation import load_demo_key
 
     pseudonym = Pseudonymiser(load_demo_key(HdhHome(home))).subject_pseudonym(people[1]["nir"])
+    # the projects' grants were rebuilt without the person and are still there
+    assert (home / "workspaces" / "diabetes-outcomes" / "grants" / "manifest.json").exists()
+    assert "workspaces/workspace_data_grants" in erasure["assets"]
     excluded = pl.read_parquet(home / "lake" / "gdpr" / "exclusions")
     assert excluded["subject_pseudonym"].to_list() == [pseudonym]  # kept to refuse re-ingestion
     assert _lake_files_naming(home, pseudonym) == []

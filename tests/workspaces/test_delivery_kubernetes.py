@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tempfile
 import urllib.error
 import urllib.request
@@ -129,7 +130,7 @@ def test_an_identical_second_delivery_reports_no_change(
     assert {d.status for d in report.projects.values()} == {"unchanged"}
     after = {o["metadata"]["uid"]: o["metadata"]["resourceVersion"] for o in server.objects()}
     assert after == versions  # the server saw identical applies
-    assert len(patches(server)) == len(desired["alpha"]) * 2  # still applied: drift repair
+    assert patches(server) == []  # a run with no change makes no apply
     assert deletes(server) == []
 
 
@@ -205,8 +206,9 @@ def test_fields_edited_by_someone_else_are_taken_back(
     assert configmap is not None and configmap["kind"] == "ConfigMap"
     configmap["data"]["products"] = "everything"  # a hand edit keeping our labels and digest
     server.put(configmap, manager="kubectl-edit")
+    assert not target.deliver(desired).changed  # an ordinary run does not even look
 
-    report = target.deliver(desired)
+    report = dataclasses.replace(target, repair=True).deliver(desired)  # the daily drift run
 
     assert report.projects["alpha"].status == "updated"
     assert report.projects["alpha"].repaired == ("ConfigMap hdh-ws-alpha/grants",)
@@ -223,7 +225,7 @@ def test_status_written_by_controllers_is_not_drift(
     deployment = by_kind(desired["alpha"], "Deployment")
     before = server.write_status(deployment, {"readyReplicas": 1})
 
-    report = target.deliver(desired)
+    report = dataclasses.replace(target, repair=True).deliver(desired)
 
     assert not report.changed
     after = stored(server, deployment)
@@ -305,3 +307,13 @@ def test_the_fake_answers_what_it_does_not_serve_as_a_real_server() -> None:
         assert raw_request(server, "PATCH", "/api/v1/namespaces/x", **merge) == 415
         no_manager = {"Content-Type": APPLY_PATCH}
         assert raw_request(server, "PATCH", "/api/v1/namespaces/x", **no_manager) == 400
+
+
+def test_delivered_digests_say_what_each_project_holds(
+    target: KubernetesTarget, server: FakeApiServer
+) -> None:
+    desired = {"alpha": sample_project("alpha"), "beta": sample_project("beta")}
+    target.deliver(desired)
+    held = target.delivered_digests()
+    assert sorted(held) == ["alpha", "beta"]
+    assert held["alpha"] == {str(ObjectRef.of(o)): object_digest(o) for o in desired["alpha"]}

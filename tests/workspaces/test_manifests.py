@@ -258,7 +258,10 @@ def test_grants_are_mounted_read_only_from_this_projects_volume(
     volume = find(objects, "PersistentVolume", "hdh-ws-diabetes-outcomes-grants")["spec"]
     assert volume["accessModes"] == ["ReadOnlyMany"] and volume["csi"]["readOnly"] is True
     assert volume["claimRef"] == {"namespace": "hdh-ws-diabetes-outcomes", "name": "grants"}
-    assert volume["csi"]["volumeAttributes"]["share"] == "/exports/hdh/workspaces/diabetes-outcomes/grants"
+    assert (
+        volume["csi"]["volumeAttributes"]["share"]
+        == "/exports/hdh/workspaces/diabetes-outcomes/grants"
+    )
     claim = find(objects, "PersistentVolumeClaim", "grants")["spec"]
     assert claim["accessModes"] == ["ReadOnlyMany"]
     assert claim["volumeName"] == "hdh-ws-diabetes-outcomes-grants"

@@ -165,3 +165,28 @@ def test_the_sensor_keeps_partitions_in_step_and_runs_each_spec_version_once(hdh
         ]
         (deleted,) = result.dynamic_partitions_requests
         assert list(deleted.partition_keys) == ["cardio-imaging"]
+
+
+def test_with_a_kubeconfig_apply_goes_to_the_cluster_and_a_rerun_applies_nothing(
+    hdh_home, specs, tmp_path, monkeypatch
+):
+    from tests.workspaces.fake_apiserver import APPLY_PATCH, FakeApiServer
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with FakeApiServer(token="t0ken") as server:
+        monkeypatch.setenv("HDH_KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kube")))
+        code, out = _hdh("workspaces", "apply", "--json")
+        assert code == 0, out
+        assert json.loads(out)["delivery"]["target"] == "kubernetes"
+        namespaces = {o["metadata"]["name"] for o in server.objects() if o["kind"] == "Namespace"}
+        assert namespaces == {"hdh-ws-cardio-imaging", "hdh-ws-diabetes-outcomes"}
+        applies = [r for r in server.requests if r.content_type == APPLY_PATCH]
+        assert applies and all(r.query.get("fieldManager") == ["hdh-platform"] for r in applies)
+        assert not (hdh_home.gitops / "cardio-imaging").exists()  # not the GitOps target
+        server.clear_requests()
+        code, out = _hdh("workspaces", "apply", "--json")
+        assert json.loads(out)["delivery"]["summary"] == "no change"
+        assert [r for r in server.requests if r.method == "PATCH"] == []
+        code, out = _hdh("workspaces", "diff", "--json")
+        assert json.loads(out)["changes"] == {}
