@@ -618,6 +618,15 @@ def rights_extend(request_id, reason, by):
     console.print(f"extended: {request.id}, new deadline {request.deadline:%Y-%m-%d}")
 
 
+@rights.command("retry")
+@click.argument("request_id")
+@click.option("--by", default=None, help="Who sends it back (default: the OS user).")
+def rights_retry(request_id, by):
+    """Send a failed request back to verified, once its cause is fixed; processing retakes it."""
+    request = _rights_call(lambda: _registry().retry(request_id, _actor(by)))
+    console.print(f"{request.id}: {request.status.value}; hdh rights process --wait retakes it")
+
+
 @rights.command("rectify")
 @click.argument("request_id")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
@@ -660,6 +669,15 @@ def rights_operator_add(username, password_stdin, by):
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     _rights_call(lambda: _registry().add_operator(username, password, _actor(by)))
     console.print(f"operator {username} can sign in at /dpo")
+
+
+@rights_operator.command("remove")
+@click.argument("username")
+def rights_operator_remove(username):
+    """Remove an operator account; its open sessions end at once."""
+    if not _registry().remove_operator(username):
+        raise click.ClickException(f"no operator {username}")
+    console.print(f"operator {username} removed")
 
 
 @rights_operator.command("list")

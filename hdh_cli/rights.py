@@ -16,7 +16,7 @@ import dagster as dg
 import polars as pl
 from upath import UPath
 
-from hdh_assets.gdpr.processing import plan_erasure, plan_rectification
+from hdh_assets.gdpr.processing import batch_rows, plan_erasure, plan_rectification
 from hdh_assets.gdpr.raw_copies import scrub_raw_copies
 from hdh_assets.gdpr.rights import RequestType, Status
 from hdh_assets.landing.partitions import LANDING_SOURCES
@@ -90,14 +90,55 @@ def process_request(
     if request.type is RequestType.RECTIFICATION:
         return _rectify(home, instance, registry, request, report, graph, index)
     runs = [materialize_selection(home, instance, 'key:"gdpr/exclusions"', tags=tags)]
-    plan = plan_erasure(index, request.subject_pseudonym, graph, _built(instance))
-    report.update(plan.to_json())
     report["files_removed"] = remove_store_copies(home, request.subject_pseudonym)
+    also = None
     if request.type is RequestType.ERASURE:  # first, so that re-ingestion reads clean batches
         nir = registry.identity(request_id, ACTOR)["nir"]
         roots = {"landing": home.landing, "quarantine": home.quarantine}
-        report.update(scrub_raw_copies(roots, nir).to_json())
+        scrubbed = scrub_raw_copies(roots, nir)
+        report.update(scrubbed.to_json())
+        report["access_exports_removed"] = remove_access_exports(home, registry, request)
+        also = _scrubbed_batches(instance, graph, scrubbed)
+    plan = plan_erasure(index, request.subject_pseudonym, graph, _built(instance), also)
+    report.update(plan.to_json())
     return _execute(home, instance, registry, request, plan, report, runs)
+
+
+def remove_access_exports(home: HdhHome, registry: RightsRegistry, request) -> list[str]:
+    """Archives made for the person's earlier access requests hold their rows: they go too."""
+    removed = []
+    for other in registry.list():
+        if (
+            other.subject_pseudonym != request.subject_pseudonym
+            or other.type is not RequestType.ACCESS
+        ):
+            continue
+        archive = home.root / "exports" / f"{other.id}.zip"
+        if archive.exists():
+            archive.unlink()
+            removed.append(other.id)
+    return removed
+
+
+def _scrubbed_batches(instance: dg.DagsterInstance, graph, scrubbed) -> pl.DataFrame:
+    """The registered landing batches whose files lost the person: they are ingested again,
+    so that their inventories and quarantine tables say what landing now holds."""
+    from hdh_assets.landing.partitions import BATCH_PARTITIONS
+
+    frames = []
+    for source, partitions_def in BATCH_PARTITIONS.items():
+        known = set(instance.get_dynamic_partitions(partitions_def.name))
+        batches = sorted(
+            {
+                f.area.split("/")[2]
+                for f in scrubbed.files
+                if f.area.startswith(f"landing/{source}/") and f.area.count("/") >= 2
+            }
+            & known
+        )
+        if batches:
+            frames.append(batch_rows(graph, partitions_def, batches))
+    return pl.concat(frames) if frames else None
 
 
 def _built(instance: dg.DagsterInstance):
@@ -118,7 +159,16 @@ def _execute(home, instance, registry, request, plan, report: dict, runs: list) 
     from hdh_assets.definitions import PROOF_CHECKS
 
     tags = {REQUEST_TAG: request.id}
+    graph = _all_graph()
     for planned in plan.runs:
+        if not _registered(instance, graph, planned):  # a retired project, a deleted batch
+            report.setdefault("skipped_partitions", []).append(
+                {
+                    "assets": [k.to_user_string() for k in planned.assets],
+                    "partition": planned.partition_range[0],
+                }
+            )
+            continue
         single = (
             planned.partition_range and planned.partition_range[0] == planned.partition_range[1]
         )
@@ -234,8 +284,9 @@ def _rectify(home, instance, registry, request, report: dict, graph, index) -> O
     report.update(plan.to_json())
     report.update({"source": source, "corrected_batch": batch})
     nir = registry.identity(request.id, ACTOR)["nir"]
-    roots = {"landing": home.landing_for(source), "quarantine": home.quarantine / source}
-    report.update(scrub_raw_copies(roots, nir, keep=[folder]).to_json())
+    roots = {"landing": home.landing, "quarantine": home.quarantine}
+    within = [home.landing_for(source), home.quarantine / source]
+    report.update(scrub_raw_copies(roots, nir, keep=[folder], within=within).to_json())
     if source == "dicom":
         report["files_removed"] = remove_store_copies(home, request.subject_pseudonym)
     return _execute(home, instance, registry, request, plan, report, [])
@@ -310,6 +361,23 @@ def reissue_releases(home: HdhHome, instance: dg.DagsterInstance, request) -> li
     return done
 
 
+def _all_graph():
+    from hdh_assets.definitions import defs
+
+    return defs.resolve_asset_graph()
+
+
+def _registered(instance: dg.DagsterInstance, graph, planned) -> bool:
+    """Whether a planned run's partition still exists; one that was deleted holds no data."""
+    if not planned.partition_range:
+        return True
+    partitions_def = graph.get(planned.assets[0]).partitions_def
+    if isinstance(partitions_def, dg.DynamicPartitionsDefinition):
+        known = set(instance.get_dynamic_partitions(partitions_def.name))
+        return all(key in known for key in planned.partition_range)
+    return True
+
+
 def _all_assets():
     from hdh_assets.definitions import ALL_ASSETS
 
@@ -345,11 +413,12 @@ def erase_sample_person(home: HdhHome, instance: dg.DagsterInstance, person: dic
 
 def pending(registry: RightsRegistry, home: HdhHome | None = None) -> list[str]:
     """Verified (or interrupted) requests to process, oldest first; a rectification waits for
-    its corrected data (``hdh rights rectify``)."""
+    its corrected data (``hdh rights rectify``). A failed request is not retried on its own:
+    the same failure would repeat every tick; the DPO sends it back with ``hdh rights retry``."""
     home = home or HdhHome.from_env()
     found = [
         r
-        for status in (Status.VERIFIED, Status.PROCESSING, Status.FAILED)
+        for status in (Status.VERIFIED, Status.PROCESSING)  # failed ones wait for the DPO
         for r in registry.list(status)
         if r.type in PROCESSED_TYPES
         and (r.type is not RequestType.RECTIFICATION or attached_correction(home, r.id))

@@ -14,7 +14,13 @@ from hdh_assets.workspaces.assets import (
     SPECS_KEY,
     decommission,
 )
-from hdh_assets.workspaces.config import current_specs, render_settings, spec_ids, target_for
+from hdh_assets.workspaces.config import (
+    current_specs,
+    render_settings,
+    spec_ids,
+    specs_dir,
+    target_for,
+)
 from hdh_assets.workspaces.delivery import project_files
 from hdh_assets.workspaces.manifests import manifest_digest, render_project
 from hdh_assets.workspaces.validation import validate_objects
@@ -108,11 +114,10 @@ def diff(home: HdhHome) -> dict:
     }
 
 
-def _sync_partitions(instance: dg.DagsterInstance) -> None:
+def _sync_partitions(instance: dg.DagsterInstance, live: set[str]) -> None:
     known = set(instance.get_dynamic_partitions(PROJECTS.name))
-    files = set(spec_ids())
-    if files - known:
-        instance.add_dynamic_partitions(PROJECTS.name, sorted(files - known))
+    if live - known:
+        instance.add_dynamic_partitions(PROJECTS.name, sorted(live - known))
 
 
 def _last_spec_digest(instance: dg.DagsterInstance, project: str) -> str | None:
@@ -131,11 +136,13 @@ def _last_spec_digest(instance: dg.DagsterInstance, project: str) -> str | None:
 def apply(home: HdhHome, instance: dg.DagsterInstance, force: bool = False) -> dict:
     """Provision what changed (the partitioned assets of each changed project), then deliver
     everything once: one commit at most, none when nothing changed."""
-    live, expired, refused = current_specs()
-    _sync_partitions(instance)
+    if not specs_dir().is_dir():
+        raise WorkspaceError(f"the specs folder {specs_dir()} is missing: nothing was changed")
+    live, _, refused = current_specs()
+    _sync_partitions(instance, set(live))
     runs = []
-    for project in sorted(live) + sorted(expired):
-        spec = live.get(project) or expired[project]
+    for project in sorted(live):  # expired ones are retired by the delivery below
+        spec = live[project]
         if force or _last_spec_digest(instance, project) != spec.digest:
             runs.append(
                 materialize_selection(
@@ -177,7 +184,5 @@ def retire(home: HdhHome, instance: dg.DagsterInstance, project: str) -> dict:
             f"{project} still has a live spec: remove its file or set its expires date first"
         )
     report = target_for(home.root).decommission([project])
-    reports = decommission(home, {project}, "decommissioned by an operator", None)
-    if project in instance.get_dynamic_partitions(PROJECTS.name):
-        instance.delete_dynamic_partition(PROJECTS.name, project)
+    reports = decommission(home, instance, {project}, "decommissioned by an operator", None)
     return {**report.as_dict(), "decommissioned": reports}

@@ -27,23 +27,25 @@ from resources.rights_registry import RightsRegistry, UnknownRequest
 log = logging.getLogger("hdh.portal.dpo")
 SESSION_COOKIE = "hdh_dpo"
 DPO_FIELDS = ("username", "password", "reason")
-ACTIONS = ("verify", "reject", "extend", "identity")
+ACTIONS = ("verify", "reject", "extend", "retry", "identity")
 
 
 class OperatorSessions:
     """``operator:expiry:signature``, signed with the portal's secret (a separate domain from
-    the CSRF tokens, so one can never stand for the other)."""
+    the CSRF tokens, so one can never stand for the other) and with the account's stamp (a
+    digest of its password hash): a new password or a removed account ends every session."""
 
-    def __init__(self, secret: bytes, hours: int):
-        self._secret, self.max_age = secret, hours * 3600
+    def __init__(self, secret: bytes, hours: int, stamp_of: Callable[[str], str | None]):
+        self._secret, self.max_age, self._stamp_of = secret, hours * 3600, stamp_of
 
-    def _sign(self, operator: str, expiry: int) -> str:
-        message = f"dpo-session|{operator}|{expiry}".encode()
+    def _sign(self, operator: str, expiry: int, stamp: str) -> str:
+        message = f"dpo-session|{operator}|{expiry}|{stamp}".encode()
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
     def issue(self, operator: str, now: float | None = None) -> str:
         expiry = int((now or time.time()) + self.max_age)
-        return f"{operator}:{expiry}:{self._sign(operator, expiry)}"
+        stamp = self._stamp_of(operator) or ""
+        return f"{operator}:{expiry}:{self._sign(operator, expiry, stamp)}"
 
     def operator(self, cookie: str | None, now: float | None = None) -> str | None:
         try:
@@ -51,9 +53,14 @@ class OperatorSessions:
             valid_until = int(expiry)
         except ValueError:
             return None
-        if not hmac.compare_digest(signature, self._sign(operator, valid_until)):
+        if (now or time.time()) >= valid_until:
             return None
-        return operator if (now or time.time()) < valid_until else None
+        stamp = self._stamp_of(operator)
+        if stamp is None:  # the account is gone
+            return None
+        if not hmac.compare_digest(signature, self._sign(operator, valid_until, stamp)):
+            return None
+        return operator
 
 
 class DpoPages:
@@ -68,7 +75,9 @@ class DpoPages:
     ):
         self.registry, self.templates, self.csrf = registry, templates, csrf
         self.read_form = read_form
-        self.sessions = OperatorSessions(secret, settings.operator_session_hours)
+        self.sessions = OperatorSessions(
+            secret, settings.operator_session_hours, registry.operator_stamp
+        )
         self.logins = RateLimiter(settings.operator_logins_per_minute)
 
     def routes(self) -> list[Route]:
@@ -186,6 +195,8 @@ class DpoPages:
                 return await self.request_page(request, identity=identity)
             if action == "verify":
                 self.registry.verify(request_id, actor)
+            elif action == "retry":
+                self.registry.retry(request_id, actor)
             elif action == "reject":
                 self.registry.reject(request_id, reason, actor)
             else:

@@ -361,6 +361,15 @@ class RightsRegistry:
     def verify(self, request_id: str, actor: str) -> RightsRequest:
         return self._move(request_id, Status.VERIFIED, actor, "verified")
 
+    def retry(self, request_id: str, actor: str) -> RightsRequest:
+        """A failed request goes back to verified, so processing takes it up again."""
+        current = self.get(request_id)
+        if current.status is not Status.FAILED:
+            raise TransitionRefused(
+                f"only a failed request is retried; {request_id} is {current.status.value}"
+            )
+        return self._move(request_id, Status.VERIFIED, actor, "retried")
+
     def reject(self, request_id: str, reason: str, actor: str) -> RightsRequest:
         _require(reason, "a rejection needs a reason")
         return self._move(
@@ -476,6 +485,24 @@ class RightsRegistry:
         return password_matches(
             password or "", row.password_hash if row else _UNKNOWN_OPERATOR
         ) and (row is not None)
+
+    def operator_stamp(self, username: str) -> str | None:
+        """A digest of the account's password hash (None when there is no such account): what
+        operator sessions are signed with, so a new password or a removal ends them."""
+        with self.engine.connect() as db:
+            row = db.execute(
+                sa.select(operators_table.c.password_hash).where(
+                    operators_table.c.username == (username or "")[:64]
+                )
+            ).first()
+        return hashlib.sha256(row.password_hash.encode()).hexdigest()[:32] if row else None
+
+    def remove_operator(self, username: str) -> bool:
+        with self.engine.begin() as db:
+            deleted = db.execute(
+                operators_table.delete().where(operators_table.c.username == username)
+            )
+        return deleted.rowcount == 1
 
     def operators(self) -> list[dict]:
         query = sa.select(

@@ -73,12 +73,32 @@ def _descendants(graph, keys: set[dg.AssetKey]) -> set[dg.AssetKey]:
 
 
 def plan_erasure(
-    index: pl.DataFrame, pseudonym: str, graph, built: Callable[[dg.AssetKey], bool] = _always
+    index: pl.DataFrame,
+    pseudonym: str,
+    graph,
+    built: Callable[[dg.AssetKey], bool] = _always,
+    also: pl.DataFrame | None = None,
 ) -> ErasurePlan:
     """``index``: the subject index (asset, partition, subject_pseudonym, rows). ``built`` says
     whether an unpartitioned asset was ever materialised: one that never was holds nobody, and
-    a source that never delivered must not fail its rebuild."""
-    return _plan(index.filter(pl.col("subject_pseudonym") == pseudonym), graph, built)
+    a source that never delivered must not fail its rebuild. ``also``: more (asset, partition)
+    pairs to rebuild, e.g. the landing batches whose raw files lost the person."""
+    mine = index.filter(pl.col("subject_pseudonym") == pseudonym).select("asset", "partition")
+    return _plan(pl.concat([mine, also]) if also is not None else mine, graph, built)
+
+
+def batch_rows(graph, partitions_def: dg.PartitionsDefinition, batches: list[str]) -> pl.DataFrame:
+    """(asset, partition) of every asset of a source's batch partitioning, for these batches."""
+    assets = sorted(
+        k.to_user_string()
+        for k in graph.get_all_asset_keys()
+        if graph.get(k).partitions_def == partitions_def
+    )
+    return pl.DataFrame(
+        [(a, b) for a in assets for b in batches],
+        schema={"asset": pl.String, "partition": pl.String},
+        orient="row",
+    )
 
 
 def plan_rectification(
@@ -92,17 +112,10 @@ def plan_rectification(
     """Rectifying one source: the partitions of that source holding the person are rebuilt
     (their landed records of the person are gone by then), the corrected batch is ingested, and
     everything downstream follows. Other sources are not touched."""
-    source_assets = {
-        k.to_user_string()
-        for k in graph.get_all_asset_keys()
-        if graph.get(k).partitions_def == partitions_def
-    }
+    corrected = batch_rows(graph, partitions_def, [corrected_batch])
+    source_assets = sorted(set(corrected["asset"]))
     mine = index.filter(
-        (pl.col("subject_pseudonym") == pseudonym) & pl.col("asset").is_in(sorted(source_assets))
-    )
-    corrected = pl.DataFrame(
-        {"asset": sorted(source_assets), "partition": corrected_batch},
-        schema={"asset": pl.String, "partition": pl.String},
+        (pl.col("subject_pseudonym") == pseudonym) & pl.col("asset").is_in(source_assets)
     )
     return _plan(pl.concat([mine.select("asset", "partition"), corrected]), graph, built)
 

@@ -1,18 +1,24 @@
 """Erasing a person from the raw copies: landed files and quarantined originals.
 
 Landing and quarantine hold what providers sent, identifiers in clear, so the person is found by
-their national identifier (the 13-digit NIR body, which a wrong key or a missing key still
-carries) and, in FHIR, by the ids of the Patient resources that carry it: the person's other
-resources refer to them (``Patient/<id>``, ``urn:uuid:<id>``) without the NIR.
+their national identifier: its 13-character body, however it is written (spaces, dots, dashes,
+lower-case 2a/2b) and whatever its key (a wrong key still names them). In FHIR their other
+resources name them only through references to their Patient resources, so those are found
+first: a Patient is the person's only when one of its national-system identifiers is their NIR
+(a child's record carrying a parent's NIR as a secondary identifier stays), and references are
+compared whole (``Patient/12`` never matches ``Patient/123``).
 
-Each file loses exactly the person's records: NDJSON lines, Bundle entries or array items,
-Parquet rows, archive members; a file holding only them (a DICOM instance) is deleted. Files
-are rewritten atomically. Reports name files by the SHA-256 of their former content, never by
-path: providers put patient names in file names.
+Each file loses exactly the person's records: NDJSON, CSV or text lines, Bundle entries, array
+items, Parquet rows, archive members (archives recognised by content, as ingestion does); a DICOM
+file goes when its PatientID is the person's. Files are rewritten atomically; the final scan uses
+the same decisions, so "clean" means nothing of the person is left by the rules that removed it.
+Reports name files by the SHA-256 of their former content and areas by source and batch, never
+by path: providers put patient names in file and folder names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -27,42 +33,104 @@ from pathlib import Path
 import orjson
 import polars as pl
 
+from hdh_assets.clinical.providers import NATIONAL_SYSTEMS, configured_providers
 from hdh_assets.pseudonymisation import normalise_nir
 
-NDJSON = (".ndjson", ".jsonl")
-LINES = (*NDJSON, ".csv", ".tsv", ".txt")  # one record a line
+LINES = (".ndjson", ".jsonl", ".csv", ".tsv", ".txt")  # one record a line
 JSON = (".json",)
 PARQUET = (".parquet",)
-ZIP = (".zip",)
-TAR = (".tar", ".tar.gz", ".tgz")
+_SEPARATORS = re.compile(r"[\s.\-]")
+PARTIAL = ".scrub-partial"
+
+
+def _national_systems() -> frozenset[str]:
+    systems = set(NATIONAL_SYSTEMS)
+    for provider in configured_providers().values():
+        systems.update(provider.national_identifier_systems)
+    return frozenset(systems)
+
+
+def nir_body(value: object) -> str | None:
+    """The 13-character body of an NIR written any way, or None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    compact = _SEPARATORS.sub("", value).upper()
+    return compact[:13] if len(compact) in (13, 15) else None
 
 
 @dataclass(frozen=True)
 class PersonMatcher:
-    """What makes a raw record the person's: their NIR body, or a reference to their Patient."""
+    """What makes a raw record the person's."""
 
-    nir_body: bytes
-    patient_ids: frozenset[str] = frozenset()
+    body: str  # the NIR body, upper case
+    patient_refs: frozenset[str] = frozenset()  # "Patient/<id>", "urn:uuid:<id>"
+    systems: frozenset[str] = frozenset(NATIONAL_SYSTEMS)
 
     @classmethod
     def for_nir(cls, nir: str) -> PersonMatcher:
-        return cls(normalise_nir(nir)[:13].encode())
+        return cls(normalise_nir(nir)[:13], systems=_national_systems())
 
     def with_patients(self, ids: set[str]) -> PersonMatcher:
-        return PersonMatcher(self.nir_body, self.patient_ids | frozenset(ids))
+        refs = {f"Patient/{i}" for i in ids} | {f"urn:uuid:{i}" for i in ids}
+        return PersonMatcher(self.body, self.patient_refs | frozenset(refs), self.systems)
 
-    def matches(self, data: bytes) -> bool:
-        if self.nir_body in data:
+    @property
+    def nir_pattern(self) -> re.Pattern[bytes]:
+        """The body with optional separators between its characters, any case."""
+        return re.compile(rb"[\s.\-]?".join(re.escape(c.encode()) for c in self.body), re.I)
+
+    @property
+    def reference_pattern(self) -> re.Pattern[bytes] | None:
+        """A whole reference: inside quotes (raw or escaped in a quarantine note)."""
+        if not self.patient_refs:
+            return None
+        alternatives = b"|".join(re.escape(r.encode()) for r in sorted(self.patient_refs))
+        return re.compile(rb'(?<=")(?:' + alternatives + rb')(?=\\?")')
+
+    def mentions(self, data: bytes) -> bool:
+        """Cheap pre-filter: the NIR or one of the references appears at all."""
+        if self.nir_pattern.search(data):
             return True
-        return any(
-            f"Patient/{i}".encode() in data or f"urn:uuid:{i}".encode() in data
-            for i in self.patient_ids
+        pattern = self.reference_pattern
+        return bool(pattern and pattern.search(data))
+
+    def is_person_patient(self, resource: object) -> bool:
+        if not isinstance(resource, dict) or resource.get("resourceType") != "Patient":
+            return False
+        identifiers = resource.get("identifier")
+        return isinstance(identifiers, list) and any(
+            isinstance(i, dict)
+            and i.get("system") in self.systems
+            and nir_body(i.get("value")) == self.body
+            for i in identifiers
         )
+
+    def record_is_persons(self, data: bytes) -> bool:
+        """One JSON record (a line, a Bundle entry, an array item) or one line of text."""
+        pattern = self.reference_pattern
+        if pattern and pattern.search(data):
+            return True
+        if not self.nir_pattern.search(data):
+            return False
+        try:
+            document = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return True  # text holding the NIR: a line of the person's
+        if isinstance(document, dict) and isinstance(document.get("record"), str):
+            try:  # a quarantine note carries the raw line as text
+                document = orjson.loads(document["record"])
+            except orjson.JSONDecodeError:
+                return True
+        if isinstance(document, dict) and "resource" in document:
+            document = document["resource"]  # a Bundle entry
+        if isinstance(document, dict) and document.get("resourceType") == "Patient":
+            return self.is_person_patient(document)
+        return True
 
 
 @dataclass
 class ScrubbedFile:
-    area: str  # e.g. landing/json/<batch>
+    area: str  # <landing|quarantine>/<source>/<batch>
     file_sha256: str  # of the content before scrubbing
     action: str  # deleted or rewritten
     records_removed: int
@@ -74,120 +142,130 @@ class ScrubbedFile:
 @dataclass
 class ScrubReport:
     files: list[ScrubbedFile] = field(default_factory=list)
-    remaining: list[str] = field(default_factory=list)  # sha256 of files still matching
+    remaining: list[str] = field(default_factory=list)  # sha256 of files still holding them
+    unreadable: list[str] = field(default_factory=list)  # sha256 of files that could not be read
 
     def to_json(self) -> dict:
         return {
             "raw_copies_removed": [f.to_json() for f in self.files],
             "raw_copies_clean": not self.remaining,
+            "raw_copies_unreadable": self.unreadable,
         }
 
 
-def _suffix(path: Path) -> str:
+# --- reading and writing ---------------------------------------------------------------------
+
+
+def _kind(path: Path) -> str:
+    """zip, tar, gzip, parquet or plain, by content first (as ingestion recognises archives)."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return "zip"
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.startswith(b"\x1f\x8b"):
+        try:
+            with tarfile.open(path, "r:gz") as archive:
+                archive.next()
+            return "tar"
+        except (tarfile.TarError, OSError, EOFError):
+            return "gzip"
+    if path.name.lower().endswith(".tar") or _is_plain_tar(path):
+        return "tar"
+    return "plain"
+
+
+def _is_plain_tar(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(257)
+            return handle.read(5) == b"ustar"
+    except OSError:
+        return False
+
+
+def _name(path: Path) -> str:
     name = path.name.lower()
-    return name[:-3] if name.endswith(".gz") and not name.endswith(".tar.gz") else name
+    return name[:-3] if name.endswith(".gz") else name
 
 
-def _is_gzip(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith(".gz") and not name.endswith(".tar.gz")
-
-
-def _read(path: Path) -> bytes:
-    data = path.read_bytes()
-    return gzip.decompress(data) if _is_gzip(path) else data
-
-
-def _write(path: Path, data: bytes) -> None:
-    partial = path.with_name(f".{path.name}.scrub-partial")
-    partial.write_bytes(gzip.compress(data, mtime=0) if _is_gzip(path) else data)
+def _atomic_write(path: Path, data: bytes) -> None:
+    partial = path.with_name(f".{path.name}{PARTIAL}")
+    partial.write_bytes(data)
     os.replace(partial, path)
 
 
 def files_under(roots: list[Path]) -> Iterator[Path]:
     for root in roots:
         if root.exists():
-            yield from sorted(
-                p for p in root.rglob("*") if p.is_file() and ".scrub-partial" not in p.name
-            )
+            yield from sorted(p for p in root.rglob("*") if p.is_file() and PARTIAL not in p.name)
 
 
 # --- finding the person's Patient resources --------------------------------------------------
 
-_PATIENT = re.compile(rb'"resourceType"\s*:\s*"Patient"')
 
-
-def _patients_in(document: object, nir_body: bytes) -> Iterator[str]:
+def _patients_in(document: object, matcher: PersonMatcher) -> Iterator[str]:
     if isinstance(document, list):
         for item in document:
-            yield from _patients_in(item, nir_body)
-    elif isinstance(document, dict):
-        if (
-            document.get("resourceType") == "Patient"
-            and isinstance(document.get("id"), str)
-            and nir_body in orjson.dumps(document)
-        ):
-            yield document["id"]
-        for entry in document.get("entry", []) if document.get("resourceType") == "Bundle" else []:
-            if isinstance(entry, dict):
-                yield from _patients_in(entry.get("resource"), nir_body)
-                full_url = entry.get("fullUrl")
-                resource = entry.get("resource")
-                if (
-                    isinstance(full_url, str)
-                    and full_url.startswith("urn:uuid:")
-                    and isinstance(resource, dict)
-                    and resource.get("resourceType") == "Patient"
-                    and nir_body in orjson.dumps(resource)
-                ):
-                    yield full_url.removeprefix("urn:uuid:")
+            yield from _patients_in(item, matcher)
+        return
+    if not isinstance(document, dict):
+        return
+    if isinstance(document.get("record"), str):  # a quarantine note
+        with contextlib.suppress(orjson.JSONDecodeError):
+            yield from _patients_in(orjson.loads(document["record"]), matcher)
+        return
+    if matcher.is_person_patient(document) and isinstance(document.get("id"), str):
+        yield document["id"]
+    if document.get("resourceType") == "Bundle" and isinstance(document.get("entry"), list):
+        for entry in document["entry"]:
+            if not isinstance(entry, dict):
+                continue
+            resource = entry.get("resource")
+            yield from _patients_in(resource, matcher)
+            full_url = entry.get("fullUrl")
+            if (
+                isinstance(full_url, str)
+                and full_url.startswith("urn:uuid:")
+                and matcher.is_person_patient(resource)
+            ):
+                yield full_url.removeprefix("urn:uuid:")
 
 
-def find_patient_ids(paths: list[Path], nir_body: bytes) -> set[str]:
-    """Ids of the Patient resources carrying the NIR, over every JSON file of the raw areas."""
+def find_patient_ids(paths: list[Path], matcher: PersonMatcher) -> set[str]:
+    """Ids of the person's Patient resources, over every JSON file of the raw areas."""
     ids: set[str] = set()
     for path in paths:
-        suffix = _suffix(path)
-        if not suffix.endswith(NDJSON + JSON):
+        name = _name(path)
+        if not name.endswith(LINES + JSON):
             continue
         try:
-            data = _read(path)
+            data = (
+                gzip.decompress(path.read_bytes()) if _kind(path) == "gzip" else path.read_bytes()
+            )
         except (OSError, EOFError, gzip.BadGzipFile):
             continue
-        if nir_body not in data:
+        if not matcher.nir_pattern.search(data):
             continue
-        if suffix.endswith(NDJSON) or suffix.endswith("rejected_records.ndjson"):
-            for line in data.splitlines():
-                if nir_body in line and _PATIENT.search(line):
-                    ids.update(_ids_of_line(line, nir_body))
-        else:
+        documents = data.splitlines() if name.endswith(LINES) else [data]
+        for text in documents:
+            if not matcher.nir_pattern.search(text):
+                continue
             try:
-                ids.update(_patients_in(orjson.loads(data), nir_body))
+                ids.update(_patients_in(orjson.loads(text), matcher))
             except orjson.JSONDecodeError:
                 continue
     return ids
 
 
-def _ids_of_line(line: bytes, nir_body: bytes) -> Iterator[str]:
-    try:
-        document = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return
-    if isinstance(document, dict) and isinstance(document.get("record"), str):
-        try:  # a quarantine note carries the raw line as text
-            document = orjson.loads(document["record"])
-        except orjson.JSONDecodeError:
-            return
-    yield from _patients_in(document, nir_body)
-
-
-# --- removing the person's records, file by file ---------------------------------------------
+# --- removing the person's records -----------------------------------------------------------
 
 
 def _scrub_lines(data: bytes, matcher: PersonMatcher) -> tuple[bytes, int]:
     kept, removed = [], 0
     for line in data.splitlines(keepends=True):
-        if matcher.matches(line):
+        if matcher.mentions(line) and matcher.record_is_persons(line.strip()):
             removed += 1
         else:
             kept.append(line)
@@ -195,34 +273,47 @@ def _scrub_lines(data: bytes, matcher: PersonMatcher) -> tuple[bytes, int]:
 
 
 def _scrub_document(data: bytes, matcher: PersonMatcher) -> tuple[bytes | None, int]:
-    """A Bundle loses the person's entries, an array their items; another document holding the
-    person goes whole (``None``)."""
+    """A Bundle loses the person's entries, an array their items; another document that is the
+    person's goes whole (``None``)."""
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return None, 1  # unreadable and holding the NIR: the whole file goes
+        return None, 1  # not JSON and holding the NIR: the whole file goes
     if isinstance(document, dict) and isinstance(document.get("entry"), list):
         entries = document["entry"]
-        kept = [e for e in entries if not matcher.matches(orjson.dumps(e))]
+        kept = [e for e in entries if not matcher.record_is_persons(orjson.dumps(e))]
+        if len(kept) == len(entries):
+            return data, 0
         document["entry"] = kept
-        if matcher.matches(orjson.dumps(document)):
-            return None, len(entries) + 1
+        if "total" in document and isinstance(document["total"], int):
+            document["total"] = len(kept)
         return orjson.dumps(document), len(entries) - len(kept)
     if isinstance(document, list):
-        kept = [e for e in document if not matcher.matches(orjson.dumps(e))]
+        kept = [e for e in document if not matcher.record_is_persons(orjson.dumps(e))]
         return orjson.dumps(kept), len(document) - len(kept)
-    return None, 1
+    return (None, 1) if matcher.record_is_persons(data) else (data, 0)
 
 
-def _scrub_parquet(path: Path, matcher: PersonMatcher) -> tuple[pl.DataFrame | None, int]:
-    frame = pl.read_parquet(path)
-    text_columns = [c for c, t in frame.schema.items() if t == pl.String]
-    if not text_columns:
-        return None, 0
-    needles = [matcher.nir_body.decode()] + [f"Patient/{i}" for i in matcher.patient_ids]
-    hit = pl.any_horizontal(pl.col(c).fill_null("").str.contains_any(needles) for c in text_columns)
-    kept = frame.filter(~hit)
-    return kept, frame.height - kept.height
+def _dicom_is_persons(data: bytes, matcher: PersonMatcher) -> bool | None:
+    """True or False for a DICOM file (by its PatientID), None when it is not DICOM."""
+    if data[128:132] != b"DICM":
+        return None
+    import pydicom
+
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+        patient_id = str(dataset.get("PatientID", "") or "")
+    except Exception:
+        return bool(matcher.nir_pattern.search(data))
+    return nir_body(patient_id) == matcher.body
+
+
+def _member_is_persons(data: bytes, matcher: PersonMatcher) -> bool:
+    """A DICOM member by its PatientID; any other member mentioning the person goes whole."""
+    if not matcher.mentions(data):
+        return False
+    dicom = _dicom_is_persons(data, matcher)
+    return True if dicom is None else dicom
 
 
 def _scrub_zip(data: bytes, matcher: PersonMatcher) -> tuple[bytes, int]:
@@ -230,7 +321,7 @@ def _scrub_zip(data: bytes, matcher: PersonMatcher) -> tuple[bytes, int]:
     with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
         for info in source.infolist():
             content = source.read(info)
-            if matcher.matches(content):
+            if not info.is_dir() and _member_is_persons(content, matcher):
                 removed += 1
             else:
                 target.writestr(info, content, compress_type=info.compress_type)
@@ -239,82 +330,106 @@ def _scrub_zip(data: bytes, matcher: PersonMatcher) -> tuple[bytes, int]:
 
 def _scrub_tar(path: Path, matcher: PersonMatcher) -> tuple[bytes, int]:
     out, removed = io.BytesIO(), 0
-    mode = "w:gz" if path.name.lower().endswith(("gz", "tgz")) else "w"
-    with tarfile.open(path) as source, tarfile.open(fileobj=out, mode=mode) as target:
+    with path.open("rb") as handle:
+        gzipped = handle.read(2) == b"\x1f\x8b"
+    with (
+        tarfile.open(path) as source,
+        tarfile.open(fileobj=out, mode="w:gz" if gzipped else "w") as target,
+    ):
         for member in source.getmembers():
             handle = source.extractfile(member) if member.isfile() else None
             content = handle.read() if handle else b""
-            if handle and matcher.matches(content):
+            if handle and _member_is_persons(content, matcher):
                 removed += 1
                 continue
             target.addfile(member, io.BytesIO(content) if handle else None)
     return out.getvalue(), removed
 
 
-def scrub_file(path: Path, matcher: PersonMatcher) -> tuple[str, int] | None:
-    """Remove the person's records from one raw file: ``(action, records_removed)`` or ``None``
-    when the file holds nothing of them."""
-    suffix = _suffix(path)
-    if suffix.endswith(PARQUET):
-        kept, removed = _scrub_parquet(path, matcher)
+def _scrub_parquet(path: Path, matcher: PersonMatcher) -> tuple[pl.DataFrame, int]:
+    frame = pl.read_parquet(path)
+    text_columns = [c for c, t in frame.schema.items() if t == pl.String]
+    if not text_columns:
+        return frame, 0
+    pattern = matcher.nir_pattern.pattern.decode()
+    hit = pl.any_horizontal(
+        pl.col(c).fill_null("").str.contains(f"(?i){pattern}") for c in text_columns
+    )
+    refs = sorted(matcher.patient_refs)
+    if refs:
+        hit = hit | pl.any_horizontal(pl.col(c).is_in(refs) for c in text_columns)
+    kept = frame.filter(~hit)
+    return kept, frame.height - kept.height
+
+
+class Unreadable(Exception):
+    """A raw file that cannot be parsed as what it claims to be."""
+
+
+def scrub_file(path: Path, matcher: PersonMatcher, dry_run: bool = False) -> tuple[str, int] | None:
+    """Remove the person's records from one raw file: ``(action, records_removed)``, or None
+    when it holds nothing of them. ``dry_run`` decides without writing (the final proof)."""
+    kind = _kind(path)
+    if kind == "parquet" or _name(path).endswith(PARQUET):
+        try:
+            kept, removed = _scrub_parquet(path, matcher)
+        except Exception as error:
+            raise Unreadable(path.name) from error
         if not removed:
             return None
-        if kept is None or kept.is_empty():
-            path.unlink()
-            return "deleted", removed
-        partial = path.with_name(f".{path.name}.scrub-partial")
-        kept.write_parquet(partial)
-        os.replace(partial, path)
-        return "rewritten", removed
-    if suffix.endswith(ZIP) or path.name.lower().endswith(TAR):
-        raw = path.read_bytes()
+        if not dry_run:
+            if kept.is_empty():
+                path.unlink()
+            else:
+                partial = path.with_name(f".{path.name}{PARTIAL}")
+                kept.write_parquet(partial)
+                os.replace(partial, path)
+        return ("deleted" if kept.is_empty() else "rewritten"), removed
+    if kind in ("zip", "tar"):
         try:
             data, removed = (
-                _scrub_zip(raw, matcher) if suffix.endswith(ZIP) else _scrub_tar(path, matcher)
+                _scrub_zip(path.read_bytes(), matcher)
+                if kind == "zip"
+                else _scrub_tar(path, matcher)
             )
-        except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError):
-            if not matcher.matches(raw):
-                return None
-            path.unlink()  # a damaged archive holding the NIR: kept nowhere
-            return "deleted", 1
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
+            raise Unreadable(path.name) from error
         if not removed:
             return None
-        _write_raw(path, data)
+        if not dry_run:
+            _atomic_write(path, data)
         return "rewritten", removed
-    try:
-        data = _read(path)
-    except (OSError, EOFError, gzip.BadGzipFile):
-        data = path.read_bytes()
-    if not matcher.matches(data):
+    raw = path.read_bytes()
+    if kind == "gzip":
+        try:
+            data = gzip.decompress(raw)
+        except (OSError, EOFError) as error:
+            raise Unreadable(path.name) from error
+    else:
+        data = raw
+    if not matcher.mentions(data):
         return None
-    if suffix.endswith(LINES):
+    dicom = _dicom_is_persons(data, matcher)
+    name = _name(path)
+    if dicom is not None:
+        kept, removed = (None, 1) if dicom else (data, 0)
+    elif name.endswith(LINES):
         kept, removed = _scrub_lines(data, matcher)
-    elif suffix.endswith(JSON) and not _is_quarantine_note(path):
+    elif name.endswith(JSON) and not path.with_suffix(".bin").exists():
         kept, removed = _scrub_document(data, matcher)
-    else:  # a DICOM instance, a quarantined original or its note: the person's alone
+    else:  # a quarantined original or its note, or an unknown file naming the person
         kept, removed = None, 1
+    if not removed:
+        return None
+    if dry_run:
+        return ("deleted" if kept is None else "rewritten"), removed
     if kept is None or not kept.strip(b"[]{} \n"):
         path.unlink()
-        _drop_note_of(path)
+        if path.suffix == ".bin":  # a quarantined DICOM original goes with its note
+            path.with_suffix(".json").unlink(missing_ok=True)
         return "deleted", removed
-    _write(path, kept)
+    _atomic_write(path, gzip.compress(kept, mtime=0) if kind == "gzip" else kept)
     return "rewritten", removed
-
-
-def _write_raw(path: Path, data: bytes) -> None:
-    partial = path.with_name(f".{path.name}.scrub-partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
-
-
-def _is_quarantine_note(path: Path) -> bool:
-    return path.with_suffix(".bin").exists()
-
-
-def _drop_note_of(path: Path) -> None:
-    """A quarantined DICOM original goes with its note (named by the same content hash)."""
-    if path.suffix == ".bin":
-        path.with_suffix(".json").unlink(missing_ok=True)
 
 
 def _sha256(path: Path) -> str:
@@ -326,47 +441,54 @@ def _sha256(path: Path) -> str:
 
 
 def scrub_raw_copies(
-    roots: dict[str, Path], nir: str, keep: list[Path] | None = None
+    roots: dict[str, Path],
+    nir: str,
+    keep: list[Path] | None = None,
+    within: list[Path] | None = None,
 ) -> ScrubReport:
     """``roots``: area name -> folder (``landing``, ``quarantine``). Removes the person, then
-    scans again: the report says whether any file still carries them. Folders in ``keep`` (a
-    rectification's corrected batch) are left as they are."""
+    checks again with the same rules. ``keep``: folders left as they are (a rectification's
+    corrected batch); ``within``: only these folders are searched (a rectification's source)."""
     matcher = PersonMatcher.for_nir(nir)
     kept = [k.resolve() for k in keep or []]
+    scope = [w.resolve() for w in within or []]
     paths = [
         p
         for p in files_under(list(roots.values()))
         if not any(p.resolve().is_relative_to(k) for k in kept)
+        and (not scope or any(p.resolve().is_relative_to(w) for w in scope))
     ]
-    matcher = matcher.with_patients(find_patient_ids(paths, matcher.nir_body))
+    matcher = matcher.with_patients(find_patient_ids(paths, matcher))
     report = ScrubReport()
     for path in paths:
         if not path.exists():  # a note that went with its original
             continue
         before = _sha256(path)
-        result = scrub_file(path, matcher)
+        try:
+            result = scrub_file(path, matcher)
+        except Unreadable:
+            if matcher.nir_pattern.search(path.read_bytes()):
+                path.unlink()  # damaged and naming the person: kept nowhere
+                result = ("deleted", 1)
+            else:
+                report.unreadable.append(before)
+                continue
         if result is not None:
-            area = next(name for name, root in roots.items() if path.is_relative_to(root))
-            folder = path.parent.relative_to(roots[area]).parts[:2]
-            report.files.append(
-                ScrubbedFile("/".join((area, *folder)), before, result[0], result[1])
-            )
-    report.remaining = [_sha256(p) for p in paths if p.exists() and _holds(p, matcher)]
+            report.files.append(ScrubbedFile(_area(path, roots), before, *result))
+    for path in paths:
+        if not path.exists():
+            continue
+        try:
+            if scrub_file(path, matcher, dry_run=True) is not None:
+                report.remaining.append(_sha256(path))
+        except Unreadable:
+            continue
     return report
 
 
-def _holds(path: Path, matcher: PersonMatcher) -> bool:
-    suffix = _suffix(path)
-    if suffix.endswith(PARQUET):
-        return bool(_scrub_parquet(path, matcher)[1])
-    try:
-        if suffix.endswith(ZIP):
-            return bool(_scrub_zip(path.read_bytes(), matcher)[1])
-        if path.name.lower().endswith(TAR):
-            return bool(_scrub_tar(path, matcher)[1])
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError):
-        pass
-    try:
-        return matcher.matches(_read(path))
-    except (OSError, EOFError, gzip.BadGzipFile):
-        return matcher.matches(path.read_bytes())
+def _area(path: Path, roots: dict[str, Path]) -> str:
+    """``<area>/<source>/<batch>``: never deeper, where providers' folder names start."""
+    for name, root in roots.items():
+        if path.is_relative_to(root):
+            return "/".join((name, *path.parent.relative_to(root).parts[:2]))
+    return "unknown"

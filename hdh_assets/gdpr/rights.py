@@ -41,7 +41,8 @@ TRANSITIONS: dict[Status, set[Status]] = {
     Status.RECEIVED: {Status.VERIFIED, Status.REJECTED},
     Status.VERIFIED: {Status.PROCESSING, Status.REJECTED},
     Status.PROCESSING: {Status.COMPLETED, Status.FAILED},
-    Status.FAILED: {Status.PROCESSING},  # a failed processing is retried
+    # a failed processing waits for the DPO (hdh rights retry), who sends it back to verified
+    Status.FAILED: {Status.VERIFIED, Status.PROCESSING},
     Status.REJECTED: set(),
     Status.COMPLETED: set(),
 }

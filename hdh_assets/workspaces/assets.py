@@ -7,8 +7,11 @@ validates its Kubernetes objects, and ``workspace_deployments`` delivers every p
 manifests to the configured target in one go: one GitOps commit per run that changed something.
 """
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
+import shutil
 
 import dagster as dg
 import polars as pl
@@ -16,7 +19,7 @@ import yaml
 
 from hdh_assets import owners
 from hdh_assets.gdpr.exclusions import excluded_pseudonyms
-from hdh_assets.products.releases import ReleaseStore
+from hdh_assets.products.releases import ReleaseStore, make_writable
 from hdh_assets.validation import documented_columns
 from hdh_assets.workspaces.config import (
     current_specs,
@@ -40,10 +43,23 @@ from hdh_assets.workspaces.manifests import (
 )
 from hdh_assets.workspaces.specs import ProjectSpec, SpecError, is_expired
 from hdh_assets.workspaces.validation import validate_objects
-from resources.lake.tables import Lake
+from resources.lake.tables import Lake, PartitionSpec
 from resources.platform import HomeResource
 
 PROJECTS = dg.DynamicPartitionsDefinition(name="workspace_projects")
+SPEC_SCHEMA = {
+    "title": pl.String,
+    "authorisation": pl.String,
+    "members": pl.String,
+    "grants": pl.String,
+    "cpu": pl.String,
+    "memory": pl.String,
+    "storage": pl.String,
+    "applications": pl.String,
+    "expires": pl.Date,
+    "expired": pl.Boolean,
+    "spec_digest": pl.String,
+}
 SPECS_KEY = dg.AssetKey(["workspaces", "workspace_specs"])
 GRANTS_KEY = dg.AssetKey(["workspaces", "workspace_data_grants"])
 MANIFESTS_KEY = dg.AssetKey(["workspaces", "workspace_manifests"])
@@ -53,12 +69,19 @@ MANIFESTS_VALID = "objects_pass_strict_schema_validation"
 OWNERS = [owners.PLATFORM, owners.DATA_REFERENTS]
 
 
-def _spec(context: dg.AssetExecutionContext) -> ProjectSpec:
-    """The partition's spec, validated; a refusal fails the step with file, field and reason."""
+def _spec(context: dg.AssetExecutionContext) -> ProjectSpec | None:
+    """The partition's spec, validated, or None when its file is gone (the project is retired:
+    it holds nothing any more). A refused spec fails the step with file, field and reason."""
     try:
         return spec_of(context.partition_key)
-    except (SpecError, LookupError) as refused:
+    except LookupError:
+        return None
+    except SpecError as refused:
         raise dg.Failure(description=str(refused)) from None
+
+
+def _retired(spec: ProjectSpec | None) -> bool:
+    return spec is None or is_expired(spec, _today())
 
 
 def _today() -> dt.date:
@@ -98,6 +121,9 @@ def _today() -> dt.date:
 )
 def workspace_specs(context: dg.AssetExecutionContext) -> dg.Output:
     spec = _spec(context)
+    if spec is None:
+        context.log.info(f"no spec for {context.partition_key} any more: the project is retired")
+        return dg.Output(pl.DataFrame(schema=SPEC_SCHEMA), metadata={"status": "retired"})
     expired = is_expired(spec, _today())
     row = {
         "title": spec.title,
@@ -113,8 +139,9 @@ def workspace_specs(context: dg.AssetExecutionContext) -> dg.Output:
         "spec_digest": spec.digest,
     }
     return dg.Output(
-        pl.DataFrame([row]),
+        pl.DataFrame([row], schema=SPEC_SCHEMA),
         metadata={
+            "status": "expired" if expired else "live",
             "spec_digest": spec.digest,
             "expired": expired,
             "members": len(spec.members),
@@ -162,12 +189,12 @@ def workspace_specs(context: dg.AssetExecutionContext) -> dg.Output:
 def workspace_data_grants(context: dg.AssetExecutionContext, hdh_home: HomeResource):
     spec = _spec(context)
     home = hdh_home.home
-    project_root = home.workspaces / spec.id
+    project_root = home.workspaces / context.partition_key
     excluded = excluded_pseudonyms(home.lake)
-    if is_expired(spec, _today()):
+    if _retired(spec):
         remove_grants(project_root)
         ledger, manifest = pl.DataFrame(), {"grants": []}
-        context.log.info(f"project {spec.id} expired on {spec.expires}: its grants are removed")
+        context.log.info(f"project {context.partition_key} is retired: its grants are removed")
     else:
         result = extract_grants(
             ReleaseStore(home.releases),
@@ -249,11 +276,11 @@ def workspace_data_grants(context: dg.AssetExecutionContext, hdh_home: HomeResou
 def workspace_manifests(context: dg.AssetExecutionContext):
     spec = _spec(context)
     settings = render_settings()
-    objects = [] if is_expired(spec, _today()) else render_project(spec, settings)
+    objects = [] if _retired(spec) else render_project(spec, settings)
     errors = validate_objects(objects, settings.kubernetes_version)
     if errors:
         raise dg.Failure(
-            description=f"{len(errors)} invalid objects for project {spec.id}",
+            description=f"{len(errors)} invalid objects for project {context.partition_key}",
             metadata={"errors": dg.MetadataValue.json(errors[:50])},
         )
     frame = pl.DataFrame(
@@ -283,7 +310,7 @@ def workspace_manifests(context: dg.AssetExecutionContext):
             "objects_by_kind": dg.MetadataValue.json(dict(by_kind.iter_rows())),
             "manifest_digest": manifest_digest(objects),
             "kubernetes_version": settings.kubernetes_version,
-            "jupyter_image": workspace_image(spec).reference(settings.registry),
+            "jupyter_image": workspace_image(spec).reference(settings.registry) if spec else "-",
             "preview": dg.MetadataValue.md(
                 "```yaml\n" + to_yaml(objects[:3])[:3000] + "\n```" if objects else "(expired)"
             ),
@@ -312,9 +339,13 @@ def desired_state(home_lake, live: set[str]) -> dict[str, list[dict]]:
     return desired
 
 
-def known_projects(context_instance: dg.DagsterInstance, home) -> set[str]:
-    """Projects the platform has provisioned at some point: partitions and storage areas."""
+def known_projects(context_instance: dg.DagsterInstance, home, target=None) -> set[str]:
+    """Projects the platform has provisioned at some point: partitions, storage areas and what
+    the delivery target holds."""
     known = set(context_instance.get_dynamic_partitions(PROJECTS.name))
+    if target is not None:
+        held = target.delivered() if hasattr(target, "delivered") else target.delivered_digests()
+        known |= set(held)
     if home.workspaces.exists():
         known |= {
             p.name for p in home.workspaces.iterdir() if p.is_dir() and not p.name.startswith(".")
@@ -322,26 +353,61 @@ def known_projects(context_instance: dg.DagsterInstance, home) -> set[str]:
     return known
 
 
-def decommission(home, projects: set[str], reason: str, run_id: str | None) -> list[dict]:
-    """Grants deleted and a report recorded for each retired project."""
+def decommission(
+    home, instance: dg.DagsterInstance, projects: set[str], reason: str, run_id: str | None
+) -> list[dict]:
+    """Everything of a retired project goes: its grants and storage area, its lake partitions
+    (the grants ledger among them, so no erasure plans a rebuild of it) and its partition. The
+    report is recorded once, at the first decommissioning."""
     reports = []
     folder = home.workspaces / ".decommissioned"
     for project in sorted(projects):
-        removed = remove_grants(home.workspaces / project)
+        project_root = home.workspaces / project
+        grants_removed = remove_grants(project_root)
+        if project_root.exists():
+            make_writable(project_root)
+            shutil.rmtree(project_root)
+        lake_partitions = _drop_lake_partitions(home.lake, project)
+        if project in instance.get_dynamic_partitions(PROJECTS.name):
+            instance.delete_dynamic_partition(PROJECTS.name, project)
+        target = folder / f"{project}.json"
+        if target.exists() and not (grants_removed or lake_partitions):
+            continue  # retired already; its first report stands
         report = {
             "project": project,
             "reason": reason,
-            "grants_removed": removed,
+            "grants_removed": grants_removed,
+            "lake_partitions_removed": lake_partitions,
             "run_id": run_id,
             "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{project}.json").write_text(json.dumps(report, indent=1) + "\n")
-        project_root = home.workspaces / project
-        if project_root.exists() and not any(project_root.iterdir()):
-            project_root.rmdir()
+        target.write_text(json.dumps(report, indent=1) + "\n")
         reports.append(report)
     return reports
+
+
+def _drop_lake_partitions(lake_root, project: str) -> list[str]:
+    removed = []
+    for key in (SPECS_KEY, GRANTS_KEY, MANIFESTS_KEY):
+        table = Lake(lake_root).table(list(key.path))
+        partition = table.partition_path(PartitionSpec(("project",)), [project])
+        if partition.exists():
+            shutil.rmtree(str(partition))
+            removed.append(key.to_user_string())
+    return removed
+
+
+@contextlib.contextmanager
+def _delivery_lock(path):
+    """One delivery at a time: two runs each reading the lake then delivering could otherwise
+    put back another project's older manifests."""
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def deliver_workspaces(
@@ -350,19 +416,31 @@ def deliver_workspaces(
     """What ``workspace_deployments`` does: deliver live projects, retire removed or expired
     ones. A project whose spec is refused is left as it is (a typo never tears a workspace
     down); one whose manifests were never materialised is not touched either."""
-    live, expired, refused = current_specs()
+    folder = specs_dir()
     with_file = set(spec_ids())
-    retired = (known_projects(instance, home) - with_file) | set(expired)
-    desired = desired_state(home.lake, set(live))
-    updates: dict = {project: desired[project] for project in sorted(desired)}
-    updates |= {project: None for project in sorted(retired)}
-    report = target_for(home.root, repair).deliver_partial(updates, run_id=run_id)
-    retired_reports = decommission(
-        home,
-        {p for p, d in report.projects.items() if d.status == "decommissioned"} | retired,
-        "spec removed or expired",
-        run_id,
-    )
+    target = target_for(home.root, repair)
+    known = known_projects(instance, home, target)
+    if not folder.is_dir() or (known and not with_file):
+        # fail closed: a missing mount or an emptied folder must not retire every workspace
+        raise dg.Failure(
+            description=f"the specs folder {folder} is missing or empty while {len(known)} "
+            "projects exist; retire projects one by one with hdh workspaces decommission"
+        )
+    home.workspaces.mkdir(parents=True, exist_ok=True)
+    with _delivery_lock(home.workspaces / ".delivery.lock"):  # read and deliver as one
+        live, expired, refused = current_specs()
+        retired = (known - with_file) | set(expired)
+        desired = desired_state(home.lake, set(live))
+        updates: dict = {project: desired[project] for project in sorted(desired)}
+        updates |= {project: None for project in sorted(retired)}
+        report = target.deliver_partial(updates, run_id=run_id)
+        retired_reports = decommission(
+            home,
+            instance,
+            {p for p, d in report.projects.items() if d.status == "decommissioned"} | retired,
+            "spec removed or expired",
+            run_id,
+        )
     return {
         **report.as_dict(),
         "refused_specs": [str(e) for e in refused],

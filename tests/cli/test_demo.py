@@ -324,9 +324,11 @@ def test_the_demo_erasure_leaves_no_trace_of_the_person_and_proves_it(demo_home)
     assert set(shown["report"]["assets"]) == set(erasure["assets"])
     assert all(shown["report"]["checks"].values())
     # the release that held the person was re-issued as a patch and its snapshot purged
-    assert erasure["releases_reissued"] == [
-        {"product": "chronic_medication_cohort", "purged": "1.0.0", "released": "1.0.1"}
-    ]
+    reissued = erasure["releases_reissued"]
+    assert {"product": "chronic_medication_cohort", "purged": "1.0.0", "released": "1.0.1"} in (
+        reissued
+    )
+    assert all((r["purged"], r["released"]) == ("1.0.0", "1.0.1") for r in reissued)
     releases = home / "store" / "releases" / "chronic_medication_cohort"
     old = json.loads((releases / "1.0.0" / "manifest.json").read_text())
     new = json.loads((releases / "1.0.1" / "manifest.json").read_text())

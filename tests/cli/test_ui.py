@@ -90,7 +90,14 @@ def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_p
         by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
         assert {"imaging/landed_files", "clinical/landed_files", "claims/events"} <= set(by_key)
         for key, node in by_key.items():
-            assert node["groupName"] in {"imaging", "clinical", "claims", "gdpr", "products"}, key
+            assert node["groupName"] in {
+                "imaging",
+                "clinical",
+                "claims",
+                "gdpr",
+                "products",
+                "workspaces",
+            }, key
             assert node["description"], key
             assert node["owners"], key
             assert node["kinds"], key
@@ -120,6 +127,9 @@ def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_p
         ) as page:
             html = page.read().decode()
         assert "Vos droits sur vos données de santé" in html and 'name="nir"' in html
+        with urllib.request.urlopen(f"http://127.0.0.1:{portal_port}/dpo", timeout=30) as page:
+            assert page.url.endswith("/dpo/login")  # the DPO's pages need an operator
+            assert 'name="password"' in page.read().decode()
 
         # The daemon runs beside the webserver, so sensors and schedules tick.
         deadline = time.monotonic() + 120

@@ -86,13 +86,13 @@ def test_the_person_leaves_every_raw_copy_and_the_others_stay(tmp_path):
     erased_ids, kept_ids = _patient_ids(fhir, ERASED), _patient_ids(fhir, KEPT[0])
     matcher = PersonMatcher.for_nir(ERASED.nir).with_patients(erased_ids)
     before = _everything(tmp_path)
-    assert matcher.matches(before)  # the fixture does hold the person, in every area
+    assert matcher.mentions(before)  # the fixture does hold the person, in every area
     claims_before = pl.read_parquet(landing / "claims" / "c1").height
 
     report = scrub_raw_copies({"landing": landing, "quarantine": quarantine}, ERASED.nir)
 
     after = _everything(tmp_path)
-    assert not matcher.matches(after)
+    assert not matcher.mentions(after)
     assert report.to_json()["raw_copies_clean"] is True
     for person in KEPT:  # nobody else lost anything
         assert before.count(person.nir.encode()) == after.count(person.nir.encode()), person.index
@@ -136,4 +136,82 @@ def test_a_damaged_archive_holding_the_nir_is_removed_whole(tmp_path):
 
 def test_the_person_is_found_by_the_nir_body_even_with_a_wrong_key():
     wrong_key = ERASED.nir[:13] + ("00" if ERASED.nir[13:] != "00" else "01")
-    assert PersonMatcher.for_nir(ERASED.nir).matches(io.BytesIO(wrong_key.encode()).read())
+    assert PersonMatcher.for_nir(ERASED.nir).mentions(io.BytesIO(wrong_key.encode()).read())
+
+
+def _patient(pid: str, nir: str, system: str = "urn:oid:1.2.250.1.213.1.4.8") -> dict:
+    return {"resourceType": "Patient", "id": pid, "identifier": [{"system": system, "value": nir}]}
+
+
+def _observation(oid: str, pid: str) -> dict:
+    return {"resourceType": "Observation", "id": oid, "subject": {"reference": f"Patient/{pid}"}}
+
+
+def test_references_match_whole_and_a_relatives_record_stays(tmp_path):
+    """Patient/12 is not Patient/123, and a child whose record carries the erased parent's NIR
+    as a secondary identifier is not the parent."""
+    parent, other = ERASED, KEPT[0]
+    child = _patient("77", KEPT[1].nir)
+    child["identifier"].append({"system": "urn:example:parent-nir", "value": parent.nir})
+    lines = [
+        _patient("12", parent.nir),
+        _patient("123", other.nir),
+        child,
+        _observation("o1", "12"),
+        _observation("o2", "123"),
+        _observation("o3", "77"),
+    ]
+    batch = tmp_path / "landing" / "json" / "b1"
+    batch.mkdir(parents=True)
+    (batch / "all.ndjson").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    report = scrub_raw_copies({"landing": tmp_path / "landing"}, parent.nir)
+    left = [json.loads(line)["id"] for line in (batch / "all.ndjson").read_text().splitlines()]
+    assert left == ["123", "77", "o2", "o3"]
+    assert report.to_json()["raw_copies_clean"] is True
+
+
+def test_an_nir_written_with_separators_or_lower_case_is_found(tmp_path):
+    spaced = " ".join([ERASED.nir[:1], ERASED.nir[1:3], ERASED.nir[3:5], ERASED.nir[5:]])
+    dotted = ".".join([ERASED.nir[:5], ERASED.nir[5:10], ERASED.nir[10:]]).lower()
+    batch = tmp_path / "landing" / "json" / "b2"
+    batch.mkdir(parents=True)
+    rows = [_patient("a", spaced), _patient("b", dotted), _patient("c", KEPT[0].nir)]
+    (batch / "p.ndjson").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    scrub_raw_copies({"landing": tmp_path / "landing"}, ERASED.nir)
+    left = [json.loads(line)["id"] for line in (batch / "p.ndjson").read_text().splitlines()]
+    assert left == ["c"]
+
+
+def test_an_archive_is_recognised_by_its_content_and_keeps_the_others(tmp_path):
+    dicom = tmp_path / "studies"
+    counter = [0]
+    for person in PEOPLE[:2]:
+        write_study(person, random.Random(2), "MR", PEOPLE[0].birth_date, dicom, False, counter)
+    landed = tmp_path / "landing" / "dicom" / "cd"
+    landed.mkdir(parents=True)
+    export = landed / "CD_EXPORT"  # no extension, as CD exports come
+    with zipfile.ZipFile(export, "w", zipfile.ZIP_DEFLATED) as archive:
+        for f in sorted(dicom.rglob("*")):
+            if f.is_file():
+                archive.write(f, f.relative_to(dicom).as_posix())
+    before = len(zipfile.ZipFile(export).namelist())
+    report = scrub_raw_copies({"landing": tmp_path / "landing"}, ERASED.nir)
+    import pydicom
+
+    with zipfile.ZipFile(export) as archive:
+        names = archive.namelist()
+        patients = {
+            pydicom.dcmread(io.BytesIO(archive.read(n)), force=True).PatientID for n in names
+        }
+    assert 0 < len(names) < before and patients == {KEPT[0].nir}
+    assert report.to_json()["raw_copies_clean"] is True
+
+
+def test_a_damaged_parquet_file_does_not_stop_the_erasure(tmp_path):
+    batch = tmp_path / "landing" / "claims" / "c9"
+    batch.mkdir(parents=True)
+    (batch / "broken.parquet").write_bytes(b"PAR1 truncated")
+    (batch / "notes.csv").write_text(f"{ERASED.nir},x\n{KEPT[0].nir},y\n")
+    report = scrub_raw_copies({"landing": tmp_path / "landing"}, ERASED.nir)
+    assert len(report.unreadable) == 1 and (batch / "broken.parquet").exists()
+    assert (batch / "notes.csv").read_text() == f"{KEPT[0].nir},y\n"

@@ -116,15 +116,30 @@ def test_the_identity_is_shown_only_on_demand_and_the_read_is_audited(registry, 
 
 
 def test_a_forged_or_expired_session_is_not_accepted():
-    sessions = OperatorSessions(b"secret", hours=8)
+    stamps = {"alice": "stamp-1"}
+    sessions = OperatorSessions(b"secret", hours=8, stamp_of=stamps.get)
     cookie = sessions.issue("alice", now=1_000)
     assert sessions.operator(cookie, now=1_001) == "alice"
     assert sessions.operator(cookie, now=1_000 + 8 * 3600 + 1) is None
     _, expiry, signature = cookie.split(":")
     assert sessions.operator(f"admin:{expiry}:{signature}", now=1_001) is None
     assert sessions.operator(f"alice:{int(expiry) + 10**6}:{signature}", now=1_001) is None
-    assert OperatorSessions(b"other", hours=8).operator(cookie, now=1_001) is None
+    assert OperatorSessions(b"other", 8, stamps.get).operator(cookie, now=1_001) is None
     assert sessions.operator("garbage", now=time.time()) is None
+    stamps["alice"] = "stamp-2"  # a new password ends the session
+    assert sessions.operator(cookie, now=1_001) is None
+
+
+def test_a_password_reset_or_a_removed_account_ends_open_sessions(registry, request_id):
+    client = _client(registry)
+    _sign_in(client)
+    assert client.get("/dpo").status_code == 200
+    registry.add_operator("alice", "another long password", "test")
+    assert client.get("/dpo", follow_redirects=False).status_code == 303
+    _sign_in(client, password="another long password")
+    assert client.get("/dpo").status_code == 200
+    assert registry.remove_operator("alice")
+    assert client.get("/dpo", follow_redirects=False).status_code == 303
 
 
 def test_sign_in_attempts_are_rate_limited(registry):

@@ -149,22 +149,79 @@ def test_the_sensor_keeps_partitions_in_step_and_runs_each_spec_version_once(hdh
     from sensors.workspaces import workspace_specs_sensor
 
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, definitions=defs)
-        result = workspace_specs_sensor(context)
-        keys = sorted(r.run_key for r in result.run_requests)
-        assert [k.split(":")[0] for k in keys] == ["cardio-imaging", "diabetes-outcomes"]
-        (added,) = result.dynamic_partitions_requests
+
+        def tick(cursor):
+            context = dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor)
+            return workspace_specs_sensor(context)
+
+        first = tick(None)
+        assert sorted(r.partition_key for r in first.run_requests) == [
+            "cardio-imaging",
+            "diabetes-outcomes",
+        ]
+        (added,) = first.dynamic_partitions_requests
         assert sorted(added.partition_keys) == ["cardio-imaging", "diabetes-outcomes"]
         instance.add_dynamic_partitions("workspace_projects", list(added.partition_keys))
-        (specs / "cardio-imaging.yaml").unlink()
-        result = workspace_specs_sensor(
-            dg.build_sensor_context(instance=instance, definitions=defs)
-        )
-        assert [r.run_key for r in result.run_requests if r.job_name == "deliver_workspaces"] == [
-            "decommission:cardio-imaging"
-        ]
-        (deleted,) = result.dynamic_partitions_requests
+        assert tick(first.cursor).run_requests == []  # nothing changed: nothing runs
+        # A -> B -> A: the revert is provisioned again (a run key per change, not per content)
+        spec_file = specs / "cardio-imaging.yaml"
+        original = spec_file.read_text()
+        spec_file.write_text(original.replace("Cardiac imaging", "Cardiac imaging (v2)"))
+        second = tick(first.cursor)
+        spec_file.write_text(original)
+        third = tick(second.cursor)
+        keys = [r.run_key for r in [*second.run_requests, *third.run_requests]]
+        assert [k.split(":")[0] for k in keys] == ["cardio-imaging", "cardio-imaging"]
+        assert len(set(keys)) == 2
+        # an approvals change re-provisions every project
+        approvals = specs.parent / "approvals.yaml"
+        approvals.write_text(approvals.read_text() + "\n# revised\n")
+        fourth = tick(third.cursor)
+        assert len(fourth.run_requests) == 2
+        # a removed spec: its partition goes and a delivery decommissions it
+        spec_file.unlink()
+        fifth = tick(fourth.cursor)
+        assert [r.job_name for r in fifth.run_requests] == ["deliver_workspaces"]
+        (deleted,) = fifth.dynamic_partitions_requests
         assert list(deleted.partition_keys) == ["cardio-imaging"]
+
+
+def test_a_missing_specs_folder_changes_nothing(hdh_home, specs, monkeypatch):
+    from hdh_assets.definitions import defs
+    from sensors.workspaces import workspace_specs_sensor
+
+    assert _hdh("workspaces", "apply")[0] == 0
+    monkeypatch.setenv("HDH_WORKSPACE_SPECS", str(specs.parent / "not-mounted"))
+    code, out = _hdh("workspaces", "apply")
+    assert code != 0 and "is missing: nothing was changed" in out
+    assert (hdh_home.gitops / "cardio-imaging").exists()
+    assert (hdh_home.workspaces / "cardio-imaging" / "grants").exists()
+    from hdh_cli.instance import platform_instance
+
+    instance = platform_instance(hdh_home)
+    result = workspace_specs_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    assert isinstance(result, dg.SkipReason)
+
+
+def test_a_retired_project_leaves_nothing_an_erasure_could_trip_on(hdh_home, specs):
+    from hdh_cli.instance import platform_instance
+
+    assert _hdh("workspaces", "apply")[0] == 0
+    ledger = hdh_home.lake / "workspaces" / "workspace_data_grants" / "project=cardio-imaging"
+    assert ledger.exists()
+    (specs / "cardio-imaging.yaml").unlink()
+    assert _hdh("workspaces", "apply")[0] == 0
+    assert not ledger.exists() and not (hdh_home.workspaces / "cardio-imaging").exists()
+    instance = platform_instance(hdh_home)
+    assert "cardio-imaging" not in instance.get_dynamic_partitions("workspace_projects")
+    report = hdh_home.workspaces / ".decommissioned" / "cardio-imaging.json"
+    first = report.read_text()
+    assert _hdh("workspaces", "apply")[0] == 0
+    assert report.read_text() == first  # recorded once
+    code, out = _hdh("materialize", 'key:"gdpr/subject_index"', "--json")
+    assert code == 0, out
+    index = pl.read_parquet(hdh_home.lake / "gdpr" / "subject_index")
+    assert "cardio-imaging" not in index["partition"].to_list()
 
 
 def test_with_a_kubeconfig_apply_goes_to_the_cluster_and_a_rerun_applies_nothing(
