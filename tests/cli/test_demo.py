@@ -315,8 +315,16 @@ def test_the_demo_erasure_leaves_no_trace_of_the_person_and_proves_it(demo_home)
     assert people[2]["nir"][:13].encode() in b"".join(t for _, t in _raw_texts(home))
     assert erasure["raw_copies_clean"] is True and erasure["raw_copies_removed"]
     assets = {a["asset"]: a for a in report["status"]["assets"]}
-    for name in erasure["assets"]:
+    from hdh_assets.definitions import DOMAIN_ASSETS
+    from hdh_assets.gdpr.assets import indexed_assets
+
+    holding_people = {i.asset for _, i, _ in indexed_assets(DOMAIN_ASSETS)}
+    touched = [name for name in erasure["assets"] if name in holding_people]
+    assert "workspaces/workspace_data_grants" in touched and "claims/events" in touched
+    for name in touched:
         assert "no_excluded_subject" in assets[name]["checks_passed"], name
+    # the landing batches that lost the person's records were ingested again
+    assert {"imaging/landed_files", "claims/landed_files"} <= set(erasure["assets"])
     code, out, _ = _run(["rights", "show", erasure["id"], "--json"])
     assert code == 0, out
     shown = json.loads(out)
