@@ -105,7 +105,8 @@ def run_demo(
         run(across)
     # Data products: each partitioned set as one range run, then the rest, then the index again
     # (products that hold people are in it).
-    graph = _definitions(home).resolve_asset_graph()
+    definitions = _definitions(home)
+    graph = definitions.resolve_asset_graph()
     products = product_selections(graph, exclude=set(across_keys(across)))
     for partitions, selection in products.partitioned:
         if months:
@@ -119,7 +120,7 @@ def run_demo(
     wanted = {("chronic_medication_cohort", None), *granted_releases()}
     for product, version in sorted(wanted, key=str):
         if not store.releases(product):  # a rerun has them
-            release_product(home, _definitions(home), instance, product, version)
+            release_product(home, definitions, instance, product, version)
     # Two research projects get their workspaces: grants extracted, manifests in HDH_HOME/gitops.
     provisioning = apply_workspaces(home, instance)
     report.workspaces = {
@@ -143,7 +144,7 @@ def run_demo(
         "raw_copies_clean": erasure.report.get("raw_copies_clean"),
     }
     progress("materialisation runs", len(erasure.report.get("runs", [])), None)
-    report.status = collect_status(_definitions(home), instance, home)
+    report.status = collect_status(definitions, instance, home)
     return report
 
 

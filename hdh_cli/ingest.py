@@ -15,7 +15,8 @@ from resources.home import HdhHome
 
 _BATCH_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 # What spans every batch, refreshed once batches are in (the daemon does it with automation),
-# in dependency order.
+# in dependency order. READS_THE_LAKE: built from whatever the lake holds, always ready.
+READS_THE_LAKE = {"gdpr/subject_index"}
 ACROSS_BATCHES = (
     "imaging/dicom_series",
     "imaging/dicom_studies",
@@ -33,7 +34,7 @@ def across_batches_selection(instance: dg.DagsterInstance) -> str | None:
     for name in ACROSS_BATCHES:
         key = dg.AssetKey.from_user_string(name)
         parents = graph.get(key).parent_keys
-        if name == "gdpr/subject_index" or all(  # the index reads the lake, whatever is there
+        if name in READS_THE_LAKE or all(
             p.to_user_string() in ready or instance.get_latest_materialization_event(p)
             for p in parents
         ):

@@ -19,7 +19,7 @@ from upath import UPath
 from hdh_assets.gdpr.processing import batch_rows, plan_erasure, plan_rectification
 from hdh_assets.gdpr.raw_copies import scrub_raw_copies
 from hdh_assets.gdpr.rights import RequestType, Status
-from hdh_assets.landing.partitions import LANDING_SOURCES
+from hdh_assets.landing.partitions import BATCH_PARTITIONS, LANDING_SOURCES
 from hdh_cli.runs import materialize_selection
 from resources.home import HdhHome
 from resources.lake.tables import Lake
@@ -93,15 +93,22 @@ def process_request(
     report["files_removed"] = remove_store_copies(home, request.subject_pseudonym)
     also = None
     if request.type is RequestType.ERASURE:  # first, so that re-ingestion reads clean batches
-        nir = registry.identity(request_id, ACTOR)["nir"]
-        roots = {"landing": home.landing, "quarantine": home.quarantine}
-        scrubbed = scrub_raw_copies(roots, nir)
+        scrubbed = _scrub(home, registry, request)
         report.update(scrubbed.to_json())
         report["access_exports_removed"] = remove_access_exports(home, registry, request)
         also = _scrubbed_batches(instance, graph, scrubbed)
-    plan = plan_erasure(index, request.subject_pseudonym, graph, _built(instance), also)
+    plan = plan_erasure(
+        index, request.subject_pseudonym, graph, _built(instance), also, _present(instance)
+    )
     report.update(plan.to_json())
     return _execute(home, instance, registry, request, plan, report, runs)
+
+
+def _scrub(home: HdhHome, registry: RightsRegistry, request, **scope):
+    """The raw copies lose the person (their NIR is read from the registry, audited)."""
+    nir = registry.identity(request.id, ACTOR)["nir"]
+    roots = {"landing": home.landing, "quarantine": home.quarantine}
+    return scrub_raw_copies(roots, nir, **scope)
 
 
 def remove_access_exports(home: HdhHome, registry: RightsRegistry, request) -> list[str]:
@@ -113,7 +120,7 @@ def remove_access_exports(home: HdhHome, registry: RightsRegistry, request) -> l
             or other.type is not RequestType.ACCESS
         ):
             continue
-        archive = home.root / "exports" / f"{other.id}.zip"
+        archive = home.access_export(other.id)
         if archive.exists():
             archive.unlink()
             removed.append(other.id)
@@ -123,18 +130,11 @@ def remove_access_exports(home: HdhHome, registry: RightsRegistry, request) -> l
 def _scrubbed_batches(instance: dg.DagsterInstance, graph, scrubbed) -> pl.DataFrame:
     """The registered landing batches whose files lost the person: they are ingested again,
     so that their inventories and quarantine tables say what landing now holds."""
-    from hdh_assets.landing.partitions import BATCH_PARTITIONS
-
     frames = []
     for source, partitions_def in BATCH_PARTITIONS.items():
         known = set(instance.get_dynamic_partitions(partitions_def.name))
         batches = sorted(
-            {
-                f.area.split("/")[2]
-                for f in scrubbed.files
-                if f.area.startswith(f"landing/{source}/") and f.area.count("/") >= 2
-            }
-            & known
+            {f.batch for f in scrubbed.files if f.area == "landing" and f.source == source} & known
         )
         if batches:
             frames.append(batch_rows(graph, partitions_def, batches))
@@ -143,6 +143,20 @@ def _scrubbed_batches(instance: dg.DagsterInstance, graph, scrubbed) -> pl.DataF
 
 def _built(instance: dg.DagsterInstance):
     return lambda key: instance.get_latest_materialization_event(key) is not None
+
+
+def _present(instance: dg.DagsterInstance):
+    """Whether a dynamic partition still exists (other partitionings always do)."""
+    known: dict[str, set[str]] = {}
+
+    def present(partitions_def: dg.PartitionsDefinition, key: str) -> bool:
+        if not isinstance(partitions_def, dg.DynamicPartitionsDefinition):
+            return True
+        if partitions_def.name not in known:
+            known[partitions_def.name] = set(instance.get_dynamic_partitions(partitions_def.name))
+        return key in known[partitions_def.name]
+
+    return present
 
 
 def _subject_index(home: HdhHome) -> pl.DataFrame:
@@ -159,16 +173,7 @@ def _execute(home, instance, registry, request, plan, report: dict, runs: list) 
     from hdh_assets.definitions import PROOF_CHECKS
 
     tags = {REQUEST_TAG: request.id}
-    graph = _all_graph()
     for planned in plan.runs:
-        if not _registered(instance, graph, planned):  # a retired project, a deleted batch
-            report.setdefault("skipped_partitions", []).append(
-                {
-                    "assets": [k.to_user_string() for k in planned.assets],
-                    "partition": planned.partition_range[0],
-                }
-            )
-            continue
         single = (
             planned.partition_range and planned.partition_range[0] == planned.partition_range[1]
         )
@@ -265,8 +270,6 @@ def attach_correction(
 
 
 def _rectify(home, instance, registry, request, report: dict, graph, index) -> Outcome:
-    from hdh_assets.landing.partitions import BATCH_PARTITIONS
-
     attached = attached_correction(home, request.id)
     if attached is None:
         registry.fail(
@@ -279,14 +282,18 @@ def _rectify(home, instance, registry, request, report: dict, graph, index) -> O
     batch = folder.name
     instance.add_dynamic_partitions(BATCH_PARTITIONS[source].name, [batch])
     plan = plan_rectification(
-        index, request.subject_pseudonym, graph, BATCH_PARTITIONS[source], batch, _built(instance)
+        index,
+        request.subject_pseudonym,
+        graph,
+        BATCH_PARTITIONS[source],
+        batch,
+        _built(instance),
+        _present(instance),
     )
     report.update(plan.to_json())
     report.update({"source": source, "corrected_batch": batch})
-    nir = registry.identity(request.id, ACTOR)["nir"]
-    roots = {"landing": home.landing, "quarantine": home.quarantine}
     within = [home.landing_for(source), home.quarantine / source]
-    report.update(scrub_raw_copies(roots, nir, keep=[folder], within=within).to_json())
+    report.update(_scrub(home, registry, request, keep=[folder], within=within).to_json())
     if source == "dicom":
         report["files_removed"] = remove_store_copies(home, request.subject_pseudonym)
     return _execute(home, instance, registry, request, plan, report, [])
@@ -320,7 +327,7 @@ def _export_access(home: HdhHome, registry: RightsRegistry, request, report: dic
     offset = (
         PseudonymisationKeyResource().pseudonymiser().date_offset_days(request.subject_pseudonym)
     )
-    archive = home.root / "exports" / f"{request.id}.zip"
+    archive = home.access_export(request.id)
     rows = write_access_archive(
         home.lake, indexed, request.subject_pseudonym, offset, request.id, archive
     )
@@ -359,23 +366,6 @@ def reissue_releases(home: HdhHome, instance: dg.DagsterInstance, request) -> li
         store.purge(old.product, old.version, request.id, new.version)
         done.append({"product": old.product, "purged": old.version, "released": new.version})
     return done
-
-
-def _all_graph():
-    from hdh_assets.definitions import defs
-
-    return defs.resolve_asset_graph()
-
-
-def _registered(instance: dg.DagsterInstance, graph, planned) -> bool:
-    """Whether a planned run's partition still exists; one that was deleted holds no data."""
-    if not planned.partition_range:
-        return True
-    partitions_def = graph.get(planned.assets[0]).partitions_def
-    if isinstance(partitions_def, dg.DynamicPartitionsDefinition):
-        known = set(instance.get_dynamic_partitions(partitions_def.name))
-        return all(key in known for key in planned.partition_range)
-    return True
 
 
 def _all_assets():

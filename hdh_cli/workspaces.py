@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from hdh_assets.gdpr.assets import SUBJECT_INDEX_KEY
 from hdh_assets.workspaces.assets import (
     DEPLOYMENTS_KEY,
     GRANTS_KEY,
@@ -21,13 +22,12 @@ from hdh_assets.workspaces.config import (
     specs_dir,
     target_for,
 )
-from hdh_assets.workspaces.delivery import project_files
+from hdh_assets.workspaces.delivery import GitOpsTarget, project_files
 from hdh_assets.workspaces.manifests import manifest_digest, render_project
 from hdh_assets.workspaces.validation import validate_objects
 from hdh_cli.runs import materialize_selection
 from resources.home import HdhHome
 
-SUBJECT_INDEX = "gdpr/subject_index"
 PER_PROJECT = " or ".join(
     f'key:"{k.to_user_string()}"' for k in (SPECS_KEY, GRANTS_KEY, MANIFESTS_KEY)
 )
@@ -42,12 +42,16 @@ def render(projects: list[str] | None = None, out: Path | None = None) -> dict:
     folders under ``out`` when given. Pure: nothing is delivered."""
     live, expired, refused = current_specs()
     wanted = projects or sorted(live)
-    unknown = [p for p in wanted if p not in live]
-    if unknown:
-        reasons = [str(e) for e in refused if any(Path(f).stem in unknown for f in e.files)]
-        reasons += [f"{p}: expired on {expired[p].expires}" for p in unknown if p in expired]
-        missing = [p for p in unknown if p not in expired and not reasons]
-        reasons += [f"{p}: no spec file" for p in missing]
+    reasons = []
+    for project in (p for p in wanted if p not in live):
+        refusals = [str(e) for e in refused if any(Path(f).stem == project for f in e.files)]
+        if refusals:
+            reasons += refusals
+        elif project in expired:
+            reasons.append(f"{project}: expired on {expired[project].expires}")
+        else:
+            reasons.append(f"{project}: no spec file")
+    if reasons:
         raise WorkspaceError("\n".join(reasons))
     settings = render_settings()
     summary: dict = {"kubernetes_version": settings.kubernetes_version, "projects": {}}
@@ -78,7 +82,7 @@ def diff(home: HdhHome) -> dict:
     live, expired, refused = current_specs()
     settings = render_settings()
     target = target_for(home.root)
-    if hasattr(target, "delivered"):
+    if isinstance(target, GitOpsTarget):
         before = {p: project_files(p, objs) for p, objs in target.delivered().items()}
 
         def wanted(project: str) -> dict[str, str]:
@@ -151,7 +155,9 @@ def apply(home: HdhHome, instance: dg.DagsterInstance, force: bool = False) -> d
             )
     failed = [r.partition for r in runs if not r.success]
     if any(r.success for r in runs):  # grants hold people: GDPR processing must see them
-        runs.append(materialize_selection(home, instance, f'key:"{SUBJECT_INDEX}"'))
+        runs.append(
+            materialize_selection(home, instance, f'key:"{SUBJECT_INDEX_KEY.to_user_string()}"')
+        )
     delivery = materialize_selection(home, instance, f'key:"{DEPLOYMENTS_KEY.to_user_string()}"')
     report = _latest_delivery(instance)
     return {

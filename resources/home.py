@@ -68,6 +68,10 @@ class HdhHome:
         """What the synthetic generator records for tests and demonstrations only."""
         return self.root / "sample"
 
+    def access_export(self, request_id: str) -> Path:
+        """The archive of a right-of-access request, for the DPO to send (mode 0600)."""
+        return self.root / "exports" / f"{request_id}.zip"
+
     @property
     def workspaces(self) -> Path:
         """Project storage areas: ``workspaces/<project>/grants/`` holds the read-only extracts

@@ -11,6 +11,7 @@ operators or two sensor ticks never both move a request.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -104,7 +105,10 @@ def password_matches(password: str, stored: str) -> bool:
     return hmac.compare_digest(computed.hex(), digest)
 
 
-_UNKNOWN_OPERATOR = hash_password("no such operator: same cost as a real check")
+@functools.cache
+def _unknown_operator() -> str:
+    """What an unknown name is checked against: the same scrypt cost as a real account."""
+    return hash_password("no such operator: same cost as a real check")
 
 
 def _now() -> dt.datetime:
@@ -474,28 +478,26 @@ class RightsRegistry:
                     operators_table.insert().values(username=username, created_by=actor, **values)
                 )
 
-    def check_operator(self, username: str, password: str) -> bool:
-        """Same cost whether or not the account exists: the timing tells nothing."""
+    def _password_hash(self, username: str) -> str | None:
         with self.engine.connect() as db:
             row = db.execute(
                 sa.select(operators_table.c.password_hash).where(
                     operators_table.c.username == (username or "")[:64]
                 )
             ).first()
-        return password_matches(
-            password or "", row.password_hash if row else _UNKNOWN_OPERATOR
-        ) and (row is not None)
+        return row.password_hash if row else None
+
+    def check_operator(self, username: str, password: str) -> bool:
+        """Same cost whether or not the account exists: the timing tells nothing."""
+        stored = self._password_hash(username)
+        matches = password_matches(password or "", stored or _unknown_operator())
+        return matches and stored is not None
 
     def operator_stamp(self, username: str) -> str | None:
         """A digest of the account's password hash (None when there is no such account): what
         operator sessions are signed with, so a new password or a removal ends them."""
-        with self.engine.connect() as db:
-            row = db.execute(
-                sa.select(operators_table.c.password_hash).where(
-                    operators_table.c.username == (username or "")[:64]
-                )
-            ).first()
-        return hashlib.sha256(row.password_hash.encode()).hexdigest()[:32] if row else None
+        stored = self._password_hash(username)
+        return hashlib.sha256(stored.encode()).hexdigest()[:32] if stored else None
 
     def remove_operator(self, username: str) -> bool:
         with self.engine.begin() as db:

@@ -17,7 +17,7 @@ import polars as pl
 SKIPPED = {dg.AssetKey(["gdpr", "exclusions"])}
 
 
-def _always(_key: dg.AssetKey) -> bool:
+def _always(*_args) -> bool:
     return True
 
 
@@ -35,6 +35,7 @@ class PlannedRun:
 class ErasurePlan:
     holdings: dict[str, list[str | None]] = field(default_factory=dict)  # asset -> partitions
     runs: list[PlannedRun] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # partitions that no longer exist
 
     def to_json(self) -> dict:
         return {
@@ -46,6 +47,7 @@ class ErasurePlan:
                 {"assets": [k.to_user_string() for k in r.assets], "partitions": r.partition_range}
                 for r in self.runs
             ],
+            "skipped_partitions": sorted(self.skipped),
         }
 
 
@@ -78,13 +80,16 @@ def plan_erasure(
     graph,
     built: Callable[[dg.AssetKey], bool] = _always,
     also: pl.DataFrame | None = None,
+    present: Callable[[dg.PartitionsDefinition, str], bool] = _always,
 ) -> ErasurePlan:
     """``index``: the subject index (asset, partition, subject_pseudonym, rows). ``built`` says
     whether an unpartitioned asset was ever materialised: one that never was holds nobody, and
     a source that never delivered must not fail its rebuild. ``also``: more (asset, partition)
-    pairs to rebuild, e.g. the landing batches whose raw files lost the person."""
+    pairs to rebuild, e.g. the landing batches whose raw files lost the person. ``present``
+    says whether a dynamic partition still exists (a retired project, a deleted batch hold
+    nothing: they are listed as skipped, not run)."""
     mine = index.filter(pl.col("subject_pseudonym") == pseudonym).select("asset", "partition")
-    return _plan(pl.concat([mine, also]) if also is not None else mine, graph, built)
+    return _plan(pl.concat([mine, also]) if also is not None else mine, graph, built, present)
 
 
 def batch_rows(graph, partitions_def: dg.PartitionsDefinition, batches: list[str]) -> pl.DataFrame:
@@ -108,6 +113,7 @@ def plan_rectification(
     partitions_def: dg.PartitionsDefinition,
     corrected_batch: str,
     built: Callable[[dg.AssetKey], bool] = _always,
+    present: Callable[[dg.PartitionsDefinition, str], bool] = _always,
 ) -> ErasurePlan:
     """Rectifying one source: the partitions of that source holding the person are rebuilt
     (their landed records of the person are gone by then), the corrected batch is ingested, and
@@ -117,14 +123,13 @@ def plan_rectification(
     mine = index.filter(
         (pl.col("subject_pseudonym") == pseudonym) & pl.col("asset").is_in(source_assets)
     )
-    return _plan(pl.concat([mine.select("asset", "partition"), corrected]), graph, built)
+    rows = pl.concat([mine.select("asset", "partition"), corrected])
+    return _plan(rows, graph, built, present)
 
 
-def _plan(mine: pl.DataFrame, graph, built: Callable[[dg.AssetKey], bool]) -> ErasurePlan:
+def _plan(mine: pl.DataFrame, graph, built, present) -> ErasurePlan:
     plan = ErasurePlan()
-    for asset, partition in (
-        mine.select("asset", "partition").unique().sort("asset", "partition").iter_rows()
-    ):
+    for asset, partition in mine.unique().sort("asset", "partition").iter_rows():
         plan.holdings.setdefault(asset, []).append(partition)
     targets = {dg.AssetKey.from_user_string(a) for a in plan.holdings}
     all_keys = [k for k in graph.get_all_asset_keys() if k not in SKIPPED]
@@ -145,8 +150,12 @@ def _plan(mine: pl.DataFrame, graph, built: Callable[[dg.AssetKey], bool]) -> Er
         if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
             for span in _ranges(list(keys), partitions_def.get_partition_keys()):
                 plan.runs.append(PlannedRun(group, span))
-        else:
-            plan.runs.extend(PlannedRun(group, (k, k)) for k in sorted(keys))
+            continue
+        for key in sorted(keys):
+            if present(partitions_def, key):
+                plan.runs.append(PlannedRun(group, (key, key)))
+            else:
+                plan.skipped.append(key)
     downstream = (targets | _descendants(graph, targets)) - SKIPPED
     unpartitioned = {k for k in downstream if graph.get(k).partitions_def is None and built(k)}
     unpartitioned.add(dg.AssetKey(["gdpr", "subject_index"]))

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import io
-import os
 import re
 import tarfile
 import zipfile
@@ -34,6 +32,7 @@ import orjson
 import polars as pl
 
 from hdh_assets.clinical.providers import NATIONAL_SYSTEMS, configured_providers
+from hdh_assets.files import atomic_write_bytes, file_sha256
 from hdh_assets.pseudonymisation import normalise_nir
 
 LINES = (".ndjson", ".jsonl", ".csv", ".tsv", ".txt")  # one record a line
@@ -130,13 +129,21 @@ class PersonMatcher:
 
 @dataclass
 class ScrubbedFile:
-    area: str  # <landing|quarantine>/<source>/<batch>
+    area: str  # landing or quarantine
+    source: str | None
+    batch: str | None
     file_sha256: str  # of the content before scrubbing
     action: str  # deleted or rewritten
     records_removed: int
 
     def to_json(self) -> dict:
-        return self.__dict__.copy()
+        where = "/".join(p for p in (self.area, self.source, self.batch) if p)
+        return {
+            "area": where,
+            "file_sha256": self.file_sha256,
+            "action": self.action,
+            "records_removed": self.records_removed,
+        }
 
 
 @dataclass
@@ -188,12 +195,6 @@ def _is_plain_tar(path: Path) -> bool:
 def _name(path: Path) -> str:
     name = path.name.lower()
     return name[:-3] if name.endswith(".gz") else name
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    partial = path.with_name(f".{path.name}{PARTIAL}")
-    partial.write_bytes(data)
-    os.replace(partial, path)
 
 
 def files_under(roots: list[Path]) -> Iterator[Path]:
@@ -381,9 +382,9 @@ def scrub_file(path: Path, matcher: PersonMatcher, dry_run: bool = False) -> tup
             if kept.is_empty():
                 path.unlink()
             else:
-                partial = path.with_name(f".{path.name}{PARTIAL}")
-                kept.write_parquet(partial)
-                os.replace(partial, path)
+                buffer = io.BytesIO()
+                kept.write_parquet(buffer)
+                atomic_write_bytes(path, buffer.getvalue(), PARTIAL)
         return ("deleted" if kept.is_empty() else "rewritten"), removed
     if kind in ("zip", "tar"):
         try:
@@ -397,7 +398,7 @@ def scrub_file(path: Path, matcher: PersonMatcher, dry_run: bool = False) -> tup
         if not removed:
             return None
         if not dry_run:
-            _atomic_write(path, data)
+            atomic_write_bytes(path, data, PARTIAL)
         return "rewritten", removed
     raw = path.read_bytes()
     if kind == "gzip":
@@ -428,16 +429,8 @@ def scrub_file(path: Path, matcher: PersonMatcher, dry_run: bool = False) -> tup
         if path.suffix == ".bin":  # a quarantined DICOM original goes with its note
             path.with_suffix(".json").unlink(missing_ok=True)
         return "deleted", removed
-    _atomic_write(path, gzip.compress(kept, mtime=0) if kind == "gzip" else kept)
+    atomic_write_bytes(path, gzip.compress(kept, mtime=0) if kind == "gzip" else kept, PARTIAL)
     return "rewritten", removed
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def scrub_raw_copies(
@@ -460,35 +453,38 @@ def scrub_raw_copies(
     ]
     matcher = matcher.with_patients(find_patient_ids(paths, matcher))
     report = ScrubReport()
+    changed = []
     for path in paths:
         if not path.exists():  # a note that went with its original
             continue
-        before = _sha256(path)
+        before = file_sha256(path)  # streamed: landed files can be large
         try:
             result = scrub_file(path, matcher)
         except Unreadable:
-            if matcher.nir_pattern.search(path.read_bytes()):
-                path.unlink()  # damaged and naming the person: kept nowhere
-                result = ("deleted", 1)
-            else:
+            if not matcher.nir_pattern.search(path.read_bytes()):
                 report.unreadable.append(before)
                 continue
+            path.unlink()  # damaged and naming the person: kept nowhere
+            result = ("deleted", 1)
         if result is not None:
-            report.files.append(ScrubbedFile(_area(path, roots), before, *result))
-    for path in paths:
-        if not path.exists():
-            continue
+            area, source, batch = _area(path, roots)
+            report.files.append(ScrubbedFile(area, source, batch, before, *result))
+            changed.append(path)
+    # the proof: what was rewritten holds nothing of the person by the same rules (a file
+    # left alone was already judged so by them)
+    for path in changed:
         try:
-            if scrub_file(path, matcher, dry_run=True) is not None:
-                report.remaining.append(_sha256(path))
+            if path.exists() and scrub_file(path, matcher, dry_run=True) is not None:
+                report.remaining.append(file_sha256(path))
         except Unreadable:
-            continue
+            report.remaining.append(file_sha256(path))
     return report
 
 
-def _area(path: Path, roots: dict[str, Path]) -> str:
-    """``<area>/<source>/<batch>``: never deeper, where providers' folder names start."""
+def _area(path: Path, roots: dict[str, Path]) -> tuple[str, str | None, str | None]:
+    """(area, source, batch): never deeper, where providers' folder names start."""
     for name, root in roots.items():
         if path.is_relative_to(root):
-            return "/".join((name, *path.parent.relative_to(root).parts[:2]))
-    return "unknown"
+            parts = path.parent.relative_to(root).parts
+            return name, (parts[0] if parts else None), (parts[1] if len(parts) > 1 else None)
+    return "unknown", None, None

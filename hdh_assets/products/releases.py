@@ -9,17 +9,16 @@ version) and makes everything read-only. The store refuses to overwrite or delet
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
-import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from hdh_assets.files import file_sha256, make_read_only, make_writable
 from hdh_assets.products.models import VERSION_PATTERN
 
 MANIFEST = "manifest.json"
@@ -40,14 +39,6 @@ def version_key(version: str) -> tuple[int, int, int]:
         raise ReleaseError(f"'{version}' is not a release version (MAJOR.MINOR.PATCH, e.g. 1.0.0)")
     major, minor, patch = (int(p) for p in version.split("."))
     return major, minor, patch
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def data_files(folder: Path) -> list[Path]:
@@ -73,7 +64,7 @@ def table_summary(files: Iterable[Path], root: Path) -> dict:
                 "path": file.relative_to(root).as_posix(),
                 "rows": parquet.metadata.num_rows,
                 "bytes": file.stat().st_size,
-                "sha256": _sha256(file),
+                "sha256": file_sha256(file),
             }
         )
     return {"rows": rows, "schema": schema or [], "files": listed}
@@ -212,19 +203,6 @@ class ReleaseStore:
         problems += [
             f"changed {p}"
             for p in sorted(set(expected) & set(present))
-            if _sha256(present[p]) != expected[p]
+            if file_sha256(present[p]) != expected[p]
         ]
         return problems
-
-
-def make_read_only(folder: Path) -> None:
-    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        mode = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
-        path.chmod(mode | (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH if path.is_dir() else 0))
-    folder.chmod(0o555)
-
-
-def make_writable(folder: Path) -> None:
-    folder.chmod(0o755)
-    for path in folder.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)

@@ -30,6 +30,7 @@ from hdh_assets.workspaces.config import (
     target_for,
 )
 from hdh_assets.workspaces.grants import (
+    LEDGER_SCHEMA,
     Grant,
     extract_grants,
     extracts_holding,
@@ -193,7 +194,7 @@ def workspace_data_grants(context: dg.AssetExecutionContext, hdh_home: HomeResou
     excluded = excluded_pseudonyms(home.lake)
     if _retired(spec):
         remove_grants(project_root)
-        ledger, manifest = pl.DataFrame(), {"grants": []}
+        ledger, manifest = pl.DataFrame(schema=LEDGER_SCHEMA), {"grants": []}
         context.log.info(f"project {context.partition_key} is retired: its grants are removed")
     else:
         result = extract_grants(
@@ -204,19 +205,10 @@ def workspace_data_grants(context: dg.AssetExecutionContext, hdh_home: HomeResou
             excluded,
             spec.authorisation,
         )
-        ledger, manifest = result.ledger.drop("project"), result.manifest
+        ledger, manifest = result.ledger, result.manifest
     remaining = extracts_holding(project_root, excluded)
     yield dg.Output(
-        ledger
-        if ledger.width
-        else pl.DataFrame(
-            schema={
-                "product": pl.String,
-                "version": pl.String,
-                "subject_pseudonym": pl.String,
-                "rows": pl.Int64,
-            }
-        ),
+        ledger.drop("project"),  # the partition says it
         metadata={
             "grants": dg.MetadataValue.json(
                 [
@@ -228,7 +220,7 @@ def workspace_data_grants(context: dg.AssetExecutionContext, hdh_home: HomeResou
             "rows_left_out_for_gdpr": sum(
                 g.get("rows_left_out_for_gdpr", 0) for g in manifest["grants"]
             ),
-            "subjects": ledger["subject_pseudonym"].n_unique() if ledger.width else 0,
+            "subjects": ledger["subject_pseudonym"].n_unique(),
             "storage_area": str(project_root / "grants"),
         },
     )
@@ -339,13 +331,10 @@ def desired_state(home_lake, live: set[str]) -> dict[str, list[dict]]:
     return desired
 
 
-def known_projects(context_instance: dg.DagsterInstance, home, target=None) -> set[str]:
+def known_projects(instance: dg.DagsterInstance, home, target) -> set[str]:
     """Projects the platform has provisioned at some point: partitions, storage areas and what
     the delivery target holds."""
-    known = set(context_instance.get_dynamic_partitions(PROJECTS.name))
-    if target is not None:
-        held = target.delivered() if hasattr(target, "delivered") else target.delivered_digests()
-        known |= set(held)
+    known = set(instance.get_dynamic_partitions(PROJECTS.name)) | target.projects()
     if home.workspaces.exists():
         known |= {
             p.name for p in home.workspaces.iterdir() if p.is_dir() and not p.name.startswith(".")

@@ -178,6 +178,8 @@ class DeliveryTarget(Protocol):
         self, projects: Sequence[str], *, run_id: str | None = None
     ) -> DeliveryReport: ...
 
+    def projects(self) -> set[str]: ...
+
 
 # --- the input contract ----------------------------------------------------------------------
 
@@ -332,6 +334,13 @@ class GitOpsTarget:
 
     def decommission(self, projects: Sequence[str], *, run_id: str | None = None) -> DeliveryReport:
         return self.deliver_partial(dict.fromkeys(projects), run_id=run_id)
+
+    def projects(self) -> set[str]:
+        """The projects of the last commit (a crashed run's leftovers are not delivered)."""
+        if self.head() is None:
+            return set()
+        listed = self._git("ls-tree", "-d", "--name-only", "HEAD").stdout
+        return set(listed.split())
 
     def delivered(self) -> dict[str, list[dict]]:
         """The projects and objects of the last commit."""
@@ -590,6 +599,9 @@ class KubernetesTarget:
     # makes no apply). True (the daily drift run): everything is applied with force, which
     # takes back what was edited by hand and reports it as repaired.
     repair: bool = False
+
+    def projects(self) -> set[str]:
+        return set(self.delivered_digests())
 
     def delivered_digests(self) -> dict[str, dict[str, str | None]]:
         """Project -> object -> the digest stamped at its last apply (what ``diff`` compares)."""

@@ -14,7 +14,6 @@ subject index reads it, so an erasure knows which projects' grants to rebuild.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -24,13 +23,8 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from hdh_assets.products.releases import (
-    ReleaseError,
-    ReleaseStore,
-    data_files,
-    make_read_only,
-    make_writable,
-)
+from hdh_assets.files import file_sha256, make_read_only, remove_tree
+from hdh_assets.products.releases import ReleaseError, ReleaseStore, data_files
 
 GRANTS = "grants"
 MANIFEST = "manifest.json"
@@ -69,14 +63,6 @@ def resolve_release(store: ReleaseStore, product: str, version: str):
     return release
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _extract(release, target: Path, excluded: set[str]) -> tuple[dict, pl.DataFrame]:
     """Copy the release's data into ``target``, without excluded people; return the grant's
     manifest entry and the rows per subject."""
@@ -103,7 +89,7 @@ def _extract(release, target: Path, excluded: set[str]) -> tuple[dict, pl.DataFr
             {
                 "path": relative.as_posix(),
                 "rows": pq.read_metadata(destination).num_rows,
-                "sha256": _sha256(destination),
+                "sha256": file_sha256(destination),
             }
         )
     counts = (
@@ -114,7 +100,7 @@ def _extract(release, target: Path, excluded: set[str]) -> tuple[dict, pl.DataFr
     entry = {
         "product": release.product,
         "delivered_version": release.version,
-        "release_manifest_sha256": _sha256(release.path / "manifest.json"),
+        "release_manifest_sha256": file_sha256(release.path / "manifest.json"),
         "subject_column": column,
         "rows": sum(f["rows"] for f in files),
         "rows_left_out_for_gdpr": removed,
@@ -135,7 +121,7 @@ def extract_grants(
     a project never sees half an extract, and a grant withdrawn from its spec disappears."""
     project_root.mkdir(parents=True, exist_ok=True)
     staging = project_root / f".{GRANTS}.partial"
-    _remove(staging)
+    remove_tree(staging)
     staging.mkdir()
     entries, ledgers = [], []
     for grant in sorted(grants, key=lambda g: (g.product, g.version)):
@@ -166,25 +152,16 @@ def extract_grants(
 
 def remove_grants(project_root: Path) -> bool:
     """A decommissioned project keeps nothing; True when something was removed."""
-    target = project_root / GRANTS
-    existed = target.exists()
-    _remove(target)
-    return existed
-
-
-def _remove(folder: Path) -> None:
-    if folder.exists():
-        make_writable(folder)
-        shutil.rmtree(folder)
+    return remove_tree(project_root / GRANTS)
 
 
 def _swap(staging: Path, target: Path) -> None:
     old = target.with_name(f".{target.name}.old")
-    _remove(old)
+    remove_tree(old)
     if target.exists():
         os.rename(target, old)
     os.rename(staging, target)
-    _remove(old)
+    remove_tree(old)
 
 
 def extracts_holding(project_root: Path, pseudonyms: set[str]) -> list[str]:
