@@ -1,11 +1,14 @@
 """FHIR ingestion speed against pandas.json_normalize on the same NDJSON, and peak memory on a
 large file (streamed, spilled to Parquet chunks).
 
-    .venv/bin/python benchmarks/fhir_ingest.py [--people 20000] [--big-gb 0]
+    .venv/bin/python benchmarks/fhir_ingest.py [--people 20000] [--big-gb 0] [--big-per-record]
 
 Throughput counts every resource read: ours parses, pseudonymises (keyed pseudonyms, ids and
-references, date shifts, removal of identifying fields) and flattens into typed tables; the
-baseline only parses and flattens with ``pandas.json_normalize``.
+references, date shifts, removal of identifying fields) and flattens into typed tables, either
+column-wise (the default path: pyarrow + polars, ``vectorised``) or one record at a time (the
+per-record path it falls back to); the baseline only parses and flattens with
+``pandas.json_normalize``. Each measurement runs in a child process of its own, so that its peak
+RSS is its own.
 """
 
 from __future__ import annotations
@@ -25,28 +28,33 @@ from hdh_assets.clinical.ingest import JsonIngestSettings, ingest_json_batch
 from synthetic.fhir import write_fhir
 from synthetic.people import make_population
 
+MODES = ("vectorised", "per-record", "pandas")
+
 
 def make_export(folder: Path, people: int) -> int:
     counts = write_fhir(make_population(people, 11), {}, folder, seed=11, bundles=0)
     return sum(v for k, v in counts.items() if k != "Bundle")
 
 
-def ours(folder: Path, spill: Path | None = None) -> tuple[float, dict]:
+def ours(folder: Path, spill: Path | None = None, vectorised: bool = True) -> tuple[float, dict]:
     settings = JsonIngestSettings(bytes(range(32)), folder.parent / "quarantine")
     start = time.perf_counter()
-    result = ingest_json_batch("bench", folder, settings, spill=spill)
+    result = ingest_json_batch("bench", folder, settings, spill=spill, vectorised=vectorised)
+    if spill is not None:  # the tables are lazy scans of the spilled chunks: count them
+        result.summary()
     return time.perf_counter() - start, result.summary()
 
 
-def pandas_baseline(folder: Path) -> float:
+def pandas_baseline(folder: Path) -> tuple[float, int]:
     import pandas as pd
 
-    start = time.perf_counter()
+    start, records = time.perf_counter(), 0
     for path in sorted(folder.glob("*.ndjson")):
         with path.open() as handle:
-            records = [json.loads(line) for line in handle if line.strip()]
-        pd.json_normalize(records)
-    return time.perf_counter() - start
+            rows = [json.loads(line) for line in handle if line.strip()]
+        records += len(rows)
+        pd.json_normalize(rows)
+    return time.perf_counter() - start, records
 
 
 def make_big(source: Path, target: Path, gigabytes: float) -> int:
@@ -67,48 +75,107 @@ def make_big(source: Path, target: Path, gigabytes: float) -> int:
     return written
 
 
-def measure_big(folder: Path) -> None:
-    """Child process: ingest with spilling, print seconds, records and peak RSS as JSON."""
-    seconds, summary = ours(folder, spill=folder.parent / "spill")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "records": summary["records_in"], "peak_rss_mb": peak}))
+def measure(folder: Path, mode: str, spill: bool) -> None:
+    """Child process: one measurement, printed as JSON (seconds, records, peak RSS)."""
+    warm = folder.parent / f"warm-{mode}" / "export"  # first use of each library, untimed
+    warm.mkdir(parents=True, exist_ok=True)
+    for path in folder.glob("*.ndjson"):
+        with path.open("rb") as handle:
+            head = [line for _, line in zip(range(200), handle, strict=False)]
+            (warm / path.name).write_bytes(b"".join(head))
+    if mode == "pandas":
+        pandas_baseline(warm)
+        seconds, records = pandas_baseline(folder)
+        summary = {"records_in": records, "ingested": records, "quarantined": 0}
+    else:
+        ours(warm, None, mode == "vectorised")
+        seconds, summary = ours(
+            folder, folder.parent / f"spill-{mode}" if spill else None, mode == "vectorised"
+        )
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "records": summary["records_in"],
+                "ingested": summary["ingested"],
+                "quarantined": summary["quarantined"],
+                "peak_rss_mb": peak_rss_mb(),
+            }
+        )
+    )
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. ``ru_maxrss`` would also count the parent's peak before the
+    fork (Linux keeps it across exec); ``VmHWM`` is the current address space's own."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child(folder: Path, mode: str, spill: bool = False) -> dict:
+    command = [sys.executable, __file__, "--measure", str(folder), "--mode", mode]
+    child = subprocess.run(
+        command + (["--spill"] if spill else []), capture_output=True, text=True, check=True
+    )
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--people", type=int, default=20_000)
     parser.add_argument("--big-gb", type=float, default=0.0, help="also stream a file this large")
-    parser.add_argument("--measure-big", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--big-per-record",
+        action="store_true",
+        help="on the large file, measure the per-record path too (slow)",
+    )
+    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=MODES, default="vectorised", help=argparse.SUPPRESS)
+    parser.add_argument("--spill", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.measure_big:
-        measure_big(args.measure_big)
+    if args.measure:
+        measure(args.measure, args.mode, args.spill)
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "export"
         resources = make_export(folder, args.people)
         size = sum(p.stat().st_size for p in folder.glob("*.ndjson")) / 1e6
-        seconds, summary = ours(folder)
-        baseline = pandas_baseline(folder)
         print(f"export: {resources:,} resources, {size:.0f} MB NDJSON ({args.people:,} people)")
-        print(
-            f"ours    {summary['records_in'] / seconds:10,.0f} resources/s (parse, pseudonymise, flatten)"
-        )
-        print(f"pandas  {resources / baseline:10,.0f} resources/s (json.loads + json_normalize)")
-        print(f"ratio   {baseline / seconds * summary['records_in'] / resources:10.2f}")
+        runs = {mode: _child(folder, mode) for mode in MODES}
+        for mode, label in (
+            ("vectorised", "column-wise: pyarrow + polars, pseudonymise, flatten"),
+            ("per-record", "one record at a time: parse, pseudonymise, flatten"),
+            ("pandas", "json.loads + json_normalize"),
+        ):
+            run = runs[mode]
+            print(
+                f"{mode:11s} {run['records'] / run['seconds']:10,.0f} resources/s "
+                f"({run['seconds']:.2f} s, peak RSS {run['peak_rss_mb']:.0f} MB; {label})"
+            )
+        pandas_rate = runs["pandas"]["records"] / runs["pandas"]["seconds"]
+        for mode in ("vectorised", "per-record"):
+            rate = runs[mode]["records"] / runs[mode]["seconds"]
+            print(f"ratio {mode:11s} / pandas {rate / pandas_rate:6.2f}")
+        vectorised_rate = runs["vectorised"]["records"] / runs["vectorised"]["seconds"]
+        per_record_rate = runs["per-record"]["records"] / runs["per-record"]["seconds"]
+        print(f"ratio vectorised / per-record {vectorised_rate / per_record_rate:6.2f}")
         if args.big_gb:
             big = Path(tmp) / "big" / "export"
             written = make_big(folder, big, args.big_gb)
-            child = subprocess.run(
-                [sys.executable, __file__, "--measure-big", str(big)],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            report = json.loads(child.stdout.strip().splitlines()[-1])
-            print(
-                f"big file: {written / 1e9:.2f} GB, {report['records']:,} records in {report['seconds']:.0f} s "
-                f"({report['records'] / report['seconds']:,.0f}/s), peak RSS {report['peak_rss_mb']:.0f} MB"
-            )
+            modes = ("vectorised", "per-record") if args.big_per_record else ("vectorised",)
+            for mode in modes:
+                report = _child(big, mode, spill=True)
+                print(
+                    f"big file ({mode}): {written / 1e9:.2f} GB, {report['records']:,} records "
+                    f"in {report['seconds']:.0f} s "
+                    f"({report['records'] / report['seconds']:,.0f}/s), "
+                    f"peak RSS {report['peak_rss_mb']:.0f} MB"
+                )
 
 
 if __name__ == "__main__":

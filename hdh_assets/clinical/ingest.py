@@ -5,6 +5,9 @@ resource can be attributed whatever the file order), the second pseudonymises an
 Every record read ends in exactly one state, per file: ingested, duplicate (same resource, same
 content) or quarantined with its line and a reason; so records in = ingested + duplicates +
 quarantined. Rows are gathered in chunks of polars frames, never as one list of dicts.
+
+FHIR Bulk Data NDJSON files go through :mod:`hdh_assets.clinical.vectorised` (column-wise, the
+same rows), which hands back to :meth:`_Run.process` every line it cannot prove it handles alike.
 """
 
 from __future__ import annotations
@@ -13,15 +16,17 @@ import hashlib
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import orjson
 import polars as pl
 
 from hdh_assets.clinical.declared import pseudonymise_declared
 from hdh_assets.clinical.flatten import ALL_TABLES, flatten
 from hdh_assets.clinical.providers import Provider
-from hdh_assets.clinical.reader import RawRecord, read_batch
+from hdh_assets.clinical.reader import NDJSON_SUFFIXES, RawRecord, batch_files, read_file
 from hdh_assets.pseudonymisation.fhir import (
     FhirContext,
     FhirPseudonymiser,
@@ -64,14 +69,97 @@ def file_key(batch: str, name: str) -> str:
     return hashlib.sha256(f"{batch}/{name}".encode()).hexdigest()[:16]
 
 
+_ID_BITS = (1 << 60) - 1
+
+
+@lru_cache(maxsize=1024)
+def type_salt(resource_type: str) -> int:
+    return _h64(f"resource-type:{resource_type}") & _ID_BITS
+
+
+def id_identity(resource_type: str, remapped_id: str) -> int:
+    """A resource's identity (type, remapped id) as a 63-bit integer. Remapped ids are keyed
+    hashes already: their first 60 bits, mixed with the type, are computed column-wise alike."""
+    if len(remapped_id) == 32:
+        try:
+            return int(remapped_id[:15], 16) ^ type_salt(resource_type)
+        except ValueError:
+            pass
+    return _h64(repr((resource_type, remapped_id))) >> 1
+
+
+class Seen:
+    """Identity of every ingested resource, with what tells a later equal record apart: its
+    content digest (records read one by one), or where it was read (rows made column-wise, whose
+    digest is only computed if another record with the same identity turns up, at the end).
+    Located identities are kept in sorted numpy arrays: 16 bytes each."""
+
+    MAX_LEVELS = 8
+
+    def __init__(self, digests: dict[int, int] | None = None) -> None:
+        self.digests: dict[int, int] = dict(digests or {})
+        self._pending: list[int] | None = None  # digested, not yet in the arrays
+        self._levels: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted identities, locations)
+
+    def expect_columns(self) -> None:
+        """Rows made column-wise will be checked against every identity: keep them in arrays."""
+        if self._pending is None:
+            self._pending = list(self.digests)
+
+    def add_digest(self, identity: int, digest: int) -> None:
+        self.digests[identity] = digest
+        if self._pending is not None:
+            self._pending.append(identity)
+
+    def add_located(self, identities: np.ndarray, locations: np.ndarray) -> None:
+        if len(identities):
+            self._add_level(identities.astype(np.int64), locations.astype(np.int64))
+
+    def _add_level(self, identities: np.ndarray, locations: np.ndarray) -> None:
+        order = np.argsort(identities, kind="stable")
+        self._levels.append((identities[order], locations[order]))
+        if len(self._levels) > self.MAX_LEVELS:
+            keys = np.concatenate([k for k, _ in self._levels])
+            locs = np.concatenate([v for _, v in self._levels])
+            order = np.argsort(keys, kind="stable")
+            self._levels = [(keys[order], locs[order])]
+
+    def _flush(self) -> None:
+        self.expect_columns()
+        if self._pending:
+            keys = np.fromiter(self._pending, np.int64, len(self._pending))
+            self._pending = []
+            self._add_level(keys, np.full(len(keys), -1, np.int64))
+
+    def contains(self, identities: np.ndarray) -> np.ndarray:
+        """Which of these identities were ingested already (either way)."""
+        self._flush()
+        found = np.zeros(len(identities), bool)
+        for keys, _ in self._levels:
+            at = np.searchsorted(keys, identities)
+            inside = at < len(keys)
+            found[inside] |= keys[at[inside]] == identities[inside]
+        return found
+
+    def location(self, identity: int) -> int | None:
+        """Where the column-wise row with this identity was read, if there is one."""
+        for keys, locations in self._levels:
+            at = int(np.searchsorted(keys, identity))
+            if at < len(keys) and keys[at] == identity and locations[at] >= 0:
+                return int(locations[at])
+        return None
+
+
 class _Tables:
     """Rows per table, turned into a frame every CHUNK_ROWS rows. With a spill folder, each chunk
     goes to a Parquet file there and the tables come back as lazy scans: memory stays bounded by
-    the chunk, whatever the size of the batch."""
+    the chunk, whatever the size of the batch. Frames made column-wise join the same chunks."""
 
     def __init__(self, spill: Path | None = None) -> None:
         self.spill = spill
         self.rows: dict[str, list[dict]] = defaultdict(list)
+        self.pending: dict[str, list[pl.DataFrame]] = defaultdict(list)
+        self.pending_rows: Counter = Counter()
         self.frames: dict[str, list[pl.DataFrame]] = defaultdict(list)
         self.files: dict[str, list[Path]] = defaultdict(list)
         self.counts: Counter = Counter()
@@ -80,14 +168,27 @@ class _Tables:
         bucket = self.rows[table]
         bucket.extend(rows)
         self.counts[table] += len(rows)
-        if len(bucket) >= CHUNK_ROWS:
+        if len(bucket) + self.pending_rows[table] >= CHUNK_ROWS:
+            self._flush(table)
+
+    def add_frame(self, table: str, frame: pl.DataFrame) -> None:
+        if not frame.height:
+            return
+        self.pending[table].append(frame.select(list(ALL_TABLES[table])))
+        self.pending_rows[table] += frame.height
+        self.counts[table] += frame.height
+        if len(self.rows[table]) + self.pending_rows[table] >= CHUNK_ROWS:
             self._flush(table)
 
     def _flush(self, table: str) -> None:
-        if not self.rows[table]:
+        if not self.rows[table] and not self.pending[table]:
             return
-        frame = pl.DataFrame(self.rows[table], schema=ALL_TABLES[table], orient="row")
-        self.rows[table] = []
+        schema = ALL_TABLES[table]
+        parts = list(self.pending[table])
+        if self.rows[table]:
+            parts.append(pl.DataFrame(self.rows[table], schema=schema, orient="row"))
+        frame = pl.concat(parts, how="vertical") if len(parts) > 1 else parts[0]
+        self.rows[table], self.pending[table], self.pending_rows[table] = [], [], 0
         if self.spill is None:
             self.frames[table].append(frame)
             return
@@ -156,52 +257,81 @@ def _parsed(record: RawRecord) -> object:
         raise InvalidRecord("invalid_json", "the line is not valid JSON") from None
 
 
-def _learn(context: FhirContext, batch_folder: Path, provider: Provider) -> None:
+def learn_record(context: FhirContext, record: RawRecord) -> None:
+    """What the first pass learns from one record: a Patient's subject, a Bundle entry's fullUrl."""
+    if record.data is not None and b'"Patient"' not in record.data:
+        return  # most lines are not patients: skip the parse
+    try:
+        resource, full_url = _resource_of(record)
+        if full_url and resource.get("id") is not None:
+            context.full_urls[full_url] = (resource["resourceType"], str(resource["id"]))
+        if resource["resourceType"] == "Patient":
+            context.register_patient(resource, full_url)
+    except Exception:
+        return
+
+
+def _is_ndjson(name: str) -> bool:
+    return name.lower().endswith(NDJSON_SUFFIXES)
+
+
+def _learn(
+    context: FhirContext, batch_folder: Path, provider: Provider, fast: object | None = None
+) -> None:
     """First pass: patients and fullUrls, so references resolve whatever the order of files."""
-    for record in read_batch(batch_folder):
-        if record.error or provider.declared_for(record.file):
+    for path in batch_files(batch_folder):
+        name = path.relative_to(batch_folder).as_posix()
+        if provider.declared_for(name):
             continue
-        if record.data is not None and b'"Patient"' not in record.data:
-            continue  # most lines are not patients: skip the parse
-        try:
-            resource, full_url = _resource_of(record)
-            if full_url and resource.get("id") is not None:
-                context.full_urls[full_url] = (resource["resourceType"], str(resource["id"]))
-            if resource["resourceType"] == "Patient":
-                context.register_patient(resource, full_url)
-        except Exception:
+        if fast is not None and _is_ndjson(name):
+            fast.learn_file(path, name)
             continue
+        for record in read_file(path, name):
+            if not record.error:
+                learn_record(context, record)
 
 
-def ingest_json_batch(
-    batch: str,
-    folder: Path,
-    settings: JsonIngestSettings,
-    known_subjects: dict[str, Subject] | None = None,
-    known_resources: dict[tuple[str, str], str] | None = None,
-    spill: Path | None = None,
-) -> JsonBatchResult:
-    """Ingest ``folder`` as ``batch``; ``known_*`` come from earlier batches (references, duplicates)."""
-    pseudonymiser = Pseudonymiser(settings.key, settings.max_date_shift_days)
-    context = FhirContext(
-        pseudonymiser,
-        settings.provider.name,
-        settings.provider.national_identifier_systems,
-        settings.provider.birth_date,
-        subjects=dict(known_subjects or {}),
-    )
-    _learn(context, folder, settings.provider)
-    engine = FhirPseudonymiser(context)
-    # identity -> content digest, both as 64-bit integers: a few dozen bytes per resource
-    seen: dict[int, int] = {_h64(repr(k)): _h64(v) for k, v in (known_resources or {}).items()}
-    tables = _Tables(spill)
-    quarantine_rows, notes = [], []
-    per_file: dict[str, Counter] = defaultdict(Counter)
-    states: Counter = Counter()
+@dataclass
+class _Deferred:
+    record: RawRecord
+    key: str
+    digest: int
+    location: int
 
-    def quarantine(record: RawRecord, key: str, reason: str, message: str) -> None:
-        quarantine_rows.append((key, record.line, reason, message))
-        notes.append(
+
+class _Run:
+    """The state of one batch's second pass, and the per-record path."""
+
+    def __init__(
+        self,
+        batch: str,
+        settings: JsonIngestSettings,
+        context: FhirContext,
+        known_resources: dict[tuple[str, str], str] | None,
+        spill: Path | None,
+    ) -> None:
+        self.batch = batch
+        self.settings = settings
+        self.context = context
+        self.pseudonymiser = context.pseudonymiser
+        self.engine = FhirPseudonymiser(context)
+        # identity -> content digest, both as integers: a few dozen bytes per resource
+        self.seen = Seen({id_identity(*k): _h64(v) for k, v in (known_resources or {}).items()})
+        self.declared_seen: set[int] = set()
+        self.tables = _Tables(spill)
+        self.quarantine_rows: list[tuple] = []
+        self.notes: list[dict] = []
+        self.per_file: dict[str, Counter] = defaultdict(Counter)
+        self.states: Counter = Counter()
+        self.deferred: list[_Deferred] = []
+        self.located_files: list[tuple[Path, str]] = []  # files whose rows carry a location
+
+    def key_of(self, name: str) -> str:
+        return file_key(self.batch, name)
+
+    def quarantine(self, record: RawRecord, key: str, reason: str, message: str) -> None:
+        self.quarantine_rows.append((key, record.line, reason, message))
+        self.notes.append(
             {
                 "file": record.file,
                 "line": record.line,
@@ -210,29 +340,37 @@ def ingest_json_batch(
                 "record": record.data.decode("utf-8", "replace") if record.data else None,
             }
         )
-        states["quarantined"] += 1
-        per_file[key]["quarantined"] += 1
+        self.states["quarantined"] += 1
+        self.per_file[key]["quarantined"] += 1
 
-    for record in read_batch(folder):
-        key = file_key(batch, record.file)
-        per_file[key]["records_in"] += 1
+    def duplicate(self, key: str) -> None:
+        self.states["duplicate"] += 1
+        self.per_file[key]["duplicates"] += 1
+
+    def ingested(self, key: str, count: int = 1) -> None:
+        self.states["ingested"] += count
+        self.per_file[key]["ingested"] += count
+
+    def process(self, record: RawRecord, key: str | None = None) -> None:
+        """One record, read one by one: pseudonymise, check duplicates, flatten, count."""
+        key = key or self.key_of(record.file)
+        self.per_file[key]["records_in"] += 1
         if record.error:
-            quarantine(record, key, record.error, "the file cannot be read as JSON")
-            continue
-        declared = settings.provider.declared_for(record.file)
+            self.quarantine(record, key, record.error, "the file cannot be read as JSON")
+            return
+        declared = self.settings.provider.declared_for(record.file)
         try:
             if declared is not None:
                 fields, pseudonym = pseudonymise_declared(
-                    _parsed(record), declared, pseudonymiser, settings.provider.name
+                    _parsed(record), declared, self.pseudonymiser, self.settings.provider.name
                 )
                 text = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
                 identity = _h64(b"declared:" + declared.name.encode() + text)
-                if identity in seen:
-                    states["duplicate"] += 1
-                    per_file[key]["duplicates"] += 1
-                    continue
-                seen[identity] = identity
-                tables.add(
+                if identity in self.declared_seen:
+                    self.duplicate(key)
+                    return
+                self.declared_seen.add(identity)
+                self.tables.add(
                     "declared_records",
                     [
                         {
@@ -242,62 +380,141 @@ def ingest_json_batch(
                         }
                     ],
                 )
-                states["ingested"] += 1
-                per_file[key]["ingested"] += 1
-                continue
+                self.ingested(key)
+                return
             resource, full_url = _resource_of(record)
-            pseudonymised, subject = engine.apply(resource, full_url)
+            pseudonymised, subject = self.engine.apply(resource, full_url)
             digest = _h64(orjson.dumps(pseudonymised, option=orjson.OPT_SORT_KEYS))
             # a resource without id is known by its content: equal ones are duplicates
             rid = pseudonymised.get("id")
-            identity = _h64(repr((pseudonymised["resourceType"], rid))) if rid else digest
-            if identity in seen:
-                if seen[identity] != digest:
+            identity = id_identity(pseudonymised["resourceType"], rid) if rid else digest >> 1
+            if identity in self.seen.digests:
+                if self.seen.digests[identity] != digest:
                     raise InvalidRecord(
                         "conflicting_version",
                         "same resource id as an earlier record, different content",
                     )
-                states["duplicate"] += 1
-                per_file[key]["duplicates"] += 1
-                continue
+                self.duplicate(key)
+                return
+            location = self.seen.location(identity)
+            if location is not None:  # equal to a row made column-wise: told apart at the end
+                self.deferred.append(_Deferred(record, key, digest, location))
+                return
             rows = flatten(
                 pseudonymised,
                 subject.pseudonym if subject else None,
                 subject.kind if subject else None,
             )
         except InvalidRecord as problem:
-            quarantine(record, key, problem.reason, str(problem))
-            continue
+            self.quarantine(record, key, problem.reason, str(problem))
+            return
         except Exception as error:  # a shape nobody foresaw must not stop the batch
-            quarantine(
+            self.quarantine(
                 record,
                 key,
                 "internal_error",
                 f"record could not be processed ({type(error).__name__})",
             )
-            continue
-        seen[identity] = digest
+            return
+        self.seen.add_digest(identity, digest)
         for table, table_rows in rows.items():
-            tables.add(table, table_rows)
-        states["ingested"] += 1
-        per_file[key]["ingested"] += 1
+            self.tables.add(table, table_rows)
+        self.ingested(key)
 
-    _write_notes(settings.quarantine_root / batch, notes)
-    return JsonBatchResult(
-        batch,
-        tables.finish(),
-        pl.DataFrame(quarantine_rows, schema=QUARANTINE_SCHEMA, orient="row"),
-        pl.DataFrame(
-            [
-                (k, c["records_in"], c["ingested"], c["duplicates"], c["quarantined"])
-                for k, c in sorted(per_file.items())
-            ],
-            schema=FILE_COUNTS_SCHEMA,
-            orient="row",
-        ),
-        states,
-        tables.counts,
+    def locate(self, path: Path, name: str) -> int:
+        """A number for a file whose rows are registered by location (see :class:`Seen`)."""
+        self.located_files.append((path, name))
+        return len(self.located_files) - 1
+
+    def resolve_deferred(self) -> None:
+        """Records equal in identity to a row made column-wise: duplicate when the first record,
+        read again and pseudonymised one by one, has the same digest; else conflicting."""
+        wanted: dict[int, set[int]] = defaultdict(set)
+        for entry in self.deferred:
+            wanted[entry.location >> 32].add(entry.location & 0xFFFFFFFF)
+        digests: dict[int, int] = {}
+        for number, lines in wanted.items():
+            path, name = self.located_files[number]
+            for record in read_file(path, name):
+                if record.line not in lines:
+                    continue
+                try:
+                    resource, full_url = _resource_of(record)
+                    pseudonymised, _ = self.engine.apply(resource, full_url)
+                except Exception:
+                    continue
+                digests[(number << 32) | record.line] = _h64(
+                    orjson.dumps(pseudonymised, option=orjson.OPT_SORT_KEYS)
+                )
+        for entry in self.deferred:
+            if digests.get(entry.location) == entry.digest:
+                self.duplicate(entry.key)
+            else:
+                self.quarantine(
+                    entry.record,
+                    entry.key,
+                    "conflicting_version",
+                    "same resource id as an earlier record, different content",
+                )
+        self.deferred = []
+
+    def result(self) -> JsonBatchResult:
+        self.resolve_deferred()
+        _write_notes(self.settings.quarantine_root / self.batch, self.notes)
+        return JsonBatchResult(
+            self.batch,
+            self.tables.finish(),
+            pl.DataFrame(self.quarantine_rows, schema=QUARANTINE_SCHEMA, orient="row"),
+            pl.DataFrame(
+                [
+                    (k, c["records_in"], c["ingested"], c["duplicates"], c["quarantined"])
+                    for k, c in sorted(self.per_file.items())
+                ],
+                schema=FILE_COUNTS_SCHEMA,
+                orient="row",
+            ),
+            self.states,
+            self.tables.counts,
+        )
+
+
+def ingest_json_batch(
+    batch: str,
+    folder: Path,
+    settings: JsonIngestSettings,
+    known_subjects: dict[str, Subject] | None = None,
+    known_resources: dict[tuple[str, str], str] | None = None,
+    spill: Path | None = None,
+    vectorised: bool = True,
+) -> JsonBatchResult:
+    """Ingest ``folder`` as ``batch``; ``known_*`` come from earlier batches (references, duplicates).
+
+    ``vectorised`` (default): FHIR Bulk Data NDJSON files are read column-wise, with the same rows,
+    pseudonyms and quarantine; Bundles, JSON documents, declared records and every line that path
+    cannot vouch for are read one by one. ``vectorised=False`` reads everything one by one."""
+    pseudonymiser = Pseudonymiser(settings.key, settings.max_date_shift_days)
+    context = FhirContext(
+        pseudonymiser,
+        settings.provider.name,
+        settings.provider.national_identifier_systems,
+        settings.provider.birth_date,
+        subjects=dict(known_subjects or {}),
     )
+    run = _Run(batch, settings, context, known_resources, spill)
+    fast = None
+    if vectorised:
+        from hdh_assets.clinical.vectorised import NdjsonFastPath
+
+        fast = NdjsonFastPath(run)
+    _learn(context, folder, settings.provider, fast)
+    for path in batch_files(folder):
+        name = path.relative_to(folder).as_posix()
+        if fast is not None and _is_ndjson(name) and not settings.provider.declared_for(name):
+            fast.ingest_file(path, name)
+            continue
+        for record in read_file(path, name):
+            run.process(record)
+    return run.result()
 
 
 def _write_notes(folder: Path, notes: list[dict]) -> None:

@@ -17,6 +17,7 @@ import hmac
 import re
 from dataclasses import dataclass, field
 
+from hdh_assets.pseudonymisation.bulk import date_offsets, remap_ids
 from hdh_assets.pseudonymisation.identifiers import InvalidNationalIdentifier
 from hdh_assets.pseudonymisation.subjects import Pseudonymiser
 
@@ -152,6 +153,22 @@ class FhirContext:
             self._remapped[resource_id] = remapped
         return remapped
 
+    def remap_many(self, resource_ids: list[str]) -> list[str]:
+        """``[self.remap(i) for i in resource_ids]``, the missing ones hashed in one go."""
+        memo = self._remapped
+        missing = list(dict.fromkeys(i for i in resource_ids if i not in memo))
+        if missing:
+            if len(memo) + len(missing) > REMAP_MEMO_SIZE:
+                memo.clear()
+            memo.update(
+                zip(missing, remap_ids(self.pseudonymiser.key, self.provider, missing), strict=True)
+            )
+            if len(memo) > REMAP_MEMO_SIZE:  # more new ids than the memo holds: answer, forget
+                answer = [memo[i] for i in resource_ids]
+                memo.clear()
+                return answer
+        return [memo[i] for i in resource_ids]
+
     def offset(self, subject: Subject) -> int:
         days = self._offsets.get(subject.pseudonym)
         if days is None:
@@ -159,6 +176,23 @@ class FhirContext:
                 subject.pseudonym
             )
         return days
+
+    def offsets_many(self, subjects: list[Subject | None]) -> list[int]:
+        """``[self.offset(s) if s else 0 for s in subjects]``, the missing ones in one go."""
+        memo = self._offsets
+        missing = list(
+            dict.fromkeys(s.pseudonym for s in subjects if s and s.pseudonym not in memo)
+        )
+        if missing:
+            pseudonymiser = self.pseudonymiser
+            memo.update(
+                zip(
+                    missing,
+                    date_offsets(pseudonymiser.key, pseudonymiser.max_date_shift_days, missing),
+                    strict=True,
+                )
+            )
+        return [memo[s.pseudonym] if s else 0 for s in subjects]
 
     def register_patient(self, patient: dict, full_url: str | None = None) -> Subject:
         subject = patient_subject(
