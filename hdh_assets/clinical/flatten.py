@@ -61,6 +61,8 @@ def _when(value: str | None) -> dt.datetime | None:
 
 def _ref_id(resource: dict, name: str) -> str | None:
     reference = _get(resource, f"{name}.reference", str, resource["resourceType"])
+    if reference and reference.startswith("#"):
+        return None  # contained: a local id the provider wrote, not one of ours
     if reference and reference.startswith("urn:uuid:"):
         return reference.removeprefix("urn:uuid:")
     return reference.split("/", 1)[1] if reference and "/" in reference else None

@@ -1630,10 +1630,9 @@ class NdjsonFastPath:
         context = self.context
         plain = refs.str.extract(r"^[A-Za-z]+/([A-Za-z0-9\-.]{1,64})$", 1)
         others = refs.filter(plain.is_null() & refs.is_not_null()).unique().to_list()
-        targets, contained = {}, {}
+        targets = {}
         for reference in others:
-            if reference.startswith("#"):  # contained: kept as it is, never remapped
-                contained[reference] = reference.split("/", 1)[1] if "/" in reference else None
+            if reference.startswith("#"):  # contained: a provider's local id, never output
                 continue
             target = parse_reference(reference, context.full_urls)
             targets[reference] = target[1] if target is not None else None  # or "unresolved"
@@ -1644,12 +1643,7 @@ class NdjsonFastPath:
             )
         distinct = ids.drop_nulls().unique()
         remapped = pl.Series(context.remap_many(distinct.to_list()), dtype=pl.String)
-        out = ids.replace_strict(distinct, remapped, default=None, return_dtype=pl.String)
-        if contained:
-            out = out.fill_null(
-                refs.replace_strict(contained, default=None, return_dtype=pl.String)
-            )
-        return out
+        return ids.replace_strict(distinct, remapped, default=None, return_dtype=pl.String)
 
     def _types(self, chunk: _Chunk, fit: np.ndarray) -> dict[str, np.ndarray]:
         """Fit lines by resource type, read from the line's start (``{"resourceType":"X"``);

@@ -30,6 +30,13 @@ NEEDLES = [
 ]
 
 LEAKY = {
+    "contained reference": {
+        "resourceType": "Observation",
+        "id": "obs-c",
+        "subject": REF,
+        "encounter": {"reference": "#Encounter/LEAKNAME"},
+        "contained": [{"resourceType": "Encounter", "id": "LEAKNAME", "status": "finished"}],
+    },
     "contained person": {
         "resourceType": "Consent",
         "id": "c1",
