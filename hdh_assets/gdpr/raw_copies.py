@@ -164,7 +164,9 @@ class ScrubReport:
 
 
 def _kind(path: Path) -> str:
-    """zip, tar, gzip, parquet or plain, by content first (as ingestion recognises archives)."""
+    """zip, tar, gzip, parquet or plain, by content first. Broader than ingestion's own
+    recognition (it also opens a gzip to see whether a tar is inside, and reads the ustar
+    header): erasure must not miss an archive whatever its name."""
     with path.open("rb") as handle:
         head = handle.read(4)
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):

@@ -18,8 +18,9 @@ import polars as pl
 import yaml
 
 from hdh_assets import owners
+from hdh_assets.files import remove_tree
 from hdh_assets.gdpr.exclusions import excluded_pseudonyms
-from hdh_assets.products.releases import ReleaseStore, make_writable
+from hdh_assets.products.releases import ReleaseStore
 from hdh_assets.validation import documented_columns
 from hdh_assets.workspaces.config import (
     current_specs,
@@ -353,9 +354,7 @@ def decommission(
     for project in sorted(projects):
         project_root = home.workspaces / project
         grants_removed = remove_grants(project_root)
-        if project_root.exists():
-            make_writable(project_root)
-            shutil.rmtree(project_root)
+        remove_tree(project_root)
         lake_partitions = _drop_lake_partitions(home.lake, project)
         if project in instance.get_dynamic_partitions(PROJECTS.name):
             instance.delete_dynamic_partition(PROJECTS.name, project)

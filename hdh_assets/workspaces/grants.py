@@ -73,24 +73,19 @@ def _extract(release, target: Path, excluded: set[str]) -> tuple[dict, pl.DataFr
         relative = source.relative_to(release.data)
         destination = target / "data" / relative
         destination.parent.mkdir(parents=True, exist_ok=True)
-        if column and excluded:
+        if column and excluded:  # filtered: read once, counted, written
             frame = pl.read_parquet(source)
             kept = frame.filter(~pl.col(column).is_in(sorted(excluded)))
             removed += frame.height - kept.height
             kept.write_parquet(destination)
-        else:
+        else:  # the release's own bytes, so the extract's hash is the release's
             shutil.copy2(source, destination)
-        if column:
-            subjects = pl.read_parquet(destination, columns=[column])
-            per_subject.append(
-                subjects.group_by(column).len().rename({column: "subject_pseudonym"})
-            )
+            kept = pl.read_parquet(source, columns=[column]) if column else None
+        if kept is not None:
+            per_subject.append(kept.group_by(column).len().rename({column: "subject_pseudonym"}))
+        rows = kept.height if kept is not None else pq.read_metadata(destination).num_rows
         files.append(
-            {
-                "path": relative.as_posix(),
-                "rows": pq.read_metadata(destination).num_rows,
-                "sha256": file_sha256(destination),
-            }
+            {"path": relative.as_posix(), "rows": rows, "sha256": file_sha256(destination)}
         )
     counts = (
         pl.concat(per_subject).group_by("subject_pseudonym").agg(pl.col("len").sum().alias("rows"))
