@@ -153,7 +153,7 @@ def ingest_json(
     batch, runs = _land_and_run(home, instance, "json", path, batch, tags)
     value = _latest_metadata(instance, clinical_key("patients"), batch)
     quarantine = _latest_metadata(instance, QUARANTINE_KEY, batch)
-    counts = ("records_in", "ingested", "duplicates", "quarantined")
+    counts = ("records_in", "ingested", "newer_versions", "duplicates", "quarantined")
     return {
         "batch": batch,
         "provider": value.get("provider"),

@@ -8,6 +8,7 @@ import pandera.polars as pa
 import polars as pl
 
 from hdh_assets import owners
+from hdh_assets.clinical.earlier import EarlierBatches
 from hdh_assets.clinical.flatten import ALL_TABLES, TABLES
 from hdh_assets.clinical.ingest import QUARANTINE_SCHEMA, JsonIngestSettings, ingest_json_batch
 from hdh_assets.clinical.providers import provider_named
@@ -38,7 +39,7 @@ DESCRIPTIONS = {
     "allergy_intolerances": "Allergies and intolerances with code, status, criticality and shifted dates.",
     "codings": "Every Coding of every resource, exploded: resource, path of the CodeableConcept, system, code.",
     "other_resources": "Every other resource type, with its subject, first date and pseudonymised JSON, so nothing is lost.",
-    "declared_records": "Non-FHIR JSON records a provider declared with a JSON Schema: record type, subject pseudonym, pseudonymised JSON (dates shifted, declared fields removed).",
+    "declared_records": "Non-FHIR JSON records a provider declared with a JSON Schema or a pandera schema: record type, subject pseudonym, pseudonymised JSON (dates shifted, declared fields removed).",
 }
 COLUMN_TEXT = {
     "id": "resource id, remapped with the key",
@@ -117,6 +118,23 @@ def known_patients(lake_root: Path, batch: str) -> dict[str, Subject]:
         return {}
     frame = pl.scan_parquet(files).select("id", "subject_pseudonym", "subject_kind").collect()
     return {row[0]: Subject(row[1], row[2]) for row in frame.iter_rows()}
+
+
+def earlier_batches(lake_root: Path, before: set[str]) -> EarlierBatches:
+    """What the batches delivered before this one hold: a resource sent again is a duplicate."""
+    lake = Lake(lake_root)
+    tables = {}
+    for table, schema in ALL_TABLES.items():
+        files = lake.table(clinical_key(table).path).files_of("batch", before.__contains__)
+        if files:
+            tables[table] = pl.scan_parquet([str(f) for f in files]).select(list(schema))
+    return EarlierBatches(tables)
+
+
+def batches_before(context: dg.AssetExecutionContext, batch: str) -> set[str]:
+    """Batches registered (by the landing sensor, in arrival order) before this one."""
+    registered = context.instance.get_dynamic_partitions(BATCHES.name)
+    return set(registered[: registered.index(batch)]) if batch in registered else set()
 
 
 def without_excluded_people(
@@ -223,11 +241,19 @@ def json_ingestion(
     earlier = known_patients(home.lake, batch)
     spill = home.store / ".staging" / "json" / batch
     shutil.rmtree(spill, ignore_errors=True)  # what a crashed run left
-    result = ingest_json_batch(batch, folder, settings, known_subjects=earlier, spill=spill)
+    result = ingest_json_batch(
+        batch,
+        folder,
+        settings,
+        known_subjects=earlier,
+        earlier=earlier_batches(home.lake, batches_before(context, batch)),
+        spill=spill,
+    )
     summary = result.summary()
     context.log.info(
         f"batch {batch}: {summary['records_in']} records in {summary['files']} files, "
-        f"{summary['ingested']} ingested, {summary['duplicates']} duplicates, "
+        f"{summary['ingested']} ingested ({summary['newer_versions']} newer versions of "
+        f"earlier batches' resources), {summary['duplicates']} duplicates, "
         f"{summary['quarantined']} quarantined"
     )
     tables = without_excluded_people(
@@ -247,7 +273,16 @@ def json_ingestion(
         metadata = {"resource_type": RESOURCE_TYPE_OF.get(table, table)}
         if table == "patients":
             metadata.update(
-                {k: summary[k] for k in ("records_in", "ingested", "duplicates", "quarantined")}
+                {
+                    k: summary[k]
+                    for k in (
+                        "records_in",
+                        "ingested",
+                        "newer_versions",
+                        "duplicates",
+                        "quarantined",
+                    )
+                }
             )
             metadata["rows_by_table"] = dg.MetadataValue.json(summary["rows_by_table"])
             metadata["code_systems"] = dg.MetadataValue.json(systems)

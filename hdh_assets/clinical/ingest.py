@@ -16,15 +16,16 @@ import hashlib
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import orjson
 import polars as pl
 
-from hdh_assets.clinical.declared import pseudonymise_declared
+from hdh_assets.clinical.declared import DeclaredRecords, pseudonymise_declared
+from hdh_assets.clinical.earlier import EarlierBatches, fingerprints
 from hdh_assets.clinical.flatten import ALL_TABLES, flatten
+from hdh_assets.clinical.identity import declared_identity, h64, id_identity
 from hdh_assets.clinical.providers import Provider
 from hdh_assets.clinical.reader import NDJSON_SUFFIXES, RawRecord, batch_files, read_file
 from hdh_assets.pseudonymisation.fhir import (
@@ -36,6 +37,7 @@ from hdh_assets.pseudonymisation.fhir import (
 from hdh_assets.pseudonymisation.subjects import Pseudonymiser
 
 CHUNK_ROWS = 50_000
+DECLARED_CHUNK = 5_000  # declared records validated per call
 QUARANTINE_SCHEMA = {
     "file_key": pl.String,
     "line": pl.Int64,
@@ -59,33 +61,9 @@ class JsonIngestSettings:
     max_date_shift_days: int = 365
 
 
-def _h64(value: str | bytes) -> int:
-    data = value.encode() if isinstance(value, str) else value
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
-
-
 def file_key(batch: str, name: str) -> str:
     """An opaque, stable name for a landed file (file names may carry identifiers)."""
     return hashlib.sha256(f"{batch}/{name}".encode()).hexdigest()[:16]
-
-
-_ID_BITS = (1 << 60) - 1
-
-
-@lru_cache(maxsize=1024)
-def type_salt(resource_type: str) -> int:
-    return _h64(f"resource-type:{resource_type}") & _ID_BITS
-
-
-def id_identity(resource_type: str, remapped_id: str) -> int:
-    """A resource's identity (type, remapped id) as a 63-bit integer. Remapped ids are keyed
-    hashes already: their first 60 bits, mixed with the type, are computed column-wise alike."""
-    if len(remapped_id) == 32:
-        try:
-            return int(remapped_id[:15], 16) ^ type_salt(resource_type)
-        except ValueError:
-            pass
-    return _h64(repr((resource_type, remapped_id))) >> 1
 
 
 class Seen:
@@ -95,6 +73,7 @@ class Seen:
     Located identities are kept in sorted numpy arrays: 16 bytes each."""
 
     MAX_LEVELS = 8
+    EARLIER = -2  # the location of a resource an earlier batch holds
 
     def __init__(self, digests: dict[int, int] | None = None) -> None:
         self.digests: dict[int, int] = dict(digests or {})
@@ -110,6 +89,19 @@ class Seen:
         self.digests[identity] = digest
         if self._pending is not None:
             self._pending.append(identity)
+
+    def add_earlier(self, identities: np.ndarray) -> None:
+        """Resources of earlier batches: every record with one of these identities is read one
+        by one, and compared with the earlier rows at the end (:mod:`clinical.earlier`)."""
+        if len(identities):
+            self._add_level(identities.astype(np.int64), np.full(len(identities), self.EARLIER))
+
+    def is_earlier(self, identity: int) -> bool:
+        for keys, locations in self._levels:
+            low, high = np.searchsorted(keys, identity), np.searchsorted(keys, identity, "right")
+            if (locations[low:high] == self.EARLIER).any():
+                return True
+        return False
 
     def add_located(self, identities: np.ndarray, locations: np.ndarray) -> None:
         if len(identities):
@@ -226,6 +218,7 @@ class JsonBatchResult:
             "records_in": int(self.per_file["records_in"].sum() or 0),
             "ingested": self.states["ingested"],
             "duplicates": self.states["duplicate"],
+            "newer_versions": self.states["newer_version"],
             "quarantined": self.states["quarantined"],
             "quarantined_by_reason": reasons,
             "rows_by_table": {t: self.rows[t] for t in self.tables},
@@ -307,7 +300,7 @@ class _Run:
         batch: str,
         settings: JsonIngestSettings,
         context: FhirContext,
-        known_resources: dict[tuple[str, str], str] | None,
+        earlier: EarlierBatches | None,
         spill: Path | None,
     ) -> None:
         self.batch = batch
@@ -316,8 +309,11 @@ class _Run:
         self.pseudonymiser = context.pseudonymiser
         self.engine = FhirPseudonymiser(context)
         # identity -> content digest, both as integers: a few dozen bytes per resource
-        self.seen = Seen({id_identity(*k): _h64(v) for k, v in (known_resources or {}).items()})
-        self.declared_seen: set[int] = set()
+        self.seen = Seen()
+        self.earlier = earlier or EarlierBatches()
+        self.declared_seen: set[int] = self.earlier.declared_identities()
+        self.seen.add_earlier(self.earlier.identities())
+        self.candidates: dict[tuple[str, str], tuple[str, dict[str, list[dict]]]] = {}
         self.tables = _Tables(spill)
         self.quarantine_rows: list[tuple] = []
         self.notes: list[dict] = []
@@ -351,8 +347,35 @@ class _Run:
         self.states["ingested"] += count
         self.per_file[key]["ingested"] += count
 
-    def process(self, record: RawRecord, key: str | None = None) -> None:
-        """One record, read one by one: pseudonymise, check duplicates, flatten, count."""
+    def process_declared_file(self, path: Path, name: str, declared: DeclaredRecords) -> None:
+        """A file of declared records, validated a chunk at a time (one pandera call each)."""
+        chunk: list[RawRecord] = []
+        for record in read_file(path, name):
+            chunk.append(record)
+            if len(chunk) == DECLARED_CHUNK:
+                self._declared_chunk(chunk, declared)
+                chunk = []
+        self._declared_chunk(chunk, declared)
+
+    def _declared_chunk(self, chunk: list[RawRecord], declared: DeclaredRecords) -> None:
+        records: dict[int, dict] = {}
+        for at, record in enumerate(chunk):
+            try:
+                value = None if record.error else _parsed(record)
+            except InvalidRecord:
+                continue  # quarantined by process()
+            if isinstance(value, dict):
+                records[at] = value
+        found = declared.violations(list(records.values())) if records else []
+        problems = dict(zip(records, found, strict=True))
+        for at, record in enumerate(chunk):
+            self.process(record, problems=problems.get(at))
+
+    def process(
+        self, record: RawRecord, key: str | None = None, problems: list[str] | None = None
+    ) -> None:
+        """One record, read one by one: pseudonymise, check duplicates, flatten, count.
+        ``problems``: a declared record's violations, when its chunk was validated already."""
         key = key or self.key_of(record.file)
         self.per_file[key]["records_in"] += 1
         if record.error:
@@ -362,10 +385,14 @@ class _Run:
         try:
             if declared is not None:
                 fields, pseudonym = pseudonymise_declared(
-                    _parsed(record), declared, self.pseudonymiser, self.settings.provider.name
+                    _parsed(record),
+                    declared,
+                    self.pseudonymiser,
+                    self.settings.provider.name,
+                    problems,
                 )
                 text = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
-                identity = _h64(b"declared:" + declared.name.encode() + text)
+                identity = declared_identity(declared.name, text)
                 if identity in self.declared_seen:
                     self.duplicate(key)
                     return
@@ -384,7 +411,7 @@ class _Run:
                 return
             resource, full_url = _resource_of(record)
             pseudonymised, subject = self.engine.apply(resource, full_url)
-            digest = _h64(orjson.dumps(pseudonymised, option=orjson.OPT_SORT_KEYS))
+            digest = h64(orjson.dumps(pseudonymised, option=orjson.OPT_SORT_KEYS))
             # a resource without id is known by its content: equal ones are duplicates
             rid = pseudonymised.get("id")
             identity = id_identity(pseudonymised["resourceType"], rid) if rid else digest >> 1
@@ -417,9 +444,32 @@ class _Run:
             )
             return
         self.seen.add_digest(identity, digest)
+        if rid and self.seen.is_earlier(identity):
+            self.candidates[(pseudonymised["resourceType"], rid)] = (key, rows)
+            if len(self.candidates) >= CHUNK_ROWS:
+                self.resolve_candidates()
+            return
+        self.add_rows(key, rows)
+
+    def add_rows(self, key: str, rows: dict[str, list[dict]]) -> None:
         for table, table_rows in rows.items():
             self.tables.add(table, table_rows)
         self.ingested(key)
+
+    def resolve_candidates(self) -> None:
+        """Resources an earlier batch holds: a duplicate when the rows are the same, else a
+        newer version, ingested here."""
+        if not self.candidates:
+            return
+        held = self.earlier.fingerprints(self.candidates)
+        made = fingerprints({owner: rows for owner, (_, rows) in self.candidates.items()})
+        for owner, (key, rows) in self.candidates.items():
+            if held.get(owner) == made.get(owner):
+                self.duplicate(key)
+            else:
+                self.states["newer_version"] += 1
+                self.add_rows(key, rows)
+        self.candidates = {}
 
     def locate(self, path: Path, name: str) -> int:
         """A number for a file whose rows are registered by location (see :class:`Seen`)."""
@@ -443,7 +493,7 @@ class _Run:
                     pseudonymised, _ = self.engine.apply(resource, full_url)
                 except Exception:
                     continue
-                digests[(number << 32) | record.line] = _h64(
+                digests[(number << 32) | record.line] = h64(
                     orjson.dumps(pseudonymised, option=orjson.OPT_SORT_KEYS)
                 )
         for entry in self.deferred:
@@ -460,6 +510,7 @@ class _Run:
 
     def result(self) -> JsonBatchResult:
         self.resolve_deferred()
+        self.resolve_candidates()
         _write_notes(self.settings.quarantine_root / self.batch, self.notes)
         return JsonBatchResult(
             self.batch,
@@ -483,11 +534,12 @@ def ingest_json_batch(
     folder: Path,
     settings: JsonIngestSettings,
     known_subjects: dict[str, Subject] | None = None,
-    known_resources: dict[tuple[str, str], str] | None = None,
+    earlier: EarlierBatches | None = None,
     spill: Path | None = None,
     vectorised: bool = True,
 ) -> JsonBatchResult:
-    """Ingest ``folder`` as ``batch``; ``known_*`` come from earlier batches (references, duplicates).
+    """Ingest ``folder`` as ``batch``. ``known_subjects`` are the Patients of other batches (so
+    references resolve); ``earlier`` what batches delivered before this one hold (duplicates).
 
     ``vectorised`` (default): FHIR Bulk Data NDJSON files are read column-wise, with the same rows,
     pseudonyms and quarantine; Bundles, JSON documents, declared records and every line that path
@@ -500,7 +552,7 @@ def ingest_json_batch(
         settings.provider.birth_date,
         subjects=dict(known_subjects or {}),
     )
-    run = _Run(batch, settings, context, known_resources, spill)
+    run = _Run(batch, settings, context, earlier, spill)
     fast = None
     if vectorised:
         from hdh_assets.clinical.vectorised import NdjsonFastPath
@@ -509,7 +561,11 @@ def ingest_json_batch(
     _learn(context, folder, settings.provider, fast)
     for path in batch_files(folder):
         name = path.relative_to(folder).as_posix()
-        if fast is not None and _is_ndjson(name) and not settings.provider.declared_for(name):
+        declared = settings.provider.declared_for(name)
+        if declared is not None:
+            run.process_declared_file(path, name, declared)
+            continue
+        if fast is not None and _is_ndjson(name):
             fast.ingest_file(path, name)
             continue
         for record in read_file(path, name):

@@ -10,7 +10,7 @@ FHIR export needs no configuration.
       chu-bordeaux:
         national_identifier_systems: ["urn:oid:1.2.250.1.213.1.4.8"]
         birth_date: year        # year | month | none
-        records:                # JSON that is not FHIR, with a declared JSON Schema
+        records:                # JSON that is not FHIR, with a declared schema
           - name: registry_visits
             files: "visits*.ndjson"
             schema: schemas/visits.schema.json    # relative to this file
@@ -45,7 +45,7 @@ class Provider:
     name: str = DEFAULT_PROVIDER
     national_identifier_systems: tuple[str, ...] = NATIONAL_SYSTEMS
     birth_date: str = "year"
-    records: tuple[DeclaredRecords, ...] = ()  # non-FHIR JSON with a declared JSON Schema
+    records: tuple[DeclaredRecords, ...] = ()  # non-FHIR JSON with a declared schema
 
     def declared_for(self, file_name: str) -> DeclaredRecords | None:
         return next((spec for spec in self.records if spec.matches(file_name)), None)

@@ -58,7 +58,7 @@ import pyarrow as pa
 import pyarrow.json as pj
 
 from hdh_assets.clinical.flatten import ALL_TABLES, TABLES, VALUE_COLUMNS
-from hdh_assets.clinical.ingest import type_salt
+from hdh_assets.clinical.identity import type_salt
 from hdh_assets.clinical.reader import RawRecord
 from hdh_assets.pseudonymisation.bulk import provider_pseudonyms, remap_ids, subject_pseudonyms
 from hdh_assets.pseudonymisation.fhir import REMOVED_KEYS, Subject, parse_reference

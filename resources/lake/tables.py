@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -175,11 +175,15 @@ class LakeTable:
 
     def files_outside(self, column: str, excluded: str) -> list[UPath]:
         """Data files of every partition but ``excluded`` (what other batches already hold)."""
+        return self.files_of(column, lambda key: key != excluded)
+
+    def files_of(self, column: str, wanted: Callable[[str], bool]) -> list[UPath]:
+        """Data files of the partitions (on ``column``) whose key is ``wanted``."""
         spec = PartitionSpec((column,))
         return [
             f
             for (key,) in self.partitions(spec)
-            if key != excluded
+            if wanted(key)
             for f in self.parquet_files(self.partition_path(spec, [key]))
         ]
 

@@ -69,3 +69,35 @@ def test_synthea_style_export_through_the_command(hdh_home, tmp_path, monkeypatc
     )
     assert unknown.exit_code == 2 and "nobody" in unknown.output
     assert not (hdh_home.landing / "json" / "x").exists()
+
+
+def test_an_export_landed_twice_is_ingested_once(hdh_home, tmp_path):
+    export = tmp_path / "export"
+    synthea_style_export(export, patients=3, seed=4)
+
+    def ingest(*args: str) -> dict:
+        result = CliRunner().invoke(cli, [*args, "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    first = ingest("ingest", "json", str(export), "--batch", "monday")
+    again = ingest("ingest", "json", str(export), "--batch", "tuesday")
+    assert first["ingested"] > 0 and first["records_in"] == again["records_in"]
+    assert again["ingested"] == 0 and again["newer_versions"] == 0
+    assert again["duplicates"] == again["records_in"] - again["quarantined"]
+
+    # re-running the first batch later does not turn its resources into duplicates of the second
+    from hdh_assets.definitions import ALL_ASSETS
+    from hdh_cli.ingest import batch_selection
+
+    rerun = CliRunner().invoke(
+        cli, ["materialize", batch_selection("json", ALL_ASSETS), "--partition", "monday"]
+    )
+    assert rerun.exit_code == 0, rerun.output
+    import polars as pl
+
+    from resources.lake.tables import Lake
+
+    patients = Lake(hdh_home.lake).table(["clinical", "patients"])
+    rows = pl.scan_parquet([str(f) for f in patients.parquet_files()]).collect()
+    assert rows.height == 3 and rows["id"].n_unique() == 3

@@ -101,3 +101,130 @@ def test_a_bad_declaration_is_refused_with_the_file_named(tmp_path):
     )
     with pytest.raises(ProviderConfigError, match=r"missing\.json"):
         load_providers(config)
+
+
+LAB_MODEL = """
+from typing import Optional
+
+import pandera.polars as pa
+import polars as pl
+
+
+class LabResults(pa.DataFrameModel):
+    nir: str
+    sampled_on: pl.Date
+    analyte: str = pa.Field(isin=["HBA1C", "LDL"])
+    value: float = pa.Field(ge=0)
+    unit: Optional[str] = pa.Field(nullable=True)
+    technician: Optional[str] = pa.Field(nullable=True)
+
+    class Config:
+        strict = True
+
+
+NOT_A_SCHEMA = {"nir": str}
+"""
+
+
+def _lab_provider(tmp_path, reference="schemas/labs.py:LabResults"):
+    (tmp_path / "schemas").mkdir(exist_ok=True)
+    (tmp_path / "schemas" / "labs.py").write_text(LAB_MODEL)
+    config = tmp_path / "providers.yaml"
+    config.write_text(
+        "providers:\n  lab:\n    records:\n      - name: lab_results\n"
+        "        files: 'labs*.ndjson'\n"
+        f"        pandera: {reference}\n        subject_field: nir\n"
+        "        date_fields: [sampled_on]\n        remove_fields: [technician]\n"
+    )
+    return load_providers(config)["lab"]
+
+
+@pytest.mark.parametrize("chunk", [3, 5_000], ids=["small-chunks", "one-chunk"])
+def test_records_with_a_pandera_schema_are_validated_by_chunk(tmp_path, monkeypatch, chunk):
+    import hdh_assets.clinical.ingest as ingest
+
+    monkeypatch.setattr(ingest, "DECLARED_CHUNK", chunk)
+    provider = _lab_provider(tmp_path)
+    good = {
+        "nir": NIR,
+        "sampled_on": "2024-05-02",
+        "analyte": "HBA1C",
+        "value": 6.4,
+        "unit": "%",
+        "technician": "Paul Martin",
+    }
+    lines = [
+        orjson.dumps(good),
+        orjson.dumps({**good, "value": "very high"}),  # 2 wrong type
+        orjson.dumps({**good, "analyte": "XYZ"}),  # 3 not an accepted value
+        orjson.dumps({**good, "value": -1.0}),  # 4 below minimum
+        orjson.dumps({k: v for k, v in good.items() if k != "sampled_on"}),  # 5 missing
+        orjson.dumps({**good, "ward": "cardio"}),  # 6 not in the (strict) schema
+        orjson.dumps({**good, "sampled_on": "2024-13-45"}),  # 7 not a date
+        b'{"nir": ',  # 8 invalid JSON
+        orjson.dumps([good]),  # 9 not an object
+        orjson.dumps({**good, "value": 5, "unit": None}),  # 10 good: an int is a float, null unit
+        orjson.dumps(good),  # 11 duplicate of line 1
+    ]
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    (batch / "labs-2024.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    result = ingest_json_batch(
+        "b", batch, JsonIngestSettings(KEY, tmp_path / "q", provider=provider)
+    )
+    summary = result.summary()
+    assert (summary["records_in"], summary["ingested"], summary["duplicates"]) == (11, 2, 1)
+    assert summary["quarantined"] == 8
+    labs = file_key("b", "labs-2024.ndjson")
+    quarantine = {(r["file_key"], r["line"]): r for r in result.quarantine.to_dicts()}
+    reasons = {line: quarantine[(labs, line)]["reason"] for _, line in quarantine}
+    assert reasons == {
+        **{line: "schema_violation" for line in (2, 3, 4, 5, 6, 7)},
+        8: "invalid_json",
+        9: "not_a_record",
+    }
+    message = {line: quarantine[(labs, line)]["message"] for line in range(2, 8)}
+    assert "value: type" in message[2]
+    assert "analyte: isin" in message[3]
+    assert "value: greater_than_or_equal_to(0)" in message[4]
+    assert "sampled_on: required" in message[5]
+    assert "ward: not in schema" in message[6]
+    assert "sampled_on: type" in message[7]
+    text = " ".join(result.quarantine["message"])
+    assert not [v for v in ("very high", "XYZ", "cardio", "2024-13-45", NIR) if v in text]
+    rows = result.tables["declared_records"].to_dicts()
+    pseudonymiser = Pseudonymiser(KEY)
+    pseudonym = pseudonymiser.subject_pseudonym(NIR)
+    shifted = dt.date(2024, 5, 2) + dt.timedelta(days=pseudonymiser.date_offset_days(pseudonym))
+    stored = sorted((json.loads(r["json"]) for r in rows), key=lambda r: r["value"])
+    assert stored == [
+        {"sampled_on": shifted.isoformat(), "analyte": "HBA1C", "value": 5, "unit": None},
+        {"sampled_on": shifted.isoformat(), "analyte": "HBA1C", "value": 6.4, "unit": "%"},
+    ]
+    assert {r["subject_pseudonym"] for r in rows} == {pseudonym}
+    assert {r["record_type"] for r in rows} == {"lab_results"}
+
+
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [
+        ("schemas/missing.py:LabResults", r"missing\.py not found"),
+        ("schemas/labs.py:Nobody", r"cannot be loaded \(AttributeError\)"),
+        ("schemas/labs.py:NOT_A_SCHEMA", "not a pandera polars DataFrameModel"),
+        ("LabResults", "must be 'file.py:Name'"),
+        ("no_such_module_here:X", r"cannot be loaded \(ModuleNotFoundError\)"),
+    ],
+)
+def test_a_bad_pandera_reference_is_refused_with_the_reason(tmp_path, reference, expected):
+    with pytest.raises(ProviderConfigError, match=expected) as raised:
+        _lab_provider(tmp_path, reference)
+    assert "providers.yaml" in str(raised.value) and "lab_results" in str(raised.value)
+
+
+def test_a_pandera_schema_can_be_named_by_module(tmp_path, monkeypatch):
+    (tmp_path / "lab_schemas.py").write_text(LAB_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    provider = _lab_provider(tmp_path, "lab_schemas:LabResults")
+    found = provider.records[0].violations([{"nir": NIR, "technician": None}])[0]
+    assert {"analyte: required", "sampled_on: required", "value: required"} <= set(found)
+    assert "technician: required" not in found and not [f for f in found if f.startswith("nir")]

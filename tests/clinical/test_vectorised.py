@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 import hdh_assets.clinical.vectorised as vectorised
+from hdh_assets.clinical.earlier import EarlierBatches
 from hdh_assets.clinical.ingest import JsonIngestSettings, _Run, ingest_json_batch
 from hdh_assets.clinical.providers import Provider
 from hdh_assets.pseudonymisation import Pseudonymiser
@@ -46,9 +47,9 @@ def _both(folder: Path, tmp_path: Path, **kwargs):
     calls = []
     original = _Run.process
 
-    def counted(self, record, key=None):
+    def counted(self, record, key=None, problems=None):
         calls.append(record)
-        return original(self, record, key)
+        return original(self, record, key, problems)
 
     _Run.process = counted
     try:
@@ -385,9 +386,14 @@ def test_hostile_lines_in_small_chunks(tmp_path, monkeypatch):
 def test_resources_known_from_earlier_batches(tmp_path):
     folder = tmp_path / "hostile"
     _hostile_batch(folder)
-    known = {("Observation", remap_id(KEY, "default", "last")): "{}"}
-    slow, fast, _ = _both(folder, tmp_path, known_resources=known)
+    settings = JsonIngestSettings(KEY, tmp_path / "quarantine")
+    first = ingest_json_batch("a", folder, settings, vectorised=False)
+    earlier = EarlierBatches(
+        {t: f.lazy().filter(pl.int_range(pl.len()) % 2 == 0) for t, f in first.tables.items()}
+    )  # every other row: some resources are duplicates, the others are not
+    slow, fast, _ = _both(folder, tmp_path, earlier=earlier)
     _assert_same(slow, fast)
+    assert 0 < slow.summary()["duplicates"] < slow.summary()["records_in"]
 
 
 def test_batched_keyed_hashes_are_the_per_value_ones():

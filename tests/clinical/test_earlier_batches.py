@@ -1,0 +1,139 @@
+"""A resource delivered again in a later batch is a duplicate, not a second row; a changed one is
+a newer version. Compared on the rows the lake holds, so NDJSON and Bundle deliveries match."""
+
+import json
+import shutil
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pytest
+
+from hdh_assets.clinical.earlier import EarlierBatches
+from hdh_assets.clinical.flatten import ALL_TABLES
+from hdh_assets.clinical.ingest import JsonIngestSettings, ingest_json_batch
+
+KEY = bytes(range(11, 43))
+
+
+def _settings(tmp_path: Path) -> JsonIngestSettings:
+    return JsonIngestSettings(KEY, tmp_path / "quarantine")
+
+
+def _earlier(*results) -> EarlierBatches:
+    """What the lake would hold after these batches (the asset reads the same from Parquet)."""
+    return EarlierBatches({t: pl.concat([r.tables[t].lazy() for r in results]) for t in ALL_TABLES})
+
+
+def _total_rows(result) -> int:
+    return sum(frame.lazy().select(pl.len()).collect().item() for frame in result.tables.values())
+
+
+@pytest.mark.parametrize("vectorised", [True, False], ids=["column-wise", "per-record"])
+def test_a_batch_delivered_twice_adds_no_row(sample_root, tmp_path, vectorised):
+    folder = sample_root / "landing" / "json" / "sample-seed7"
+    first = ingest_json_batch("first", folder, _settings(tmp_path), vectorised=vectorised)
+    again = ingest_json_batch(
+        "again", folder, _settings(tmp_path), earlier=_earlier(first), vectorised=vectorised
+    )
+    summary = again.summary()
+    assert summary["ingested"] == 0 and summary["newer_versions"] == 0
+    assert summary["records_in"] == first.summary()["records_in"]
+    assert summary["duplicates"] == summary["records_in"] - summary["quarantined"]
+    assert _total_rows(again) == 0 < _total_rows(first)
+    counts = again.per_file
+    assert (counts["records_in"] == counts["duplicates"] + counts["quarantined"]).all()
+
+
+def test_resources_sent_as_ndjson_then_in_bundles_are_duplicates(sample_root, tmp_path):
+    sample = sample_root / "landing" / "json" / "sample-seed7"
+    ndjson, bundles = tmp_path / "ndjson", tmp_path / "bundles"
+    ndjson.mkdir()
+    for path in sample.glob("*.ndjson"):
+        shutil.copy(path, ndjson)
+    shutil.copytree(sample / "bundles", bundles)
+    first = ingest_json_batch("first", ndjson, _settings(tmp_path))
+    second = ingest_json_batch("second", bundles, _settings(tmp_path), earlier=_earlier(first))
+    entries = sum(len(json.loads(p.read_text())["entry"]) for p in bundles.glob("*.json"))
+    summary = second.summary()
+    assert summary["records_in"] == entries == summary["duplicates"]
+    assert summary["ingested"] == 0
+
+
+@pytest.mark.parametrize("vectorised", [True, False], ids=["column-wise", "per-record"])
+def test_a_changed_resource_is_a_newer_version(tmp_path, vectorised):
+    patient = {"resourceType": "Patient", "id": "p1", "gender": "female"}
+
+    def observation(oid: str, value: float) -> dict:
+        return {
+            "resourceType": "Observation",
+            "id": oid,
+            "status": "final",
+            "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+            "effectiveDateTime": "2024-01-02T10:00:00Z",
+            "valueQuantity": {"value": value, "unit": "%"},
+        }
+
+    def batch(name: str, observations: list[dict]) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "Patient.ndjson").write_bytes(orjson.dumps(patient) + b"\n")
+        (folder / "Observation.ndjson").write_bytes(
+            b"".join(orjson.dumps(o) + b"\n" for o in observations)
+        )
+        return folder
+
+    first = ingest_json_batch(
+        "first",
+        batch("first", [observation("o1", 6.1), observation("o2", 7.0)]),
+        _settings(tmp_path),
+        vectorised=vectorised,
+    )
+    second = ingest_json_batch(
+        "second",
+        batch("second", [observation("o1", 6.1), observation("o2", 7.4), observation("o3", 5.9)]),
+        _settings(tmp_path),
+        earlier=_earlier(first),
+        vectorised=vectorised,
+    )
+    summary = second.summary()
+    assert summary["records_in"] == 4
+    assert summary["duplicates"] == 2  # the patient and o1, unchanged
+    assert summary["ingested"] == 2 and summary["newer_versions"] == 1  # o2 changed, o3 new
+    values = sorted(second.tables["observations"].lazy().collect()["value_quantity"].to_list())
+    assert values == [5.9, 7.4]
+    assert second.tables["codings"].lazy().collect().height == 2  # codings of o2 and o3 only
+    assert second.tables["patients"].lazy().collect().height == 0
+
+
+def test_declared_records_delivered_again_are_duplicates(tmp_path):
+    from hdh_assets.clinical.providers import load_providers
+
+    schema = {"type": "object", "required": ["nir", "score"]}
+    (tmp_path / "visits.schema.json").write_text(json.dumps(schema))
+    config = tmp_path / "providers.yaml"
+    config.write_text(
+        "providers:\n  registry:\n    records:\n      - name: visits\n"
+        "        files: 'visits*.ndjson'\n        schema: visits.schema.json\n"
+        "        subject_field: nir\n"
+    )
+    provider = load_providers(config)["registry"]
+    settings = JsonIngestSettings(KEY, tmp_path / "q", provider=provider)
+    records = [{"nir": "269054958815780", "score": s} for s in (1, 2)]
+
+    def batch(name: str, rows: list[dict]) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "visits.ndjson").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+        return folder
+
+    first = ingest_json_batch("first", batch("first", records), settings)
+    second = ingest_json_batch(
+        "second",
+        batch("second", [*records, {"nir": "269054958815780", "score": 3}]),
+        settings,
+        earlier=_earlier(first),
+    )
+    summary = second.summary()
+    assert (summary["records_in"], summary["duplicates"], summary["ingested"]) == (3, 2, 1)
