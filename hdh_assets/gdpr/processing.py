@@ -124,7 +124,13 @@ def plan_rectification(
         (pl.col("subject_pseudonym") == pseudonym) & pl.col("asset").is_in(source_assets)
     )
     rows = pl.concat([mine.select("asset", "partition"), corrected])
-    return _plan(rows, graph, built, present)
+    plan = _plan(rows, graph, built, present)
+    # the corrected batch goes after the rebuilds: ingested while the old partitions still hold
+    # the person, its unchanged resources would be taken for duplicates of rows about to go
+    last = [r for r in plan.runs if r.partition_range == (corrected_batch, corrected_batch)]
+    others = [r for r in plan.runs if r not in last]
+    plan.runs = [*others[:-1], *last, others[-1]]  # the unpartitioned run stays last
+    return plan
 
 
 def _plan(mine: pl.DataFrame, graph, built, present) -> ErasurePlan:
