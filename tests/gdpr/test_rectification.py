@@ -101,7 +101,9 @@ def test_a_rectified_birth_date_replaces_the_wrong_one_everywhere(hdh_home, tmp_
     assert _observations_of(home, pseudonym) == observations_before
     assert _patients(home).filter(pl.col("subject_pseudonym") != pseudonym).height == others_before
     # the old batch no longer carries the person; the corrected batch does
-    landed = b"".join(p.read_bytes() for p in (home.landing / "json" / "weekly-export").rglob("*.ndjson"))
+    landed = b"".join(
+        p.read_bytes() for p in (home.landing / "json" / "weekly-export").rglob("*.ndjson")
+    )
     assert PERSON.nir[:13].encode() not in landed
     assert PEOPLE[1].nir[:13].encode() in landed
     shown = json.loads(_hdh("rights", "show", request_id, "--json")[1])
