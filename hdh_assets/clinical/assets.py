@@ -8,10 +8,11 @@ import pandera.polars as pa
 import polars as pl
 
 from hdh_assets import owners
-from hdh_assets.clinical.earlier import EarlierBatches
+from hdh_assets.clinical.earlier import RANK, EarlierBatches
 from hdh_assets.clinical.flatten import ALL_TABLES, TABLES
 from hdh_assets.clinical.ingest import QUARANTINE_SCHEMA, JsonIngestSettings, ingest_json_batch
 from hdh_assets.clinical.providers import provider_named
+from hdh_assets.files import exclusive_lock
 from hdh_assets.gdpr.exclusions import excluded_pseudonyms
 from hdh_assets.landing.assets import landed_batch, landing_inventory_asset
 from hdh_assets.landing.batches import provider_of
@@ -120,21 +121,30 @@ def known_patients(lake_root: Path, batch: str) -> dict[str, Subject]:
     return {row[0]: Subject(row[1], row[2]) for row in frame.iter_rows()}
 
 
-def earlier_batches(lake_root: Path, before: set[str]) -> EarlierBatches:
-    """What the batches delivered before this one hold: a resource sent again is a duplicate."""
+def earlier_batches(lake_root: Path, before: list[str]) -> EarlierBatches:
+    """What the batches delivered before this one (in arrival order) hold: a resource sent
+    again is a duplicate of the latest of them holding it."""
     lake = Lake(lake_root)
+    rank = {batch: at for at, batch in enumerate(before)}
     tables = {}
     for table, schema in ALL_TABLES.items():
-        files = lake.table(clinical_key(table).path).files_of("batch", before.__contains__)
-        if files:
-            tables[table] = pl.scan_parquet([str(f) for f in files]).select(list(schema))
+        held = lake.table(clinical_key(table).path).files_by_partition("batch")
+        parts = [
+            pl.scan_parquet([str(f) for f in files])
+            .select(list(schema))
+            .with_columns(pl.lit(rank[batch], pl.Int32).alias(RANK))
+            for batch, files in held.items()
+            if batch in rank and files
+        ]
+        if parts:
+            tables[table] = pl.concat(parts, how="vertical")
     return EarlierBatches(tables)
 
 
-def batches_before(context: dg.AssetExecutionContext, batch: str) -> set[str]:
+def batches_before(context: dg.AssetExecutionContext, batch: str) -> list[str]:
     """Batches registered (by the landing sensor, in arrival order) before this one."""
     registered = context.instance.get_dynamic_partitions(BATCHES.name)
-    return set(registered[: registered.index(batch)]) if batch in registered else set()
+    return registered[: registered.index(batch)] if batch in registered else []
 
 
 def without_excluded_people(
@@ -224,6 +234,17 @@ def without_excluded_people(
     ],
 )
 def json_ingestion(
+    context: dg.AssetExecutionContext,
+    hdh_home: HomeResource,
+    pseudonymisation: PseudonymisationKeyResource,
+):
+    # one batch at a time, outputs written included: a batch compares its resources with what
+    # earlier batches hold, so it must not read one that is half written
+    with exclusive_lock(hdh_home.home.store / ".locks" / "json-ingestion.lock"):
+        yield from _ingest_json(context, hdh_home, pseudonymisation)
+
+
+def _ingest_json(
     context: dg.AssetExecutionContext,
     hdh_home: HomeResource,
     pseudonymisation: PseudonymisationKeyResource,

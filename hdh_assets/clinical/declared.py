@@ -52,6 +52,7 @@ class JsonSchemaRules:
     def __init__(self, schema: dict) -> None:
         jsonschema.Draft202012Validator.check_schema(schema)
         self.validator = jsonschema.Draft202012Validator(schema)
+        self.names = _property_names(schema)
 
     def violations(self, records: list[dict]) -> list[list[str]]:
         return [self._one(record) for record in records]
@@ -59,21 +60,42 @@ class JsonSchemaRules:
     def _one(self, record: dict) -> list[str]:
         found = []
         for error in sorted(
-            self.validator.iter_errors(record), key=lambda e: list(e.absolute_path)
+            self.validator.iter_errors(record), key=lambda e: [str(p) for p in e.absolute_path]
         ):
-            where = "/".join(str(p) for p in error.absolute_path) or "(record)"
-            found.append(f"{where}: {error.validator}")
+            # a key the schema does not name is the record's own text: shown as '*'
+            parts = [
+                str(p) if isinstance(p, int) or p in self.names else "*"
+                for p in error.absolute_path
+            ]
+            found.append(f"{'/'.join(parts) or '(record)'}: {error.validator}")
         return found
 
 
-_PYTHON_OF = {pl.String: (str,), pl.Boolean: (bool,)}
+def _property_names(schema: object) -> set[str]:
+    names: set[str] = set()
+    if isinstance(schema, dict):
+        if isinstance(schema.get("properties"), dict):
+            names.update(schema["properties"])
+        for value in schema.values():
+            names |= _property_names(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            names |= _property_names(value)
+    return names
 
 
 class PanderaRules:
     """A pandera polars schema: each record is a row whose columns are its top-level fields.
-    A value of the wrong JSON type fails as 'field: type' (it would otherwise become a null)."""
+    A value of the wrong JSON type fails as 'field: type' (it would otherwise become a null);
+    a date-time without a zone is taken as UTC."""
 
     def __init__(self, schema: pa.DataFrameSchema) -> None:
+        for name, column in schema.columns.items():
+            dtype = column.dtype.type if column.dtype is not None else None
+            if dtype is None or not _from_json(dtype):
+                raise TypeError(
+                    f"column '{name}' has dtype {dtype}, which JSON values cannot be read as"
+                )
         self.schema = schema
 
     def violations(self, records: list[dict]) -> list[list[str]]:
@@ -81,7 +103,7 @@ class PanderaRules:
         columns = {}
         for name, column in self.schema.columns.items():
             values = [record.get(name) for record in records]
-            columns[name], wrong = _typed(values, column.dtype.type)
+            columns[name], wrong = _typed(name, values, column.dtype.type)
             for at in wrong:
                 problems[at].add(f"{name}: type")
             if column.required:
@@ -90,7 +112,9 @@ class PanderaRules:
                         problems[at].add(f"{name}: required")
         if self.schema.strict is True:
             for at, record in enumerate(records):
-                problems[at].update(f"{k}: not in schema" for k in set(record) - set(columns))
+                extra = len(set(record) - set(columns))  # their names are the record's text
+                if extra:
+                    problems[at].add(f"{extra} field(s): not in schema")
         try:
             self.schema.validate(pl.DataFrame(columns, height=len(records)), lazy=True)
         except pa.errors.SchemaErrors as errors:
@@ -102,40 +126,77 @@ class PanderaRules:
         return [sorted(p) for p in problems]
 
 
-def _typed(values: list, dtype: pl.DataType) -> tuple[pl.Series, list[int]]:
-    """The column of this dtype, and the rows whose value does not fit it."""
-    present = [at for at, v in enumerate(values) if v is not None]
-    if dtype in (pl.Date, pl.Datetime) or isinstance(dtype, pl.Datetime):
-        texts = [v if isinstance(v, str) else None for v in values]
-        strings = pl.Series(texts, dtype=pl.String)
-        if dtype == pl.Date:
-            series = strings.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
-        else:
-            series = strings.str.to_datetime(
-                strict=False, time_zone=getattr(dtype, "time_zone", None)
-            )
-            series = series.cast(dtype, strict=False)
-    elif dtype.is_numeric():
-        whole = dtype.is_integer()
-        ok = (int,) if whole else (int, float)
-        fits = [isinstance(v, ok) and not isinstance(v, bool) for v in values]
-        kept = [
-            (v if whole else float(v)) if f else None for v, f in zip(values, fits, strict=True)
-        ]
-        wide = pl.Int64 if whole else pl.Float64
-        series = pl.Series(kept, dtype=wide, strict=False).cast(dtype, strict=False)
-    elif dtype in _PYTHON_OF:
-        fits = [isinstance(v, _PYTHON_OF[dtype]) for v in values]
-        series = pl.Series(
-            [v if f else None for v, f in zip(values, fits, strict=True)], dtype=dtype
-        )
-    else:
+_BAD = object()  # a JSON value that does not fit the dtype
+
+
+def _from_json(dtype: pl.DataType) -> bool:
+    """Whether JSON values can be read as this dtype (see :func:`_converted`)."""
+    if isinstance(dtype, pl.List | pl.Array):
+        return _from_json(dtype.inner)
+    if isinstance(dtype, pl.Struct):
+        return all(_from_json(f.dtype) for f in dtype.fields)
+    return (
+        (dtype.is_numeric() and not dtype.is_decimal())
+        or dtype in (pl.String, pl.Boolean, pl.Date, pl.Categorical, pl.Null)
+        or isinstance(dtype, pl.Datetime | pl.Categorical | pl.Enum)
+    )
+
+
+def _converted(value: object, dtype: pl.DataType) -> object:
+    """The JSON value as a Python value of the dtype, or ``_BAD``."""
+    if value is None:
+        return None
+    if isinstance(dtype, pl.List | pl.Array):
+        if not isinstance(value, list):
+            return _BAD
+        items = [_converted(v, dtype.inner) for v in value]
+        return _BAD if any(i is _BAD for i in items) else items
+    if isinstance(dtype, pl.Struct):
+        fields = {f.name: f.dtype for f in dtype.fields}
+        if not isinstance(value, dict) or set(value) - set(fields):
+            return _BAD
+        out = {name: _converted(value.get(name), inner) for name, inner in fields.items()}
+        return _BAD if any(v is _BAD for v in out.values()) else out
+    if isinstance(value, bool):
+        return value if dtype == pl.Boolean else _BAD
+    if dtype.is_integer():
+        return value if isinstance(value, int) else _BAD
+    if dtype.is_float():
+        return float(value) if isinstance(value, int | float) else _BAD
+    if not isinstance(value, str) or dtype == pl.Boolean:
+        return _BAD
+    if dtype == pl.Date:
         try:
-            series = pl.Series(values, dtype=dtype, strict=False)
-        except (TypeError, ValueError, pl.exceptions.PolarsError):
-            series = pl.Series([None] * len(values), dtype=dtype)
-    nulls = series.is_null().to_list()
-    return series, [at for at in present if nulls[at]]
+            return dt.date.fromisoformat(value[:10])
+        except ValueError:
+            return _BAD
+    if isinstance(dtype, pl.Datetime):
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return _BAD
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        moment = moment.astimezone(dt.UTC)
+        return moment if dtype.time_zone else moment.replace(tzinfo=None)
+    return value  # String, Categorical, Enum (pandera checks an Enum's categories)
+
+
+def _typed(name: str, values: list, dtype: pl.DataType) -> tuple[pl.Series, list[int]]:
+    """The column of this dtype, and the rows whose value does not fit it."""
+    converted = [_converted(v, dtype) for v in values]
+    wrong = [at for at, v in enumerate(converted) if v is _BAD]
+    kept = [None if v is _BAD else v for v in converted]
+    if isinstance(dtype, pl.Enum):  # a value outside the categories is a failed check, not a crash
+        series = pl.Series(name, kept, dtype=pl.String).cast(dtype, strict=False)
+    elif isinstance(dtype, pl.Datetime) and dtype.time_zone:
+        series = pl.Series(name, kept, dtype=pl.Datetime(dtype.time_unit, "UTC"), strict=False)
+        series = series.dt.convert_time_zone(dtype.time_zone)
+    else:
+        series = pl.Series(name, kept, dtype=dtype, strict=False)
+    nulls = series.is_null().to_list()  # e.g. an integer beyond the dtype's range
+    wrong += [at for at, v in enumerate(kept) if v is not None and nulls[at]]
+    return series, sorted(set(wrong))
 
 
 @dataclass(frozen=True)
@@ -223,7 +284,10 @@ def _pandera_rules(reference: str, base: Path, where: str) -> PanderaRules:
         raise ValueError(
             f"{where}: {reference} is not a pandera polars DataFrameModel or DataFrameSchema"
         )
-    return PanderaRules(found)
+    try:
+        return PanderaRules(found)
+    except TypeError as error:
+        raise ValueError(f"{where}: {reference}: {error}") from None
 
 
 def _pop(record: dict, dotted: str):

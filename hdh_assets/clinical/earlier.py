@@ -5,7 +5,8 @@ FHIR exports overlap: a provider re-sends a whole export, or an incremental expo
 repeats resources that did not change. A resource whose (type, remapped id) an earlier batch holds
 is flattened as usual, then compared with that batch's rows in every table it feeds (its own
 table, codings, observation components): the same rows make it a duplicate; different rows make
-it a newer version, ingested in this batch and counted as such. Comparing lake rows rather than
+it a newer version, ingested in this batch and counted as such. When several earlier batches
+hold a resource, the latest of them (in arrival order) holds its current version. Comparing lake rows rather than
 source text means a resource sent once as NDJSON and once in a Bundle is still recognised.
 Declared (non-FHIR) records have no id: an earlier record with the same pseudonymised content is
 a duplicate.
@@ -25,12 +26,18 @@ from hdh_assets.clinical.identity import declared_identity, id_identities
 
 TABLE_OF_TYPE = {rtype: table for rtype, (table, _, _) in TABLES.items()}
 TYPE_OF_TABLE = {table: rtype for rtype, table in TABLE_OF_TYPE.items()}
+OWN_TABLES = {*TYPE_OF_TABLE, "other_resources"}  # the tables a resource is a row of
 Owner = tuple[str, str]  # (resource type, remapped id)
+
+
+RANK = "_batch_rank"  # the batch's place in arrival order: the latest version wins
+_OWNER = "_owner"
 
 
 @dataclass
 class EarlierBatches:
-    """The rows of earlier batches, per table, as lazy frames without their batch column."""
+    """The rows of earlier batches, per table, as lazy frames with the table's columns and
+    ``RANK``, the batch's place in arrival order (the larger, the later)."""
 
     tables: dict[str, pl.LazyFrame] = field(default_factory=dict)
 
@@ -60,17 +67,28 @@ class EarlierBatches:
         }
 
     def fingerprints(self, owners: Iterable[Owner]) -> dict[Owner, tuple]:
-        """What earlier batches hold of these resources, comparable with :func:`fingerprints`."""
-        wanted: dict[str, list[str]] = defaultdict(list)
-        for rtype, rid in owners:
-            wanted[rtype].append(rid)
-        frames: dict[str, list[pl.DataFrame]] = defaultdict(list)
+        """What the latest earlier batch holding each of these resources holds of it,
+        comparable with :func:`fingerprints`. One scan per table."""
+        keys = pl.Series([f"{rtype}/{rid}" for rtype, rid in owners], dtype=pl.String)
+        frames = {}
         for table, frame in self.tables.items():
-            for rtype, ids in wanted.items():
-                selected = _owned(table, frame, rtype, ids)
-                if selected is not None:
-                    frames[table].append(selected.collect())
-        return _fingerprints({t: pl.concat(f) for t, f in frames.items()})
+            if table == "declared_records":
+                continue
+            if RANK not in frame.collect_schema().names():
+                frame = frame.with_columns(pl.lit(0, pl.Int32).alias(RANK))
+            frames[table] = (
+                frame.with_columns(_owner_of(table).alias(_OWNER))
+                .filter(pl.col(_OWNER).is_in(keys))
+                .collect()
+            )
+        # a resource is one row of its own table: that row's batch is where its version lives
+        own = [f.select(_OWNER, RANK) for t, f in frames.items() if t in OWN_TABLES]
+        if not own:
+            return {}
+        latest = pl.concat(own).group_by(_OWNER).agg(pl.col(RANK).max())
+        return _fingerprints(
+            {t: f.join(latest, on=[_OWNER, RANK], how="semi") for t, f in frames.items()}
+        )
 
 
 def fingerprints(rows: dict[Owner, dict[str, list[dict]]]) -> dict[Owner, tuple]:
@@ -86,19 +104,6 @@ def fingerprints(rows: dict[Owner, dict[str, list[dict]]]) -> dict[Owner, tuple]
             if some
         }
     )
-
-
-def _owned(table: str, frame: pl.LazyFrame, rtype: str, ids: list[str]) -> pl.LazyFrame | None:
-    """The rows of ``table`` that resources of ``rtype`` with these ids feed."""
-    if table == TABLE_OF_TYPE.get(rtype):
-        return frame.filter(pl.col("id").is_in(ids))
-    if table == "other_resources" and rtype not in TABLE_OF_TYPE:
-        return frame.filter((pl.col("resource_type") == rtype) & pl.col("id").is_in(ids))
-    if table == "codings":
-        return frame.filter((pl.col("resource_type") == rtype) & pl.col("resource_id").is_in(ids))
-    if table == "observation_components" and rtype == "Observation":
-        return frame.filter(pl.col("observation_id").is_in(ids))
-    return None
 
 
 def _owner_of(table: str) -> pl.Expr:

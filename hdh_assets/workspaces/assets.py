@@ -7,9 +7,7 @@ validates its Kubernetes objects, and ``workspace_deployments`` delivers every p
 manifests to the configured target in one go: one GitOps commit per run that changed something.
 """
 
-import contextlib
 import datetime as dt
-import fcntl
 import json
 import shutil
 
@@ -18,7 +16,7 @@ import polars as pl
 import yaml
 
 from hdh_assets import owners
-from hdh_assets.files import remove_tree
+from hdh_assets.files import exclusive_lock, remove_tree
 from hdh_assets.gdpr.exclusions import excluded_pseudonyms
 from hdh_assets.products.releases import ReleaseStore
 from hdh_assets.validation import documented_columns
@@ -386,18 +384,6 @@ def _drop_lake_partitions(lake_root, project: str) -> list[str]:
     return removed
 
 
-@contextlib.contextmanager
-def _delivery_lock(path):
-    """One delivery at a time: two runs each reading the lake then delivering could otherwise
-    put back another project's older manifests."""
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def deliver_workspaces(
     instance: dg.DagsterInstance, home, run_id: str | None, repair: bool = False
 ) -> dict:
@@ -415,7 +401,9 @@ def deliver_workspaces(
             "projects exist; retire projects one by one with hdh workspaces decommission"
         )
     home.workspaces.mkdir(parents=True, exist_ok=True)
-    with _delivery_lock(home.workspaces / ".delivery.lock"):  # read and deliver as one
+    # one delivery at a time: two runs each reading the lake then delivering could otherwise
+    # put back another project's older manifests
+    with exclusive_lock(home.workspaces / ".delivery.lock"):
         live, expired, refused = current_specs()
         retired = (known - with_file) | set(expired)
         desired = desired_state(home.lake, set(live))

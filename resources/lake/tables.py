@@ -179,13 +179,20 @@ class LakeTable:
 
     def files_of(self, column: str, wanted: Callable[[str], bool]) -> list[UPath]:
         """Data files of the partitions (on ``column``) whose key is ``wanted``."""
-        spec = PartitionSpec((column,))
         return [
             f
-            for (key,) in self.partitions(spec)
+            for key, files in self.files_by_partition(column).items()
             if wanted(key)
-            for f in self.parquet_files(self.partition_path(spec, [key]))
+            for f in files
         ]
+
+    def files_by_partition(self, column: str) -> dict[str, list[UPath]]:
+        """Data files of each partition on ``column``, by partition key."""
+        spec = PartitionSpec((column,))
+        return {
+            key: self.parquet_files(self.partition_path(spec, [key]))
+            for (key,) in self.partitions(spec)
+        }
 
     def partitions(self, spec: PartitionSpec) -> list[tuple[str, ...]]:
         """Partition keys present on disk, as tuples of dimension values."""

@@ -9,7 +9,7 @@ import orjson
 import polars as pl
 import pytest
 
-from hdh_assets.clinical.earlier import EarlierBatches
+from hdh_assets.clinical.earlier import RANK, EarlierBatches
 from hdh_assets.clinical.flatten import ALL_TABLES
 from hdh_assets.clinical.ingest import JsonIngestSettings, ingest_json_batch
 
@@ -21,8 +21,19 @@ def _settings(tmp_path: Path) -> JsonIngestSettings:
 
 
 def _earlier(*results) -> EarlierBatches:
-    """What the lake would hold after these batches (the asset reads the same from Parquet)."""
-    return EarlierBatches({t: pl.concat([r.tables[t].lazy() for r in results]) for t in ALL_TABLES})
+    """What the lake would hold after these batches, in this order (the asset reads the same
+    from Parquet, with each batch's place in arrival order)."""
+    return EarlierBatches(
+        {
+            t: pl.concat(
+                [
+                    r.tables[t].lazy().with_columns(pl.lit(rank, pl.Int32).alias(RANK))
+                    for rank, r in enumerate(results)
+                ]
+            )
+            for t in ALL_TABLES
+        }
+    )
 
 
 def _total_rows(result) -> int:
@@ -105,6 +116,27 @@ def test_a_changed_resource_is_a_newer_version(tmp_path, vectorised):
     assert values == [5.9, 7.4]
     assert second.tables["codings"].lazy().collect().height == 2  # codings of o2 and o3 only
     assert second.tables["patients"].lazy().collect().height == 0
+
+    # a third batch repeating the second: o2's current version is the second batch's, so it
+    # is a duplicate although the first batch holds an older version of it
+    third = ingest_json_batch(
+        "third",
+        batch("third", [observation("o2", 7.4), observation("o1", 6.1)]),
+        _settings(tmp_path),
+        earlier=_earlier(first, second),
+        vectorised=vectorised,
+    )
+    summary = third.summary()
+    assert (summary["duplicates"], summary["ingested"], summary["newer_versions"]) == (3, 0, 0)
+    # and going back to the first value is a newer version again
+    fourth = ingest_json_batch(
+        "fourth",
+        batch("fourth", [observation("o2", 7.0)]),
+        _settings(tmp_path),
+        earlier=_earlier(first, second, third),
+        vectorised=vectorised,
+    )
+    assert fourth.summary()["newer_versions"] == 1
 
 
 def test_declared_records_delivered_again_are_duplicates(tmp_path):
