@@ -27,11 +27,16 @@ from hdh_assets.clinical.identity import declared_identity, id_identities
 TABLE_OF_TYPE = {rtype: table for rtype, (table, _, _) in TABLES.items()}
 TYPE_OF_TABLE = {table: rtype for rtype, table in TABLE_OF_TYPE.items()}
 OWN_TABLES = {*TYPE_OF_TABLE, "other_resources"}  # the tables a resource is a row of
+OWNER_COLUMN = {  # the column naming the resource a row belongs to (with its type)
+    **{table: "id" for table in OWN_TABLES},
+    "codings": "resource_id",
+    "observation_components": "observation_id",
+}
 Owner = tuple[str, str]  # (resource type, remapped id)
 
 
 RANK = "_batch_rank"  # the batch's place in arrival order: the latest version wins
-_OWNER = "_owner"
+OWNER = "_owner"  # owner_key of the resource a row belongs to
 
 
 @dataclass
@@ -46,16 +51,16 @@ class EarlierBatches:
         parts = []
         for table, frame in self.tables.items():
             if table in TYPE_OF_TABLE:
-                owners = frame.select(pl.lit(TYPE_OF_TABLE[table]).alias("t"), pl.col("id"))
+                rtype = pl.lit(TYPE_OF_TABLE[table], pl.String)
             elif table == "other_resources":
-                owners = frame.select(pl.col("resource_type").alias("t"), pl.col("id"))
+                rtype = pl.col("resource_type")
             else:
                 continue
-            parts.append(owners.filter(pl.col("id").is_not_null()).collect())
+            owners = frame.select(rtype.alias("t"), pl.col("id").alias("i"))
+            parts.append(owners.filter(pl.col("i").is_not_null()))
         if not parts:
             return np.empty(0, np.int64)
-        owners = pl.concat(parts)
-        return id_identities(owners["t"], owners["id"])
+        return id_identities(pl.concat(parts))
 
     def declared_identities(self) -> set[int]:
         frame = self.tables.get("declared_records")
@@ -66,10 +71,10 @@ class EarlierBatches:
             for name, text in frame.select("record_type", "json").collect().iter_rows()
         }
 
-    def fingerprints(self, owners: Iterable[Owner]) -> dict[Owner, tuple]:
-        """What the latest earlier batch holding each of these resources holds of it,
-        comparable with :func:`fingerprints`. One scan per table."""
-        keys = pl.Series([f"{rtype}/{rid}" for rtype, rid in owners], dtype=pl.String)
+    def row_hashes(self, owners: Iterable[Owner]) -> pl.DataFrame:
+        """The rows the latest earlier batch holding each of these resources holds of it, as
+        :func:`row_hashes`. One scan per table."""
+        keys = pl.Series([owner_key(rtype, rid) for rtype, rid in owners], dtype=pl.String)
         frames = {}
         for table, frame in self.tables.items():
             if table == "declared_records":
@@ -77,33 +82,65 @@ class EarlierBatches:
             if RANK not in frame.collect_schema().names():
                 frame = frame.with_columns(pl.lit(0, pl.Int32).alias(RANK))
             frames[table] = (
-                frame.with_columns(_owner_of(table).alias(_OWNER))
-                .filter(pl.col(_OWNER).is_in(keys))
+                frame.with_columns(_owner_of(table).alias(OWNER))
+                .filter(pl.col(OWNER).is_in(keys))
                 .collect()
             )
         # a resource is one row of its own table: that row's batch is where its version lives
-        own = [f.select(_OWNER, RANK) for t, f in frames.items() if t in OWN_TABLES]
+        own = [f.select(OWNER, RANK) for t, f in frames.items() if t in OWN_TABLES]
         if not own:
-            return {}
-        latest = pl.concat(own).group_by(_OWNER).agg(pl.col(RANK).max())
-        return _fingerprints(
-            {t: f.join(latest, on=[_OWNER, RANK], how="semi") for t, f in frames.items()}
+            return row_hashes({})
+        latest = pl.concat(own).group_by(OWNER).agg(pl.col(RANK).max())
+        return row_hashes(
+            {t: f.join(latest, on=[OWNER, RANK], how="semi") for t, f in frames.items()}
         )
 
 
-def fingerprints(rows: dict[Owner, dict[str, list[dict]]]) -> dict[Owner, tuple]:
-    """The rows each resource feeds (from :func:`flatten`), comparable with the lake's."""
+def owner_key(resource_type: str, remapped_id: str) -> str:
+    return f"{resource_type}/{remapped_id}"
+
+
+def rows_as_frames(rows: Iterable[dict[str, list[dict]]]) -> dict[str, pl.DataFrame]:
+    """Rows made one by one (:func:`flatten`'s), as frames per table."""
     gathered: dict[str, list[dict]] = defaultdict(list)
-    for table_rows in rows.values():
+    for table_rows in rows:
         for table, some in table_rows.items():
             gathered[table].extend(some)
-    return _fingerprints(
-        {
-            table: pl.DataFrame(some, schema=ALL_TABLES[table], orient="row")
-            for table, some in gathered.items()
-            if some
-        }
+    return {
+        table: pl.DataFrame(some, schema=ALL_TABLES[table], orient="row")
+        for table, some in gathered.items()
+        if some
+    }
+
+
+def row_hashes(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """One row per table row: the resource it belongs to (``OWNER``), the table and a hash of
+    the row (columns other than the table's are ignored). Both sides of a comparison are hashed
+    in the same process with the same schema, so equal rows hash alike."""
+    parts = [pl.DataFrame(schema={OWNER: pl.String, "table": pl.String, "h": pl.UInt64})]
+    for table, frame in frames.items():
+        if not frame.height:
+            continue
+        schema = ALL_TABLES[table]
+        typed = frame.select(list(schema)).cast(schema)
+        parts.append(
+            typed.select(_owner_of(table).alias(OWNER), pl.lit(table).alias("table")).with_columns(
+                h=typed.hash_rows()
+            )
+        )
+    return pl.concat(parts)
+
+
+def changed(made: pl.DataFrame, held: pl.DataFrame) -> set[str]:
+    """The resources (``owner_key``) whose rows differ between the two, as multisets."""
+    on = [OWNER, "table", "h"]
+    counts = (
+        made.group_by(on)
+        .len("made")
+        .join(held.group_by(on).len("held"), on=on, how="full", coalesce=True)
     )
+    differ = counts.filter(pl.col("made").fill_null(0) != pl.col("held").fill_null(0))
+    return set(differ[OWNER].to_list())
 
 
 def _owner_of(table: str) -> pl.Expr:
@@ -114,19 +151,3 @@ def _owner_of(table: str) -> pl.Expr:
     if table == "codings":
         return pl.concat_str("resource_type", "resource_id", separator="/")
     return pl.concat_str(pl.lit("Observation"), pl.col("observation_id"), separator="/")
-
-
-def _fingerprints(frames: dict[str, pl.DataFrame]) -> dict[Owner, tuple]:
-    """Per resource, the sorted hashes of its rows in every table (row order does not matter).
-    Both sides are hashed in the same process with the same schema, so equal rows hash alike."""
-    found: dict[Owner, list[tuple[str, int]]] = defaultdict(list)
-    for table, frame in frames.items():
-        if not frame.height:
-            continue
-        schema = ALL_TABLES[table]
-        frame = frame.select(list(schema)).cast(schema)
-        owners = frame.select(_owner_of(table)).to_series().to_list()
-        for owner, digest in zip(owners, frame.hash_rows().to_list(), strict=True):
-            rtype, _, rid = owner.partition("/")
-            found[(rtype, rid)].append((table, digest))
-    return {owner: tuple(sorted(parts)) for owner, parts in found.items()}

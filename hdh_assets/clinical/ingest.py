@@ -23,7 +23,14 @@ import orjson
 import polars as pl
 
 from hdh_assets.clinical.declared import DeclaredRecords, pseudonymise_declared
-from hdh_assets.clinical.earlier import EarlierBatches, fingerprints
+from hdh_assets.clinical.earlier import (
+    OWNER_COLUMN,
+    EarlierBatches,
+    changed,
+    owner_key,
+    row_hashes,
+    rows_as_frames,
+)
 from hdh_assets.clinical.flatten import ALL_TABLES, flatten
 from hdh_assets.clinical.identity import declared_identity, h64, id_identity
 from hdh_assets.clinical.providers import Provider
@@ -73,12 +80,12 @@ class Seen:
     Located identities are kept in sorted numpy arrays: 16 bytes each."""
 
     MAX_LEVELS = 8
-    EARLIER = -2  # the location of a resource an earlier batch holds
 
     def __init__(self, digests: dict[int, int] | None = None) -> None:
         self.digests: dict[int, int] = dict(digests or {})
         self._pending: list[int] | None = None  # digested, not yet in the arrays
         self._levels: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted identities, locations)
+        self._earlier = np.empty(0, np.int64)  # sorted: what earlier batches hold
 
     def expect_columns(self) -> None:
         """Rows made column-wise will be checked against every identity: keep them in arrays."""
@@ -91,17 +98,20 @@ class Seen:
             self._pending.append(identity)
 
     def add_earlier(self, identities: np.ndarray) -> None:
-        """Resources of earlier batches: every record with one of these identities is read one
-        by one, and compared with the earlier rows at the end (:mod:`clinical.earlier`)."""
-        if len(identities):
-            self._add_level(identities.astype(np.int64), np.full(len(identities), self.EARLIER))
+        """Resources earlier batches hold: a record with one of these identities is compared
+        with their rows before it is ingested (:mod:`hdh_assets.clinical.earlier`)."""
+        self._earlier = np.unique(identities.astype(np.int64))
+
+    def earlier(self, identities: np.ndarray) -> np.ndarray:
+        """Which of these identities an earlier batch holds."""
+        at = np.searchsorted(self._earlier, identities)
+        inside = at < len(self._earlier)
+        found = np.zeros(len(identities), bool)
+        found[inside] = self._earlier[at[inside]] == identities[inside]
+        return found
 
     def is_earlier(self, identity: int) -> bool:
-        for keys, locations in self._levels:
-            low, high = np.searchsorted(keys, identity), np.searchsorted(keys, identity, "right")
-            if (locations[low:high] == self.EARLIER).any():
-                return True
-        return False
+        return bool(self.earlier(np.array([identity], np.int64))[0])
 
     def add_located(self, identities: np.ndarray, locations: np.ndarray) -> None:
         if len(identities):
@@ -124,7 +134,7 @@ class Seen:
             self._add_level(keys, np.full(len(keys), -1, np.int64))
 
     def contains(self, identities: np.ndarray) -> np.ndarray:
-        """Which of these identities were ingested already (either way)."""
+        """Which of these identities this batch has met already (either way)."""
         self._flush()
         found = np.zeros(len(identities), bool)
         for keys, _ in self._levels:
@@ -313,7 +323,11 @@ class _Run:
         self.earlier = earlier or EarlierBatches()
         self.declared_seen: set[int] = self.earlier.declared_identities()
         self.seen.add_earlier(self.earlier.identities())
+        # resources an earlier batch holds, waiting to be compared with its rows: read one by
+        # one (owner -> file key, rows) and column-wise (file key, type, ids, frames)
         self.candidates: dict[tuple[str, str], tuple[str, dict[str, list[dict]]]] = {}
+        self.column_candidates: list[tuple[str, str, list[str], dict[str, pl.DataFrame]]] = []
+        self.column_candidate_count = 0
         self.tables = _Tables(spill)
         self.quarantine_rows: list[tuple] = []
         self.notes: list[dict] = []
@@ -339,9 +353,9 @@ class _Run:
         self.states["quarantined"] += 1
         self.per_file[key]["quarantined"] += 1
 
-    def duplicate(self, key: str) -> None:
-        self.states["duplicate"] += 1
-        self.per_file[key]["duplicates"] += 1
+    def duplicate(self, key: str, count: int = 1) -> None:
+        self.states["duplicate"] += count
+        self.per_file[key]["duplicates"] += count
 
     def ingested(self, key: str, count: int = 1) -> None:
         self.states["ingested"] += count
@@ -456,20 +470,45 @@ class _Run:
             self.tables.add(table, table_rows)
         self.ingested(key)
 
+    def add_column_candidates(
+        self, key: str, rtype: str, ids: list[str], frames: dict[str, pl.DataFrame]
+    ) -> None:
+        """Rows made column-wise for resources an earlier batch holds (see resolve_candidates)."""
+        self.column_candidates.append((key, rtype, ids, frames))
+        self.column_candidate_count += len(ids)
+        if self.column_candidate_count >= CHUNK_ROWS:
+            self.resolve_candidates()
+
     def resolve_candidates(self) -> None:
         """Resources an earlier batch holds: a duplicate when the rows are the same, else a
-        newer version, ingested here."""
-        if not self.candidates:
+        newer version, ingested here. One scan of the earlier rows per table for them all."""
+        if not self.candidates and not self.column_candidates:
             return
-        held = self.earlier.fingerprints(self.candidates)
-        made = fingerprints({owner: rows for owner, (_, rows) in self.candidates.items()})
+        owners = [*self.candidates]
+        owners += [(rtype, rid) for _, rtype, ids, _ in self.column_candidates for rid in ids]
+        made = pl.concat(
+            [
+                row_hashes(rows_as_frames(rows for _, rows in self.candidates.values())),
+                *(row_hashes(frames) for *_, frames in self.column_candidates),
+            ]
+        )
+        newer = changed(made, self.earlier.row_hashes(owners))
         for owner, (key, rows) in self.candidates.items():
-            if held.get(owner) == made.get(owner):
-                self.duplicate(key)
-            else:
+            if owner_key(*owner) in newer:
                 self.states["newer_version"] += 1
                 self.add_rows(key, rows)
-        self.candidates = {}
+            else:
+                self.duplicate(key)
+        for key, rtype, ids, frames in self.column_candidates:
+            kept = [rid for rid in ids if owner_key(rtype, rid) in newer]
+            self.duplicate(key, len(ids) - len(kept))
+            if not kept:
+                continue
+            for table, frame in frames.items():
+                self.tables.add_frame(table, frame.filter(pl.col(OWNER_COLUMN[table]).is_in(kept)))
+            self.states["newer_version"] += len(kept)
+            self.ingested(key, len(kept))
+        self.candidates, self.column_candidates, self.column_candidate_count = {}, [], 0
 
     def locate(self, path: Path, name: str) -> int:
         """A number for a file whose rows are registered by location (see :class:`Seen`)."""

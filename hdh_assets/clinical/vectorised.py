@@ -1500,6 +1500,7 @@ class NdjsonFastPath:
             "codings": _codings(frame, _coding_paths_of(known)),
             "components": components,
             "identities": identities,
+            "earlier": run.seen.earlier(identities),
             "rids": rids,
         }
 
@@ -1545,34 +1546,25 @@ class NdjsonFastPath:
     def _commit(
         self, rtype: str, part: np.ndarray, result: dict, key: str, number: int, first: int
     ):
+        """Rows of resources new to the lake go to the tables; those of resources an earlier
+        batch holds wait to be compared with its rows (:meth:`_Run.resolve_candidates`)."""
         run = self.run
         fast = result["fast"]
-        count = int(np.count_nonzero(fast))
-        if not count:
+        if not fast.any():
             return
-        keep = pl.Series("_row", np.flatnonzero(fast), pl.Int64)
-        table = TABLES[rtype][0]
-        run.tables.add_frame(table, result["rows"].filter(pl.col("_row").is_in(keep)))
-        if result["components"] is not None:
-            run.tables.add_frame(
-                "observation_components",
-                result["components"].filter(pl.col("_row").is_in(keep)),
-            )
-        codings = result["codings"].filter(pl.col("_row").is_in(keep))
-        if codings.height:
-            rids = result["rids"]
-            run.tables.add_frame(
-                "codings",
-                codings.with_columns(
-                    resource_type=pl.lit(rtype),
-                    resource_id=rids.gather(codings["_row"]),
-                ),
-            )
+        plain, held = fast & ~result["earlier"], fast & result["earlier"]
+        if plain.any():
+            for table, frame in _frames(rtype, result, np.flatnonzero(plain)).items():
+                run.tables.add_frame(table, frame)
+            run.ingested(key, int(np.count_nonzero(plain)))
+        if held.any():
+            rows = np.flatnonzero(held)
+            ids = result["rids"].gather(rows).to_list()
+            run.add_column_candidates(key, rtype, ids, _frames(rtype, result, rows))
         lines = part[fast] + first
         run.seen.add_located(
             result["identities"][fast], (np.int64(number) << 32) | lines.astype(np.int64)
         )
-        run.ingested(key, count)
 
     def _subjects_of(self, refs: pl.Series) -> pl.DataFrame:
         """The per-record path's subject_of for each reference of ``refs``, in its order:
@@ -1673,6 +1665,20 @@ class NdjsonFastPath:
             main = max(found, key=lambda t: len(found[t])) if found else "Observation"
             found.setdefault(main, []).extend(unknown)
         return {t: np.array(sorted(v), np.int64) for t, v in found.items()}
+
+
+def _frames(rtype: str, result: dict, rows: np.ndarray) -> dict[str, pl.DataFrame]:
+    """The rows these resources of a piece feed, per table (with their ``_row``)."""
+    keep = pl.Series("_row", rows, pl.Int64)
+    frames = {TABLES[rtype][0]: result["rows"].filter(pl.col("_row").is_in(keep))}
+    if result["components"] is not None:
+        frames["observation_components"] = result["components"].filter(pl.col("_row").is_in(keep))
+    codings = result["codings"].filter(pl.col("_row").is_in(keep))
+    if codings.height:
+        frames["codings"] = codings.with_columns(
+            resource_type=pl.lit(rtype), resource_id=result["rids"].gather(codings["_row"])
+        )
+    return frames
 
 
 def _claim(line: bytes) -> tuple[str, str] | None:

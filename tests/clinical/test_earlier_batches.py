@@ -169,3 +169,16 @@ def test_declared_records_delivered_again_are_duplicates(tmp_path):
     )
     summary = second.summary()
     assert (summary["records_in"], summary["duplicates"], summary["ingested"]) == (3, 2, 1)
+
+
+def test_identities_computed_by_polars_are_the_per_resource_ones():
+    from hdh_assets.clinical.identity import id_identities, id_identity
+    from hdh_assets.pseudonymisation.fhir import remap_id
+
+    ids = [remap_id(KEY, "p", str(i)) for i in range(50)] + ["local-id", "ABCDEF", "é" * 32]
+    types = [("Observation", "Patient", "Basic")[i % 3] for i in range(len(ids))]
+    found = id_identities(pl.LazyFrame({"t": types, "i": ids}))
+    assert sorted(found.tolist()) == sorted(
+        id_identity(t, i) for t, i in zip(types, ids, strict=True)
+    )
+    assert len(set(found.tolist())) == len(ids)
