@@ -14,7 +14,6 @@ a duplicate.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -22,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from hdh_assets.clinical.flatten import ALL_TABLES, TABLES
-from hdh_assets.clinical.identity import declared_identity, id_identities
+from hdh_assets.clinical.identity import HEX32, declared_identity, id_identities, type_salt
 
 TABLE_OF_TYPE = {rtype: table for rtype, (table, _, _) in TABLES.items()}
 TYPE_OF_TABLE = {table: rtype for rtype, table in TABLE_OF_TYPE.items()}
@@ -32,11 +31,9 @@ OWNER_COLUMN = {  # the column naming the resource a row belongs to (with its ty
     "codings": "resource_id",
     "observation_components": "observation_id",
 }
-Owner = tuple[str, str]  # (resource type, remapped id)
 
 
 RANK = "_batch_rank"  # the batch's place in arrival order: the latest version wins
-OWNER = "_owner"  # owner_key of the resource a row belongs to
 
 
 @dataclass
@@ -71,83 +68,88 @@ class EarlierBatches:
             for name, text in frame.select("record_type", "json").collect().iter_rows()
         }
 
-    def row_hashes(self, owners: Iterable[Owner]) -> pl.DataFrame:
-        """The rows the latest earlier batch holding each of these resources holds of it, as
-        :func:`row_hashes`. One scan per table."""
-        keys = pl.Series([owner_key(rtype, rid) for rtype, rid in owners], dtype=pl.String)
-        frames = {}
+    def held_rows(self, keys: np.ndarray) -> pl.DataFrame:
+        """``(k, table, h)`` (see :func:`row_keys`) of the rows that the latest earlier batch
+        holding each of these resources (by identity) holds of it. One scan per table."""
+        wanted = pl.Series(np.unique(keys), dtype=pl.Int64)
+        salts = self._salts()
+        parts = []
         for table, frame in self.tables.items():
-            if table == "declared_records":
+            if table not in OWNER_COLUMN:
                 continue
             if RANK not in frame.collect_schema().names():
                 frame = frame.with_columns(pl.lit(0, pl.Int32).alias(RANK))
-            frames[table] = (
-                frame.with_columns(_owner_of(table).alias(OWNER))
-                .filter(pl.col(OWNER).is_in(keys))
-                .collect()
+            parts.append(
+                row_keys(frame, table, salts, keep=[RANK]).filter(pl.col("k").is_in(wanted))
             )
+        if not parts:
+            return _EMPTY
+        rows = pl.concat(parts).collect()
         # a resource is one row of its own table: that row's batch is where its version lives
-        own = [f.select(OWNER, RANK) for t, f in frames.items() if t in OWN_TABLES]
-        if not own:
-            return row_hashes({})
-        latest = pl.concat(own).group_by(OWNER).agg(pl.col(RANK).max())
-        return row_hashes(
-            {t: f.join(latest, on=[OWNER, RANK], how="semi") for t, f in frames.items()}
+        latest = (
+            rows.filter(pl.col("table").is_in(OWN_TABLES)).group_by("k").agg(pl.col(RANK).max())
         )
+        return rows.join(latest, on=["k", RANK], how="semi").select(_EMPTY.columns)
+
+    def _salts(self) -> dict[str, int]:
+        types = {*TYPE_OF_TABLE.values()}
+        for table in ("other_resources", "codings"):
+            if table in self.tables:
+                found = self.tables[table].select(pl.col("resource_type").unique()).collect()
+                types.update(found.to_series().drop_nulls().to_list())
+        return salts_of(types)
 
 
-def owner_key(resource_type: str, remapped_id: str) -> str:
-    return f"{resource_type}/{remapped_id}"
+_EMPTY = pl.DataFrame(schema={"k": pl.Int64, "table": pl.String, "h": pl.UInt64})
 
 
-def rows_as_frames(rows: Iterable[dict[str, list[dict]]]) -> dict[str, pl.DataFrame]:
-    """Rows made one by one (:func:`flatten`'s), as frames per table."""
-    gathered: dict[str, list[dict]] = defaultdict(list)
-    for table_rows in rows:
-        for table, some in table_rows.items():
-            gathered[table].extend(some)
-    return {
-        table: pl.DataFrame(some, schema=ALL_TABLES[table], orient="row")
-        for table, some in gathered.items()
-        if some
-    }
+def salts_of(types: Iterable[str]) -> dict[str, int]:
+    return {t: type_salt(t) for t in types}
 
 
-def row_hashes(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    """One row per table row: the resource it belongs to (``OWNER``), the table and a hash of
-    the row (columns other than the table's are ignored). Both sides of a comparison are hashed
-    in the same process with the same schema, so equal rows hash alike."""
-    parts = [pl.DataFrame(schema={OWNER: pl.String, "table": pl.String, "h": pl.UInt64})]
-    for table, frame in frames.items():
-        if not frame.height:
-            continue
-        schema = ALL_TABLES[table]
-        typed = frame.select(list(schema)).cast(schema)
-        parts.append(
-            typed.select(_owner_of(table).alias(OWNER), pl.lit(table).alias("table")).with_columns(
-                h=typed.hash_rows()
-            )
+def row_keys(
+    frame: pl.LazyFrame | pl.DataFrame, table: str, salts: dict[str, int], keep: list[str] = ()
+) -> pl.LazyFrame:
+    """Per row of ``table``: ``k``, the identity of the resource it belongs to (as
+    :func:`~hdh_assets.clinical.identity.id_identity` gives it for a remapped id, which is
+    always 32 hex digits; other ids give none), the table, and ``h``, a hash of the row's
+    columns (others are ignored). Both sides of a comparison are hashed in the same process
+    with the same schema, so equal rows hash alike."""
+    schema = ALL_TABLES[table]
+    return (
+        frame.lazy()
+        .select(
+            key_of_row(table, salts).alias("k"),
+            pl.lit(table).alias("table"),
+            pl.struct([pl.col(c).cast(t) for c, t in schema.items()]).hash(7).alias("h"),
+            *keep,
         )
-    return pl.concat(parts)
+        .drop_nulls("k")
+    )
 
 
-def changed(made: pl.DataFrame, held: pl.DataFrame) -> set[str]:
-    """The resources (``owner_key``) whose rows differ between the two, as multisets."""
-    on = [OWNER, "table", "h"]
+def key_of_row(table: str, salts: dict[str, int]) -> pl.Expr:
+    """The identity of the resource a row of ``table`` belongs to (null for an id that is not a
+    remapped one, or a type not in ``salts``)."""
+    rid = pl.col(OWNER_COLUMN[table])
+    if table in TYPE_OF_TABLE:
+        rtype = pl.lit(TYPE_OF_TABLE[table])
+    elif table == "observation_components":
+        rtype = pl.lit("Observation")
+    else:
+        rtype = pl.col("resource_type")
+    salt = rtype.replace_strict(salts, default=None, return_dtype=pl.Int64)
+    number = rid.str.slice(0, 15).str.to_integer(base=16, strict=False)
+    return pl.when(rid.str.contains(HEX32)).then(number.xor(salt))
+
+
+def changed(made: pl.DataFrame, held: pl.DataFrame) -> np.ndarray:
+    """The identities whose rows differ between the two, compared as multisets of rows."""
+    on = ["k", "table", "h"]
     counts = (
         made.group_by(on)
         .len("made")
         .join(held.group_by(on).len("held"), on=on, how="full", coalesce=True)
     )
     differ = counts.filter(pl.col("made").fill_null(0) != pl.col("held").fill_null(0))
-    return set(differ[OWNER].to_list())
-
-
-def _owner_of(table: str) -> pl.Expr:
-    if table in TYPE_OF_TABLE:
-        return pl.concat_str(pl.lit(TYPE_OF_TABLE[table]), pl.col("id"), separator="/")
-    if table == "other_resources":
-        return pl.concat_str("resource_type", "id", separator="/")
-    if table == "codings":
-        return pl.concat_str("resource_type", "resource_id", separator="/")
-    return pl.concat_str(pl.lit("Observation"), pl.col("observation_id"), separator="/")
+    return differ["k"].unique().to_numpy()

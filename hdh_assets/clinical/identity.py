@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 _ID_BITS = (1 << 60) - 1
-_HEX32 = r"^[0-9a-f]{32}$"
+HEX32 = r"^[0-9a-f]{32}$"  # a remapped id
 
 
 def h64(value: str | bytes) -> int:
@@ -41,7 +41,7 @@ def id_identities(owners: pl.LazyFrame) -> np.ndarray:
     """:func:`id_identity` of every row of ``owners`` (columns ``t``: type, ``i``: remapped id),
     as int64, computed by polars: 8 bytes per resource whatever the size of the lake."""
     salts = {t: type_salt(t) for t in owners.select(pl.col("t").unique()).collect()["t"]}
-    hexed = pl.col("i").str.contains(_HEX32).fill_null(False)
+    hexed = pl.col("i").str.contains(HEX32).fill_null(False)
     fast = (
         owners.filter(hexed)
         .select(

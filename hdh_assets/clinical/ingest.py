@@ -25,11 +25,12 @@ import polars as pl
 from hdh_assets.clinical.declared import DeclaredRecords, pseudonymise_declared
 from hdh_assets.clinical.earlier import (
     OWNER_COLUMN,
+    TYPE_OF_TABLE,
     EarlierBatches,
     changed,
-    owner_key,
-    row_hashes,
-    rows_as_frames,
+    key_of_row,
+    row_keys,
+    salts_of,
 )
 from hdh_assets.clinical.flatten import ALL_TABLES, flatten
 from hdh_assets.clinical.identity import declared_identity, h64, id_identity
@@ -323,11 +324,11 @@ class _Run:
         self.earlier = earlier or EarlierBatches()
         self.declared_seen: set[int] = self.earlier.declared_identities()
         self.seen.add_earlier(self.earlier.identities())
-        # resources an earlier batch holds, waiting to be compared with its rows: read one by
-        # one (owner -> file key, rows) and column-wise (file key, type, ids, frames)
-        self.candidates: dict[tuple[str, str], tuple[str, dict[str, list[dict]]]] = {}
-        self.column_candidates: list[tuple[str, str, list[str], dict[str, pl.DataFrame]]] = []
-        self.column_candidate_count = 0
+        # resources an earlier batch holds: their rows, identities and files, until the end
+        self.held = _Tables(spill / "_held" if spill else None)
+        self.held_identities: list[np.ndarray] = []
+        self.held_numbers: list[np.ndarray] = []  # their files, as numbers of held_files
+        self.held_files: dict[str, int] = {}
         self.tables = _Tables(spill)
         self.quarantine_rows: list[tuple] = []
         self.notes: list[dict] = []
@@ -459,56 +460,66 @@ class _Run:
             return
         self.seen.add_digest(identity, digest)
         if rid and self.seen.is_earlier(identity):
-            self.candidates[(pseudonymised["resourceType"], rid)] = (key, rows)
-            if len(self.candidates) >= CHUNK_ROWS:
-                self.resolve_candidates()
+            self.hold(key, np.array([identity], np.int64), rows=rows)
             return
-        self.add_rows(key, rows)
-
-    def add_rows(self, key: str, rows: dict[str, list[dict]]) -> None:
         for table, table_rows in rows.items():
             self.tables.add(table, table_rows)
         self.ingested(key)
 
-    def add_column_candidates(
-        self, key: str, rtype: str, ids: list[str], frames: dict[str, pl.DataFrame]
+    def hold(
+        self,
+        key: str,
+        identities: np.ndarray,
+        rows: dict[str, list[dict]] | None = None,
+        frames: dict[str, pl.DataFrame] | None = None,
     ) -> None:
-        """Rows made column-wise for resources an earlier batch holds (see resolve_candidates)."""
-        self.column_candidates.append((key, rtype, ids, frames))
-        self.column_candidate_count += len(ids)
-        if self.column_candidate_count >= CHUNK_ROWS:
-            self.resolve_candidates()
+        """Rows of resources an earlier batch holds, made one by one (``rows``) or column-wise
+        (``frames``): they wait, chunked like the tables, to be compared at the end."""
+        for table, some in (rows or {}).items():
+            self.held.add(table, some)
+        for table, frame in (frames or {}).items():
+            self.held.add_frame(table, frame)
+        if key not in self.held_files:
+            self.held_files[key] = len(self.held_files)
+        self.held_identities.append(identities.astype(np.int64))
+        self.held_numbers.append(np.full(len(identities), self.held_files[key], np.int32))
 
     def resolve_candidates(self) -> None:
-        """Resources an earlier batch holds: a duplicate when the rows are the same, else a
-        newer version, ingested here. One scan of the earlier rows per table for them all."""
-        if not self.candidates and not self.column_candidates:
+        """Resources an earlier batch holds: a duplicate when their rows are the same as the
+        latest earlier batch's, else a newer version, ingested here. One scan of the earlier
+        rows per table, whatever the number of such resources."""
+        if not self.held_identities:
             return
-        owners = [*self.candidates]
-        owners += [(rtype, rid) for _, rtype, ids, _ in self.column_candidates for rid in ids]
-        made = pl.concat(
-            [
-                row_hashes(rows_as_frames(rows for _, rows in self.candidates.values())),
-                *(row_hashes(frames) for *_, frames in self.column_candidates),
-            ]
-        )
-        newer = changed(made, self.earlier.row_hashes(owners))
-        for owner, (key, rows) in self.candidates.items():
-            if owner_key(*owner) in newer:
-                self.states["newer_version"] += 1
-                self.add_rows(key, rows)
-            else:
-                self.duplicate(key)
-        for key, rtype, ids, frames in self.column_candidates:
-            kept = [rid for rid in ids if owner_key(rtype, rid) in newer]
-            self.duplicate(key, len(ids) - len(kept))
-            if not kept:
-                continue
-            for table, frame in frames.items():
-                self.tables.add_frame(table, frame.filter(pl.col(OWNER_COLUMN[table]).is_in(kept)))
-            self.states["newer_version"] += len(kept)
-            self.ingested(key, len(kept))
-        self.candidates, self.column_candidates, self.column_candidate_count = {}, [], 0
+        identities = np.concatenate(self.held_identities)
+        numbers = np.concatenate(self.held_numbers)
+        waiting = {t: f for t, f in self.held.finish().items() if t in OWNER_COLUMN}
+        types = set(TYPE_OF_TABLE.values())
+        for table in ("other_resources", "codings"):
+            types.update(
+                waiting[table]
+                .lazy()
+                .select(pl.col("resource_type").unique())
+                .collect()
+                .to_series()
+                .drop_nulls()
+                .to_list()
+            )
+        salts = salts_of(types)
+        made = pl.concat([row_keys(f, t, salts) for t, f in waiting.items()]).collect()
+        newer = changed(made, self.earlier.held_rows(identities))
+        is_newer = np.isin(identities, newer)
+        for key, number in self.held_files.items():
+            mine = numbers == number
+            fresh = int(np.count_nonzero(is_newer & mine))
+            self.duplicate(key, int(np.count_nonzero(mine)) - fresh)
+            self.ingested(key, fresh)
+        self.states["newer_version"] += int(np.count_nonzero(is_newer))
+        if len(newer):
+            wanted = pl.Series(newer, dtype=pl.Int64)
+            for table, frame in waiting.items():
+                kept = frame.lazy().filter(key_of_row(table, salts).is_in(wanted)).collect()
+                self.tables.add_frame(table, kept)
+        self.held_identities, self.held_numbers = [], []
 
     def locate(self, path: Path, name: str) -> int:
         """A number for a file whose rows are registered by location (see :class:`Seen`)."""

@@ -1558,9 +1558,8 @@ class NdjsonFastPath:
                 run.tables.add_frame(table, frame)
             run.ingested(key, int(np.count_nonzero(plain)))
         if held.any():
-            rows = np.flatnonzero(held)
-            ids = result["rids"].gather(rows).to_list()
-            run.add_column_candidates(key, rtype, ids, _frames(rtype, result, rows))
+            frames = _frames(rtype, result, np.flatnonzero(held))
+            run.hold(key, result["identities"][held], frames=frames)
         lines = part[fast] + first
         run.seen.add_located(
             result["identities"][fast], (np.int64(number) << 32) | lines.astype(np.int64)

@@ -182,3 +182,59 @@ def test_identities_computed_by_polars_are_the_per_resource_ones():
         id_identity(t, i) for t, i in zip(types, ids, strict=True)
     )
     assert len(set(found.tolist())) == len(ids)
+
+
+@pytest.mark.parametrize("vectorised", [True, False], ids=["column-wise", "per-record"])
+def test_a_new_coding_is_a_newer_version_and_later_records_compare_with_it(tmp_path, vectorised):
+    patient = {"resourceType": "Patient", "id": "p1", "gender": "male"}
+    loinc = {"system": "http://loinc.org", "code": "2345-7"}
+
+    def observation(oid: str, codings: list[dict], value: float = 5.2) -> dict:
+        return {
+            "resourceType": "Observation",
+            "id": oid,
+            "status": "final",
+            "subject": {"reference": "Patient/p1"},
+            "code": {"coding": codings},
+            "effectiveDateTime": "2024-03-04T08:00:00Z",
+            "valueQuantity": {"value": value, "unit": "mmol/L"},
+        }
+
+    def batch(name: str, observations: list[dict], bundled: list[dict] = ()) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "Patient.ndjson").write_bytes(orjson.dumps(patient) + b"\n")
+        (folder / "Observation.ndjson").write_bytes(
+            b"".join(orjson.dumps(o) + b"\n" for o in observations)
+        )
+        if bundled:
+            (folder / "bundles").mkdir()
+            entries = [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in bundled]
+            bundle = {"resourceType": "Bundle", "type": "collection", "entry": entries}
+            (folder / "bundles" / "b.json").write_bytes(orjson.dumps(bundle))
+        return folder
+
+    settings = _settings(tmp_path)
+    first = ingest_json_batch(
+        "first", batch("first", [observation("o1", [loinc]), observation("o2", [loinc])]), settings
+    )
+    snomed = {"system": "http://snomed.info/sct", "code": "33747003"}
+    second = ingest_json_batch(
+        "second",
+        batch(
+            "second",
+            [observation("o1", [loinc, snomed]), observation("o2", [loinc])],
+            bundled=[observation("o2", [loinc]), observation("o1", [loinc, snomed], 9.9)],
+        ),
+        settings,
+        earlier=_earlier(first),
+        vectorised=vectorised,
+    )
+    summary = second.summary()
+    assert summary["records_in"] == 5
+    assert (summary["ingested"], summary["newer_versions"]) == (1, 1)  # o1: one more coding
+    assert summary["duplicates"] == 3  # the patient, o2, and o2 again in the Bundle
+    assert summary["quarantined_by_reason"] == {"conflicting_version": 1}  # o1 changed again
+    codings = second.tables["codings"].lazy().collect()
+    assert sorted(codings["system"].to_list()) == ["http://loinc.org", "http://snomed.info/sct"]
+    assert second.tables["observations"].lazy().collect()["value_quantity"].to_list() == [5.2]
