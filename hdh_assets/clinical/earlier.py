@@ -6,10 +6,11 @@ repeats resources that did not change. A resource whose (type, remapped id) an e
 is flattened as usual, then compared with that batch's rows in every table it feeds (its own
 table, codings, observation components): the same rows make it a duplicate; different rows make
 it a newer version, ingested in this batch and counted as such. When several earlier batches
-hold a resource, the latest of them (in arrival order) holds its current version. Comparing lake rows rather than
-source text means a resource sent once as NDJSON and once in a Bundle is still recognised.
-Declared (non-FHIR) records have no id: an earlier record with the same pseudonymised content is
-a duplicate.
+hold a resource, the latest of them (in arrival order) holds its current version. Comparing lake
+rows rather than source text means a resource sent once as NDJSON and once in a Bundle is still
+recognised. The comparison is made once per batch, at its end, on row hashes computed by polars
+(:func:`row_keys`, :func:`changed`). Declared (non-FHIR) records have no id: an earlier record
+with the same pseudonymised content is a duplicate.
 """
 
 from __future__ import annotations
