@@ -15,14 +15,18 @@ with the same pseudonymised content is a duplicate.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
 from hdh_assets.clinical.flatten import ALL_TABLES, TABLES
-from hdh_assets.clinical.identity import HEX32, declared_identity, id_identities, type_salt
+from hdh_assets.clinical.identity import (
+    declared_identity,
+    id_identities,
+    identity_expr,
+    type_salt,
+)
 
 TABLE_OF_TYPE = {rtype: table for rtype, (table, _, _) in TABLES.items()}
 TYPE_OF_TABLE = {table: rtype for rtype, table in TABLE_OF_TYPE.items()}
@@ -73,7 +77,7 @@ class EarlierBatches:
         """``(k, table, h)`` (see :func:`row_keys`) of the rows that the latest earlier batch
         holding each of these resources (by identity) holds of it. One scan per table."""
         wanted = pl.Series(np.unique(keys), dtype=pl.Int64)
-        salts = self._salts()
+        salts = salts_of(self.tables)
         parts = []
         for table, frame in self.tables.items():
             if table not in OWNER_COLUMN:
@@ -92,19 +96,17 @@ class EarlierBatches:
         )
         return rows.join(latest, on=["k", RANK], how="semi").select(_EMPTY.columns)
 
-    def _salts(self) -> dict[str, int]:
-        types = {*TYPE_OF_TABLE.values()}
-        for table in ("other_resources", "codings"):
-            if table in self.tables:
-                found = self.tables[table].select(pl.col("resource_type").unique()).collect()
-                types.update(found.to_series().drop_nulls().to_list())
-        return salts_of(types)
-
 
 _EMPTY = pl.DataFrame(schema={"k": pl.Int64, "table": pl.String, "h": pl.UInt64})
 
 
-def salts_of(types: Iterable[str]) -> dict[str, int]:
+def salts_of(tables: dict[str, pl.LazyFrame | pl.DataFrame]) -> dict[str, int]:
+    """The type salt of every resource type these tables' rows can belong to."""
+    types = {*TYPE_OF_TABLE.values()}
+    for table in ("other_resources", "codings"):
+        if table in tables:
+            found = tables[table].lazy().select(pl.col("resource_type").unique()).collect()
+            types.update(found.to_series().drop_nulls().to_list())
     return {t: type_salt(t) for t in types}
 
 
@@ -132,16 +134,13 @@ def row_keys(
 def key_of_row(table: str, salts: dict[str, int]) -> pl.Expr:
     """The identity of the resource a row of ``table`` belongs to (null for an id that is not a
     remapped one, or a type not in ``salts``)."""
-    rid = pl.col(OWNER_COLUMN[table])
     if table in TYPE_OF_TABLE:
         rtype = pl.lit(TYPE_OF_TABLE[table])
     elif table == "observation_components":
         rtype = pl.lit("Observation")
     else:
         rtype = pl.col("resource_type")
-    salt = rtype.replace_strict(salts, default=None, return_dtype=pl.Int64)
-    number = rid.str.slice(0, 15).str.to_integer(base=16, strict=False)
-    return pl.when(rid.str.contains(HEX32)).then(number.xor(salt))
+    return identity_expr(rtype, pl.col(OWNER_COLUMN[table]), salts)
 
 
 def changed(made: pl.DataFrame, held: pl.DataFrame) -> np.ndarray:

@@ -37,6 +37,14 @@ def id_identity(resource_type: str, remapped_id: str) -> int:
     return h64(repr((resource_type, remapped_id))) >> 1
 
 
+def identity_expr(rtype: pl.Expr, rid: pl.Expr, salts: dict[str, int]) -> pl.Expr:
+    """:func:`id_identity` as a polars expression, for remapped ids (null for any other id, or
+    a type missing from ``salts``)."""
+    salt = rtype.replace_strict(salts, default=None, return_dtype=pl.Int64)
+    number = rid.str.slice(0, 15).str.to_integer(base=16, strict=False)
+    return pl.when(rid.str.contains(HEX32)).then(number.xor(salt))
+
+
 def id_identities(owners: pl.LazyFrame) -> np.ndarray:
     """:func:`id_identity` of every row of ``owners`` (columns ``t``: type, ``i``: remapped id),
     as int64, computed by polars: 8 bytes per resource whatever the size of the lake."""
@@ -44,10 +52,7 @@ def id_identities(owners: pl.LazyFrame) -> np.ndarray:
     hexed = pl.col("i").str.contains(HEX32).fill_null(False)
     fast = (
         owners.filter(hexed)
-        .select(
-            pl.col("i").str.slice(0, 15).str.to_integer(base=16)
-            ^ pl.col("t").replace_strict(salts, return_dtype=pl.Int64)
-        )
+        .select(identity_expr(pl.col("t"), pl.col("i"), salts))
         .collect(engine="streaming")
         .to_series()
         .to_numpy()

@@ -25,7 +25,6 @@ import polars as pl
 from hdh_assets.clinical.declared import DeclaredRecords, pseudonymise_declared
 from hdh_assets.clinical.earlier import (
     OWNER_COLUMN,
-    TYPE_OF_TABLE,
     EarlierBatches,
     changed,
     key_of_row,
@@ -493,18 +492,7 @@ class _Run:
         identities = np.concatenate(self.held_identities)
         numbers = np.concatenate(self.held_numbers)
         waiting = {t: f for t, f in self.held.finish().items() if t in OWNER_COLUMN}
-        types = set(TYPE_OF_TABLE.values())
-        for table in ("other_resources", "codings"):
-            types.update(
-                waiting[table]
-                .lazy()
-                .select(pl.col("resource_type").unique())
-                .collect()
-                .to_series()
-                .drop_nulls()
-                .to_list()
-            )
-        salts = salts_of(types)
+        salts = salts_of(waiting)
         made = pl.concat([row_keys(f, t, salts) for t, f in waiting.items()]).collect()
         newer = changed(made, self.earlier.held_rows(identities))
         is_newer = np.isin(identities, newer)

@@ -58,7 +58,7 @@ import pyarrow as pa
 import pyarrow.json as pj
 
 from hdh_assets.clinical.flatten import ALL_TABLES, TABLES, VALUE_COLUMNS
-from hdh_assets.clinical.identity import type_salt
+from hdh_assets.clinical.identity import identity_expr, type_salt
 from hdh_assets.clinical.reader import RawRecord
 from hdh_assets.pseudonymisation.bulk import provider_pseudonyms, remap_ids, subject_pseudonyms
 from hdh_assets.pseudonymisation.fhir import REMOVED_KEYS, Subject, parse_reference
@@ -1471,9 +1471,12 @@ class NdjsonFastPath:
             else:
                 columns[name] = pl.Series(name, [None] * height, pl.String)
         frame = frame.with_columns(**{k: v.alias(k) for k, v in columns.items()})
-        identities = frame["_rid"].str.slice(0, 15).str.to_integer(base=16).to_numpy().astype(
-            np.int64
-        ) ^ np.int64(type_salt(rtype))
+        keyed = frame.select(
+            identity_expr(pl.lit(rtype), pl.col("_rid"), {rtype: type_salt(rtype)})
+        )
+        if keyed.to_series().null_count():  # remapped ids are keyed hashes: never happens
+            raise ValueError("a remapped id is not 32 hex digits")
+        identities = keyed.to_series().to_numpy().astype(np.int64)
         bad.append(pl.col("_unknown"))
         row_columns = _rows(rtype, ctx, context.birth_date)
         first_stage, second_stage = ctx.date_stages()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -175,14 +175,10 @@ class LakeTable:
 
     def files_outside(self, column: str, excluded: str) -> list[UPath]:
         """Data files of every partition but ``excluded`` (what other batches already hold)."""
-        return self.files_of(column, lambda key: key != excluded)
-
-    def files_of(self, column: str, wanted: Callable[[str], bool]) -> list[UPath]:
-        """Data files of the partitions (on ``column``) whose key is ``wanted``."""
         return [
             f
             for key, files in self.files_by_partition(column).items()
-            if wanted(key)
+            if key != excluded
             for f in files
         ]
 

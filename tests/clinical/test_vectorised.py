@@ -374,9 +374,17 @@ def test_hostile_lines_get_the_same_result(tmp_path, monkeypatch):
     assert len(calls) < sum(1 for _ in OBSERVATIONS) + 420  # some lines went column-wise
 
 
-def test_hostile_lines_in_small_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(vectorised, "CHUNK_BYTES", 700)
-    monkeypatch.setattr(vectorised, "MIN_PIECE", 3)
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"CHUNK_BYTES": 700, "MIN_PIECE": 3},
+        {"PREFETCH": True, "CHUNK_BYTES": 2000, "MIN_PIECE": 1},  # the next chunk read meanwhile
+    ],
+    ids=["small-chunks", "prefetching"],
+)
+def test_hostile_lines_in_small_chunks(tmp_path, monkeypatch, settings):
+    for name, value in settings.items():
+        monkeypatch.setattr(vectorised, name, value)
     folder = tmp_path / "hostile"
     _hostile_batch(folder)
     slow, fast, _ = _both(folder, tmp_path)
@@ -477,13 +485,3 @@ def test_an_unexpected_failure_sends_the_chunk_one_by_one(export, tmp_path, monk
     slow, fast, calls = _both(export, tmp_path)
     _assert_same(slow, fast)
     assert len(calls) == slow.summary()["records_in"]
-
-
-def test_prefetching_the_next_chunk_gives_the_same_tables(tmp_path, monkeypatch):
-    monkeypatch.setattr(vectorised, "PREFETCH", True)
-    monkeypatch.setattr(vectorised, "CHUNK_BYTES", 2000)
-    monkeypatch.setattr(vectorised, "MIN_PIECE", 1)
-    folder = tmp_path / "hostile"
-    _hostile_batch(folder)
-    slow, fast, _ = _both(folder, tmp_path)
-    _assert_same(slow, fast)
