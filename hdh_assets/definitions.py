@@ -8,7 +8,12 @@ import dagster as dg
 
 from hdh_assets.claims import assets as claims
 from hdh_assets.clinical import assets as clinical
-from hdh_assets.gdpr.assets import exclusions, proof_checks, subject_index_asset
+from hdh_assets.gdpr.assets import (
+    exclusions,
+    proof_checks,
+    request_assets,
+    subject_index_asset,
+)
 from hdh_assets.imaging import assets as imaging
 from hdh_assets.landing.partitions import LANDING_SOURCES
 from hdh_assets.products import linkage
@@ -16,14 +21,15 @@ from hdh_assets.products.assets import load_products
 from hdh_assets.products.models import sql_dir_from_env
 from hdh_assets.workspaces import assets as workspaces
 from jobs.ingestion import landing_job
-from jobs.rights import gdpr_process_request_job
 from jobs.workspaces import deliver_workspaces_job, provision_workspaces_job
 from resources.home import HdhHome
 from resources.imaging import DicomIngestionResource
 from resources.lake import LakeIOManager
 from resources.platform import HomeResource
 from resources.pseudonymisation import PseudonymisationKeyResource
+from resources.rights_registry import RIGHTS_DB_ENV, RIGHTS_KEY_ENV, RightsRegistryResource
 from resources.spark import spark_resource
+from sensors.automation import automation_sensor, claims_months_sensor
 from sensors.landing import landing_sensor
 from sensors.rights import rights_sensor
 from sensors.workspaces import workspace_drift_schedule, workspace_specs_sensor
@@ -31,12 +37,18 @@ from sensors.workspaces import workspace_drift_schedule, workspace_specs_sensor
 SOURCE_ASSETS = [*imaging.assets, *clinical.assets, *claims.assets, *linkage.assets]
 PRODUCT_ASSETS = load_products(sql_dir_from_env(), SOURCE_ASSETS)
 DOMAIN_ASSETS = [*SOURCE_ASSETS, *PRODUCT_ASSETS, *workspaces.assets]
-ALL_ASSETS = [*DOMAIN_ASSETS, subject_index_asset(DOMAIN_ASSETS), exclusions]
+PLATFORM_ASSETS = [*DOMAIN_ASSETS, subject_index_asset(DOMAIN_ASSETS), exclusions]
+ALL_ASSETS = [*PLATFORM_ASSETS, *request_assets(PLATFORM_ASSETS)]
 PROOF_CHECKS = proof_checks(DOMAIN_ASSETS)
 
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes"}
+
+
+def _env_secret(name: str):
+    """A secret read by Dagster at run time (``dg.EnvVar``), when the environment sets it."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
 
 
 def build_resources(home: HdhHome | None = None) -> dict:
@@ -50,6 +62,9 @@ def build_resources(home: HdhHome | None = None) -> dict:
         ),
         "pyspark": spark_resource(),
         "dicom_ingestion": DicomIngestionResource.from_env(),
+        "rights_registry": RightsRegistryResource(
+            url=_env_secret(RIGHTS_DB_ENV), key=_env_secret(RIGHTS_KEY_ENV)
+        ),
     }
 
 
@@ -60,12 +75,13 @@ def build_definitions(home: HdhHome | None = None) -> dg.Definitions:
         asset_checks=PROOF_CHECKS,
         jobs=[
             *landing_jobs.values(),
-            gdpr_process_request_job,
             provision_workspaces_job,
             deliver_workspaces_job,
         ],
         sensors=[
             *(landing_sensor(source, job) for source, job in landing_jobs.items()),
+            claims_months_sensor,
+            automation_sensor,
             rights_sensor,
             workspace_specs_sensor,
         ],

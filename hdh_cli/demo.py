@@ -1,7 +1,9 @@
 """``hdh demo``, the main job: sample into the landing zone, materialise everything, summarise.
 
-The plan is explicit and ordered: each capability adds its steps here, and the demo must always
-run end to end on a fresh HDH_HOME.
+It runs, in this process, what the daemon would launch for the sample: the landing sensors'
+runs, the claims months, then whatever the assets' automation conditions request; then a
+release, the example workspaces and one erasure through the rights sensor's steps. It must
+always run end to end on a fresh HDH_HOME.
 """
 
 from __future__ import annotations
@@ -11,19 +13,20 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from hdh_assets.claims.events import landed_date_range, months_touched
-from hdh_assets.definitions import ALL_ASSETS
+from hdh_assets.definitions import build_definitions
+from hdh_assets.gdpr.service import file_sample_erasure
 from hdh_assets.landing.batches import landing_batch, ready_batches
 from hdh_assets.landing.partitions import BATCH_PARTITIONS, LANDING_SOURCES
+from hdh_assets.products.publishing import release_product
 from hdh_assets.products.releases import ReleaseStore
-from hdh_cli.ingest import across_batches_selection, across_keys, batch_selection
-from hdh_cli.products import clamp_range, product_selections, release_product
-from hdh_cli.rights import erase_sample_person
-from hdh_cli.runs import RunOutcome, materialize_selection
+from hdh_cli.ingest import ingest_batches
+from hdh_cli.rights import process_here
+from hdh_cli.runs import RunOutcome
 from hdh_cli.status import PlatformStatus, collect_status
 from hdh_cli.workspaces import apply as apply_workspaces
 from resources.home import HdhHome
 from resources.pseudonymisation import PseudonymisationKeyResource
+from resources.rights_registry import RightsRegistry
 from synthetic.sample import Progress, SampleConfig, SampleSummary, generate_sample
 from synthetic.synthea_style import synthea_style_export
 
@@ -35,6 +38,7 @@ class DemoReport:
     status: PlatformStatus | None = None
     erasure: dict | None = None
     workspaces: dict | None = None
+    automation: list = field(default_factory=list)  # what each evaluation of the conditions asked
 
     @property
     def success(self) -> bool:
@@ -50,6 +54,7 @@ class DemoReport:
             "status": self.status.to_json() if self.status else None,
             "erasure": self.erasure,
             "workspaces": self.workspaces,
+            "automation": self.automation,
         }
 
 
@@ -77,62 +82,46 @@ def run_demo(
     with landing_batch(home.landing_for("json"), "synthea-style-us") as folder:
         synthea_style_export(folder, patients=5, seed=config.seed)
 
-    def run(selection: str, **kwargs) -> None:
-        outcome = materialize_selection(home, instance, selection, **kwargs)
+    def ran(outcome: RunOutcome) -> None:
         report.runs.append(outcome)
         progress("materialisation runs", 1, None)
         on_run(outcome)
 
-    for source in LANDING_SOURCES:
-        for batch in register_batches(instance, home, source):
-            # everything this source's batch feeds: what its landing sensor's job runs
-            run(batch_selection(source, ALL_ASSETS), partition=batch)
-
-    claims_files = [
-        f
-        for b in ready_batches(home.landing_for("claims"), 0)
-        for f in sorted(b.path.rglob("*.parquet"))
-    ]
-    raw_range = landed_date_range(claims_files)
-    months = None
-    if raw_range:
-        max_shift = PseudonymisationKeyResource().max_date_shift_days
-        months = months_touched(*raw_range, max_shift)
-        run('key:"claims/events"', partition_range=months)
-
-    across = across_batches_selection(instance)
-    if across:
-        run(across)
-    # Data products: each partitioned set as one range run, then the rest, then the index again
-    # (products that hold people are in it).
-    definitions = _definitions(home)
+    definitions = build_definitions(home)
     graph = definitions.resolve_asset_graph()
-    products = product_selections(graph, exclude=set(across_keys(across)))
-    for partitions, selection in products.partitioned:
-        if months:
-            run(selection, partition_range=clamp_range(partitions, months))
-    if products.unpartitioned:
-        run(products.unpartitioned)
-    run('key:"gdpr/subject_index"')
+    # What the landing sensors, the claims months sensor and the automation sensor would
+    # launch, in this process: every batch, the months of claims they touch, then whatever the
+    # assets' automation conditions request (series, studies, products, subject index, ...).
+    batches = [
+        (source, batch)
+        for source in LANDING_SOURCES
+        for batch in register_batches(instance, home, source)
+    ]
+    _, followed = ingest_batches(definitions, instance, home, batches, on_run=ran)
+    report.automation = followed.requested
     # A data referent releases a product that holds people, so the erasure must re-issue it,
     # and the releases the example projects are granted.
     store = ReleaseStore(home.releases)
     wanted = {("chronic_medication_cohort", None), *granted_releases()}
     for product, version in sorted(wanted, key=str):
         if not store.releases(product):  # a rerun has them
-            release_product(home, definitions, instance, product, version)
+            release_product(home, graph, instance, product, version)
     # Two research projects get their workspaces: grants extracted, manifests in HDH_HOME/gitops.
-    provisioning = apply_workspaces(home, instance)
+    provisioning = apply_workspaces(home, instance, definitions, on_run=ran)
     report.workspaces = {
         "provisioned": provisioning["provisioned"],
         "failed": provisioning["failed"],
         "delivery": provisioning["delivery"].get("summary"),
         "commit": provisioning["delivery"].get("commit"),
     }
-    report.runs.append(RunOutcome(**provisioning["delivery_run"]))
-    # One erasure end to end: a person of the sample files it, the DPO verifies, it is processed.
+    # One erasure end to end: a person of the sample files it, the DPO verifies, and the runs
+    # the rights sensor would launch are executed here.
     people = json.loads((home.sample / "identities.json").read_text())["people"]
-    erasure = erase_sample_person(home, instance, people[1 % len(people)])
+    registry = RightsRegistry.from_env(home)
+    request_id = file_sample_erasure(
+        home, registry, people[1 % len(people)], PseudonymisationKeyResource()
+    )
+    erasure = process_here(definitions, instance, registry, request_id)
     report.erasure = {
         "id": erasure.request_id,
         "status": erasure.status,
@@ -143,7 +132,7 @@ def run_demo(
         "raw_copies_removed": erasure.report.get("raw_copies_removed", []),
         "raw_copies_clean": erasure.report.get("raw_copies_clean"),
     }
-    progress("materialisation runs", len(erasure.report.get("runs", [])), None)
+    progress("materialisation runs", len(erasure.runs), None)
     report.status = collect_status(definitions, instance, home)
     return report
 
@@ -154,9 +143,3 @@ def granted_releases() -> set[tuple[str, str]]:
 
     live, _, _ = current_specs()
     return {(g.product, g.version) for spec in live.values() for g in spec.grants}
-
-
-def _definitions(home: HdhHome) -> dg.Definitions:
-    from hdh_assets.definitions import build_definitions
-
-    return build_definitions(home)

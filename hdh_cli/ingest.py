@@ -1,84 +1,74 @@
-"""``hdh ingest``: land a folder or archive as a batch, ingest it now, report what happened."""
+"""``hdh ingest``: land a folder or archive as a batch, ingest it and what follows it (the
+runs the daemon would launch), report what happened."""
 
 from __future__ import annotations
 
-import re
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 
-from hdh_assets.landing.batches import PROVIDER_MARKER, landing_batch
+from hdh_assets.automation import claims_month_requests
+from hdh_assets.landing.intake import default_batch_name, land
 from hdh_assets.landing.partitions import BATCH_PARTITIONS
-from hdh_cli.runs import RunOutcome, materialize_selection
+from hdh_cli.runs import Followed, RunOutcome, daemon_running, execute, follow, wait_for
 from resources.home import HdhHome
 
-_BATCH_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-# What spans every batch, refreshed once batches are in (the daemon does it with automation),
-# in dependency order. READS_THE_LAKE: built from whatever the lake holds, always ready.
-READS_THE_LAKE = {"gdpr/subject_index"}
-ACROSS_BATCHES = (
-    "imaging/dicom_series",
-    "imaging/dicom_studies",
-    "products/imaging_clinical_linkage",
-    "gdpr/subject_index",
-)
+LANDING_SOURCE_TAG = "hdh/landing_source"
 
 
-def across_batches_selection(instance: dg.DagsterInstance) -> str | None:
-    """The assets of ACROSS_BATCHES whose inputs exist (or will, earlier in the same run)."""
-    from hdh_assets.definitions import build_definitions
-
-    graph = build_definitions().resolve_asset_graph()
-    ready: list[str] = []
-    for name in ACROSS_BATCHES:
-        key = dg.AssetKey.from_user_string(name)
-        parents = graph.get(key).parent_keys
-        if name in READS_THE_LAKE or all(
-            p.to_user_string() in ready or instance.get_latest_materialization_event(p)
-            for p in parents
-        ):
-            ready.append(name)
-    return " or ".join(f'key:"{name}"' for name in ready) or None
+def batch_request(source: str, batch: str, graph, tags: dict[str, str] | None = None):
+    """What the source's landing sensor launches for a ready batch: every asset partitioned by
+    the source's batches, for this batch."""
+    partitions = BATCH_PARTITIONS[source]
+    keys = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def == partitions]
+    return dg.RunRequest(
+        asset_selection=sorted(keys, key=lambda k: k.to_user_string()),
+        partition_key=batch,
+        tags={LANDING_SOURCE_TAG: source, **(tags or {})},
+    )
 
 
-def across_keys(selection: str | None) -> list[dg.AssetKey]:
-    """The keys an ``across_batches_selection`` names."""
-    if not selection:
-        return []
-    return [
-        dg.AssetKey.from_user_string(name)
-        for name in ACROSS_BATCHES
-        if f'key:"{name}"' in selection
-    ]
+def ingest_batches(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    home: HdhHome,
+    batches: list[tuple[str, str]],
+    tags: dict[str, str] | None = None,
+    on_run: Callable[[RunOutcome], None] = lambda outcome: None,
+) -> tuple[list[RunOutcome], Followed]:
+    """Ingest registered (source, batch) pairs here, then what the daemon would launch after
+    them: the claims months they touch and whatever the automation conditions request."""
+    from hdh_assets.claims.assets import EVENTS_KEY, MONTHS, landed_claims_files
+    from resources.pseudonymisation import PseudonymisationKeyResource
+
+    graph = defs.resolve_asset_graph()
+    before = follow(defs, instance, None, on_run)  # the conditions' state before our runs
+    claims_seen = _latest_storage_id(instance, landed_claims_files.key)
+    runs = []
+    for source, batch in batches:
+        runs.append(execute(defs, instance, batch_request(source, batch, graph, tags)))
+        on_run(runs[-1])
+    months, _ = claims_month_requests(
+        instance,
+        landed_claims_files.key,
+        EVENTS_KEY,
+        MONTHS,
+        home.landing_for("claims"),
+        PseudonymisationKeyResource().max_date_shift_days,
+        claims_seen,
+    )
+    for request in months:
+        runs.append(execute(defs, instance, request))
+        on_run(runs[-1])
+    followed = follow(defs, instance, before.cursor, on_run)
+    followed.runs[:0] = before.runs
+    return runs, followed
 
 
-def default_batch_name(path: Path) -> str:
-    name = path.name
-    for suffix in (".tar.gz", ".tgz", ".zip", ".tar"):
-        name = name.removesuffix(suffix)
-    return _BATCH_NAME.sub("-", name).strip("-.") or "batch"
-
-
-def land(path: Path, source_root: Path, batch: str, provider: str | None = None) -> Path:
-    """Copy ``path`` (a folder, or one archive or file) into ``source_root/batch`` atomically;
-    a provider is recorded in the batch's ``_PROVIDER`` marker, so reruns keep it."""
-    if not path.exists():
-        raise FileNotFoundError(f"nothing to land at {path}")
-    with landing_batch(source_root, batch) as folder:
-        if path.is_dir():
-            shutil.copytree(path, folder, dirs_exist_ok=True)
-        else:
-            shutil.copy2(path, folder / path.name)
-        if provider:
-            (folder / PROVIDER_MARKER).write_text(provider + "\n", encoding="utf-8")
-    return source_root / batch
-
-
-def batch_selection(source: str, assets) -> str:
-    """Everything a source's batch feeds, as a selection (the landing job's assets)."""
-    keys = [k for a in assets if a.partitions_def == BATCH_PARTITIONS[source] for k in a.keys]
-    return " or ".join(f'key:"{k.to_user_string()}"' for k in keys)
+def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> int:
+    records = instance.fetch_materializations(key, limit=1).records
+    return records[0].storage_id if records else 0
 
 
 def _land_and_run(
@@ -89,18 +79,51 @@ def _land_and_run(
     batch: str | None,
     tags: dict[str, str] | None = None,
 ) -> tuple[str, list[RunOutcome]]:
-    """Land, register the partition, run what the batch feeds, then what spans every batch."""
-    from hdh_assets.definitions import ALL_ASSETS
-
+    """Land and register the batch, then run it and what follows it: through the daemon when
+    one runs (its landing sensor takes the batch), here otherwise."""
     batch = batch or default_batch_name(path)
     land(path, home.landing_for(source), batch, (tags or {}).get("hdh/provider"))
     instance.add_dynamic_partitions(BATCH_PARTITIONS[source].name, [batch])
-    selection = batch_selection(source, ALL_ASSETS)
-    runs = [materialize_selection(home, instance, selection, partition=batch, tags=tags)]
-    across = across_batches_selection(instance) if runs[0].success else None
-    if across:
-        runs.append(materialize_selection(home, instance, across))
-    return batch, runs
+    if daemon_running(instance):
+        return batch, _wait_for_daemon(instance, source, batch)
+    from hdh_assets.definitions import build_definitions
+
+    runs, followed = ingest_batches(
+        build_definitions(home), instance, home, [(source, batch)], tags
+    )
+    return batch, runs + followed.runs
+
+
+def _wait_for_daemon(
+    instance: dg.DagsterInstance, source: str, batch: str, timeout: float = 1800
+) -> list[RunOutcome]:
+    """The landing sensor ingests the batch; wait for its run, then for the runs after it."""
+    active = [
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+    ]
+
+    def landing_runs(statuses=None):
+        filters = dg.RunsFilter(
+            tags={LANDING_SOURCE_TAG: source, "dagster/partition": batch}, statuses=statuses
+        )
+        return instance.get_runs(filters=filters)
+
+    wait_for(lambda: landing_runs() and not landing_runs(active), timeout)
+    wait_for(lambda: not instance.get_runs(filters=dg.RunsFilter(statuses=active)), timeout)
+    return [
+        RunOutcome(
+            selection=f"ingest_{source}_batch",
+            partition=batch,
+            run_id=run.run_id,
+            success=run.status is dg.DagsterRunStatus.SUCCESS,
+            materializations=0,
+            checks_failed=[],
+        )
+        for run in landing_runs()[:1]
+    ]
 
 
 def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> dict:

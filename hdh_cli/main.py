@@ -55,6 +55,13 @@ def _home() -> HdhHome:
     return HdhHome.from_env()
 
 
+def _definitions(home: HdhHome):
+    """The code location, loaded only by the commands that execute runs in this process."""
+    from hdh_assets.definitions import build_definitions
+
+    return build_definitions(home)
+
+
 @click.group()
 @click.version_option(package_name="hdh-platform")
 def cli() -> None:
@@ -181,20 +188,17 @@ def status(as_json) -> None:
 def materialize(selection, partition, range_start, range_end, as_json) -> None:
     """Materialise SELECTION in-process, e.g. 'key:claims/events' or 'group:imaging'."""
     from hdh_cli.instance import platform_instance
-    from hdh_cli.runs import materialize_selection
+    from hdh_cli.runs import execute, selection_request
 
     if bool(range_start) != bool(range_end):
         raise click.UsageError("--from and --to go together")
     if partition and range_start:
         raise click.UsageError("give --partition or --from/--to, not both")
     home = _home().ensure()
-    outcome = materialize_selection(
-        home,
-        platform_instance(home),
-        selection,
-        partition=partition,
-        partition_range=(range_start, range_end) if range_start else None,
-    )
+    defs = _definitions(home)
+    span = (range_start, range_end) if range_start else None
+    request = selection_request(defs, selection, partition, span)
+    outcome = execute(defs, platform_instance(home), request)
     if as_json:
         _print_json(outcome.to_json())
     else:
@@ -397,15 +401,14 @@ def products_list(as_json) -> None:
 def products_release(name, version, as_json) -> None:
     """Freeze the latest materialisation of products/NAME as VERSION (default: its YAML release)."""
     from hdh_assets.definitions import build_definitions
+    from hdh_assets.products.publishing import release_product
     from hdh_assets.products.releases import ReleaseError
     from hdh_cli.instance import platform_instance
-    from hdh_cli.products import release_product
 
     home = _home().ensure()
     try:
-        release = release_product(
-            home, build_definitions(home), platform_instance(home), name, version
-        )
+        graph = build_definitions(home).resolve_asset_graph()
+        release = release_product(home, graph, platform_instance(home), name, version)
     except ReleaseError as error:
         raise click.ClickException(str(error)) from None
     manifest = release.manifest
@@ -638,7 +641,7 @@ def rights_retry(request_id, by):
 def rights_rectify(request_id, path, source, provider, by):
     """Attach the corrected source data of a verified rectification; processing replaces the
     person's records of that source with it and rebuilds everything downstream."""
-    from hdh_cli.rights import attach_correction
+    from hdh_assets.gdpr.service import attach_correction
 
     home = _home().ensure()
     batch = _rights_call(
@@ -695,32 +698,32 @@ def rights_operator_list(as_json):
 @click.option("--wait", is_flag=True, help="Run what processing needs to the end, here.")
 @click.option("--json", "as_json", is_flag=True)
 def rights_process(wait, as_json):
-    """Process verified objections and erasures: exclude, re-materialise, prove, complete."""
+    """Process verified requests: exclude, re-materialise, prove, complete (or export, for
+    access). With a running daemon the rights sensor launches the runs and --wait waits for
+    them; without one, --wait executes the same runs here."""
+    from hdh_assets.gdpr.service import pending
     from hdh_cli.instance import platform_instance
-    from hdh_cli.rights import pending, process_request
-    from sensors.rights import rights_run_requests
+    from hdh_cli.rights import process
+    from hdh_cli.runs import daemon_running
 
     home = _home().ensure()
     registry = _registry()
     instance = platform_instance(home)
-    launched = [r.tags["hdh/rights_request"] for r in rights_run_requests(instance, registry, home)]
-    if not wait:  # what one tick of rights_sensor launches; the daemon (make ui) runs them
+    if not wait:  # what the rights sensor takes next; the daemon (make ui) runs it
+        waiting = pending(registry, home)
         if as_json:
-            _print_json({"would_launch": launched, "pending": pending(registry, home)})
+            _print_json({"pending": waiting, "daemon_running": daemon_running(instance)})
         else:
             console.print(
-                f"rights_sensor would launch {len(launched)} run(s): {', '.join(launched) or '-'}"
-                "; the daemon of make ui runs them, or run hdh rights process --wait"
+                f"{len(waiting)} request(s) waiting: {', '.join(waiting) or '-'}; the daemon of "
+                "make ui processes them, or run hdh rights process --wait"
             )
         return
-    waiting = launched
-    outcomes = []
-    for request_id in waiting:
-        outcome = process_request(home, instance, registry, request_id)
-        outcomes.append(outcome)
-        if not as_json:
-            colour = "green" if outcome.status == "completed" else "red"
-            console.print(f"[{colour}]{outcome.status}[/]: {request_id}")
+    outcomes = process(lambda: _definitions(home), instance, registry, home)
+    if not as_json:
+        for o in outcomes:
+            colour = "green" if o.status == "completed" else "red"
+            console.print(f"[{colour}]{o.status}[/]: {o.request_id}")
     if as_json:
         _print_json(
             {
@@ -797,7 +800,7 @@ def workspaces_apply(force, as_json):
     from hdh_cli.workspaces import apply
 
     home = _home().ensure()
-    result = _workspace_call(lambda: apply(home, platform_instance(home), force))
+    result = _workspace_call(lambda: apply(home, platform_instance(home), force=force))
     if as_json:
         _print_json(result)
     else:

@@ -1,38 +1,26 @@
-"""Processing verified objection and erasure requests in-process (``hdh rights process``).
+"""``hdh rights process``: a client of the rights sensor's state machine.
 
-For each request: exclude the person (the gdpr/exclusions snapshot), remove the pseudonymised
-DICOM files and previews that hold them, re-materialise exactly the partitions the subject index
-lists and what depends on them, then run the proof checks. The request is completed only when
-every run succeeded and every proof passed; its report says what was touched.
+With a Dagster daemon beating against the instance, the sensor launches the runs and this
+waits for the requests to finish. Without one, this process executes the very run requests the
+sensor would launch, step by step, until each request is completed or failed.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dagster as dg
-import polars as pl
-from upath import UPath
 
-from hdh_assets.gdpr.processing import batch_rows, plan_erasure, plan_rectification
-from hdh_assets.gdpr.raw_copies import scrub_raw_copies
-from hdh_assets.gdpr.rights import RequestType, Status
-from hdh_assets.landing.partitions import BATCH_PARTITIONS, LANDING_SOURCES
-from hdh_cli.runs import materialize_selection
+from hdh_assets.gdpr.rights import Status
+from hdh_assets.gdpr.service import pending
+from hdh_assets.gdpr.steps import advance
+from hdh_cli.runs import RunOutcome, daemon_running, execute, wait_for
 from resources.home import HdhHome
-from resources.lake.tables import Lake
 from resources.rights_registry import RightsRegistry
 
-PROCESSED_TYPES = {
-    RequestType.OBJECTION,
-    RequestType.ERASURE,
-    RequestType.ACCESS,
-    RequestType.RECTIFICATION,
-}
-ACTOR = "hdh-rights-process"
-REQUEST_TAG = "hdh/rights_request"
+FINAL = {Status.COMPLETED, Status.FAILED, Status.REJECTED}
+DAEMON_TIMEOUT_SECONDS = 3600
 
 
 @dataclass
@@ -40,377 +28,51 @@ class Outcome:
     request_id: str
     status: str
     report: dict = field(default_factory=dict)
+    runs: list[RunOutcome] = field(default_factory=list)
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def remove_store_copies(home: HdhHome, pseudonym: str) -> list[str]:
-    """The person's pseudonymised DICOM files and the previews of their series."""
-    from hdh_assets.gdpr.access import person_rows
-
-    store = home.store / "dicom"
-    removed = []
-    instances = person_rows(home.lake, "imaging/dicom_instances", "subject_pseudonym", pseudonym)
-    if instances.is_empty():
-        return removed
-    for relative in instances["store_path"].drop_nulls():
-        path = store / relative
-        if path.resolve().is_relative_to(store.resolve()) and path.exists():
-            path.unlink()
-            removed.append(f"store/dicom/{relative}")
-    series = sorted(set(instances["series_instance_uid"].drop_nulls()))
-    for file in Lake(UPath(home.lake)).table(["imaging", "dicom_previews"]).parquet_files():
-        previews = pl.read_parquet(str(file)).filter(pl.col("series_instance_uid").is_in(series))
-        for relative in previews["preview_path"].drop_nulls():
-            path = home.store / relative
-            if path.resolve().is_relative_to(home.store.resolve()) and path.exists():
-                path.unlink()
-                removed.append(f"store/{relative}")
-    return removed
-
-
-def process_request(
-    home: HdhHome, instance: dg.DagsterInstance, registry: RightsRegistry, request_id: str
-) -> Outcome:
-    from hdh_assets.definitions import build_definitions
-
+def _outcome(registry: RightsRegistry, request_id: str, runs=()) -> Outcome:
     request = registry.get(request_id)
-    if request.status is Status.VERIFIED or request.status is Status.FAILED:
-        registry.start_processing(request_id, ACTOR)
-    elif request.status is not Status.PROCESSING:  # resumed after a kill: carry on
-        return Outcome(request_id, request.status.value)
-    tags = {REQUEST_TAG: request_id}
-    report: dict = {"request": request_id, "type": request.type.value, "started_at": _now()}
-    if request.type is RequestType.ACCESS:
-        return _export_access(home, registry, request, report)
-    graph = build_definitions(home).resolve_asset_graph()
-    index = _subject_index(home)
-    if request.type is RequestType.RECTIFICATION:
-        return _rectify(home, instance, registry, request, report, graph, index)
-    runs = [materialize_selection(home, instance, 'key:"gdpr/exclusions"', tags=tags)]
-    report["files_removed"] = remove_store_copies(home, request.subject_pseudonym)
-    also = None
-    if request.type is RequestType.ERASURE:  # first, so that re-ingestion reads clean batches
-        scrubbed = _scrub(home, registry, request)
-        report.update(scrubbed.to_json())
-        report["access_exports_removed"] = remove_access_exports(home, registry, request)
-        also = _scrubbed_batches(instance, graph, scrubbed)
-    plan = plan_erasure(
-        index, request.subject_pseudonym, graph, _built(instance), also, _present(instance)
-    )
-    report.update(plan.to_json())
-    return _execute(home, instance, registry, request, plan, report, runs)
+    report = {}
+    for entry in reversed(registry.audit(request_id)):
+        detail = entry["detail"] or {}
+        if entry["action"] in ("completed", "failed") and detail:
+            report = {**(detail.get("report") or {}), "reason": detail.get("reason")}
+            report = {k: v for k, v in report.items() if v is not None}
+            break
+    return Outcome(request_id, request.status.value, report, list(runs))
 
 
-def _scrub(home: HdhHome, registry: RightsRegistry, request, **scope):
-    """The raw copies lose the person (their NIR is read from the registry, audited)."""
-    nir = registry.identity(request.id, ACTOR)["nir"]
-    roots = {"landing": home.landing, "quarantine": home.quarantine}
-    return scrub_raw_copies(roots, nir, **scope)
-
-
-def remove_access_exports(home: HdhHome, registry: RightsRegistry, request) -> list[str]:
-    """Archives made for the person's earlier access requests hold their rows: they go too."""
-    removed = []
-    for other in registry.list():
-        if (
-            other.subject_pseudonym != request.subject_pseudonym
-            or other.type is not RequestType.ACCESS
-        ):
-            continue
-        archive = home.access_export(other.id)
-        if archive.exists():
-            archive.unlink()
-            removed.append(other.id)
-    return removed
-
-
-def _scrubbed_batches(instance: dg.DagsterInstance, graph, scrubbed) -> pl.DataFrame:
-    """The registered landing batches whose files lost the person: they are ingested again,
-    so that their inventories and quarantine tables say what landing now holds."""
-    frames = []
-    for source, partitions_def in BATCH_PARTITIONS.items():
-        known = set(instance.get_dynamic_partitions(partitions_def.name))
-        batches = sorted(
-            {f.batch for f in scrubbed.files if f.area == "landing" and f.source == source} & known
-        )
-        if batches:
-            frames.append(batch_rows(graph, partitions_def, batches))
-    return pl.concat(frames) if frames else None
-
-
-def _built(instance: dg.DagsterInstance):
-    return lambda key: instance.get_latest_materialization_event(key) is not None
-
-
-def _present(instance: dg.DagsterInstance):
-    """Whether a dynamic partition still exists (other partitionings always do)."""
-    known: dict[str, set[str]] = {}
-
-    def present(partitions_def: dg.PartitionsDefinition, key: str) -> bool:
-        if not isinstance(partitions_def, dg.DynamicPartitionsDefinition):
-            return True
-        if partitions_def.name not in known:
-            known[partitions_def.name] = set(instance.get_dynamic_partitions(partitions_def.name))
-        return key in known[partitions_def.name]
-
-    return present
-
-
-def _subject_index(home: HdhHome) -> pl.DataFrame:
-    index_files = list(home.lake.joinpath("gdpr", "subject_index").glob("*.parquet"))
-    if index_files:
-        return pl.read_parquet(index_files)
-    return pl.DataFrame(
-        schema={"asset": pl.String, "partition": pl.String, "subject_pseudonym": pl.String}
-    )
-
-
-def _execute(home, instance, registry, request, plan, report: dict, runs: list) -> Outcome:
-    """Run the plan, then the proof checks; complete the request only if all of it held."""
-    from hdh_assets.definitions import PROOF_CHECKS
-
-    tags = {REQUEST_TAG: request.id}
-    for planned in plan.runs:
-        single = (
-            planned.partition_range and planned.partition_range[0] == planned.partition_range[1]
-        )
-        runs.append(
-            materialize_selection(
-                home,
-                instance,
-                planned.selection,
-                partition=planned.partition_range[0] if single else None,
-                partition_range=None
-                if single or not planned.partition_range
-                else planned.partition_range,
-                tags=tags,
-            )
-        )
-    proofs = dg.materialize(
-        [*_all_assets(), *PROOF_CHECKS],
-        selection=dg.AssetSelection.checks(*PROOF_CHECKS),
-        resources=_resources(home),
-        instance=instance,
-        tags=tags,
-        raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-    )
-    checks = {
-        f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed
-        for e in proofs.get_asset_check_evaluations()
-    }
-    report["runs"] = [r.to_json() for r in runs] + [
-        {"selection": "proof checks", "run_id": proofs.run_id, "success": proofs.success}
-    ]
-    report["checks"] = checks
-    problems = [r["selection"] for r in report["runs"] if not r["success"]]
-    problems += [c for c, passed in checks.items() if not passed]
-    if not checks:
-        problems.append("no proof check ran")
-    if not report.get("raw_copies_clean", True):
-        problems.append("raw copies still holding the person")
-    if request.type is RequestType.RECTIFICATION and not problems:
-        problems += _rectification_problems(home, request, report)
-    report["completed_at"] = _now()
-    if not problems and request.type is not RequestType.RECTIFICATION:
-        report["releases_reissued"] = reissue_releases(home, instance, request)
-    if not problems:
-        registry.complete(request.id, report, ACTOR)
-        return Outcome(request.id, Status.COMPLETED.value, report)
-    registry.fail(request.id, f"not done: {', '.join(problems)[:500]}", ACTOR)
-    return Outcome(request.id, Status.FAILED.value, report)
-
-
-# -- rectification ---------------------------------------------------------------------------
-
-
-def rectification_batch(request_id: str) -> str:
-    return f"rectification-{request_id.lower()}"
-
-
-def attached_correction(home: HdhHome, request_id: str) -> tuple[str, Path] | None:
-    """(source, landed folder) of the corrected data attached to a rectification, if any."""
-    for source in LANDING_SOURCES:
-        folder = home.landing_for(source) / rectification_batch(request_id)
-        if folder.is_dir():
-            return source, folder
-    return None
-
-
-def attach_correction(
-    home: HdhHome,
+def process_here(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
     registry: RightsRegistry,
     request_id: str,
-    source: str,
-    path: Path,
-    actor: str,
-    provider: str | None = None,
-) -> str:
-    """Land the corrected source data of a verified rectification as its own batch; processing
-    then replaces the person's records of that source with it."""
-    from hdh_cli.ingest import land
-
-    request = registry.get(request_id)
-    if request.type is not RequestType.RECTIFICATION:
-        raise ValueError(f"{request_id} is a {request.type.value} request, not a rectification")
-    if request.status not in (Status.VERIFIED, Status.FAILED):
-        raise ValueError(f"{request_id} is {request.status.value}; attach to a verified request")
-    if source not in LANDING_SOURCES:
-        raise ValueError(f"unknown source {source!r}: one of {', '.join(LANDING_SOURCES)}")
-    existing = attached_correction(home, request_id)
-    if existing and existing[0] != source:
-        raise ValueError(f"{request_id} has corrected {existing[0]} data already")
-    batch = rectification_batch(request_id)
-    land(path, home.landing_for(source), batch, provider)
-    registry.note(request_id, actor, "correction_attached", {"source": source, "batch": batch})
-    return batch
+    on_run: Callable[[RunOutcome], None] = lambda outcome: None,
+) -> Outcome:
+    """Execute, in this process, every run the rights sensor would launch for the request."""
+    graph = defs.resolve_asset_graph()
+    runs: list[RunOutcome] = []
+    while steps := advance(instance, graph, registry, request_id):
+        for step in steps:
+            outcome = execute(defs, instance, step.run_request)
+            runs.append(outcome)
+            on_run(outcome)
+    return _outcome(registry, request_id, runs)
 
 
-def _rectify(home, instance, registry, request, report: dict, graph, index) -> Outcome:
-    attached = attached_correction(home, request.id)
-    if attached is None:
-        registry.fail(
-            request.id,
-            "no corrected data attached: hdh rights rectify ID --source SOURCE PATH",
-            ACTOR,
-        )
-        return Outcome(request.id, Status.FAILED.value, report)
-    source, folder = attached
-    batch = folder.name
-    instance.add_dynamic_partitions(BATCH_PARTITIONS[source].name, [batch])
-    plan = plan_rectification(
-        index,
-        request.subject_pseudonym,
-        graph,
-        BATCH_PARTITIONS[source],
-        batch,
-        _built(instance),
-        _present(instance),
-    )
-    report.update(plan.to_json())
-    report.update({"source": source, "corrected_batch": batch})
-    within = [home.landing_for(source), home.quarantine / source]
-    report.update(_scrub(home, registry, request, keep=[folder], within=within).to_json())
-    if source == "dicom":
-        report["files_removed"] = remove_store_copies(home, request.subject_pseudonym)
-    return _execute(home, instance, registry, request, plan, report, [])
-
-
-def _rectification_problems(home: HdhHome, request, report: dict) -> list[str]:
-    """The proof of a rectification: the person's rows of the source now come from the
-    corrected batch, and from no other batch of that source."""
-    index = _subject_index(home).filter(pl.col("subject_pseudonym") == request.subject_pseudonym)
-    source_assets = set(report.get("assets", []))
-    rows = index.filter(pl.col("asset").is_in(sorted(source_assets)))
-    batches = set(rows["partition"].drop_nulls().to_list())
-    report["rectified_partitions"] = sorted(batches)
-    problems = []
-    if report["corrected_batch"] not in batches:
-        problems.append("the corrected batch holds no row of the person")
-    stale = sorted(b for b in batches if b != report["corrected_batch"])
-    if stale:
-        problems.append(f"older batches still hold the person: {', '.join(stale)}")
-    return problems
-
-
-def _export_access(home: HdhHome, registry: RightsRegistry, request, report: dict) -> Outcome:
-    """Right of access: the archive for the DPO to send, under HDH_HOME/exports/ (mode 0600)."""
-    from hdh_assets.definitions import DOMAIN_ASSETS
-    from hdh_assets.gdpr.access import write_access_archive
-    from hdh_assets.gdpr.assets import indexed_assets
-    from resources.pseudonymisation import PseudonymisationKeyResource
-
-    indexed = [(i.asset, i.subject_column) for _, i, _ in indexed_assets(DOMAIN_ASSETS)]
-    offset = (
-        PseudonymisationKeyResource().pseudonymiser().date_offset_days(request.subject_pseudonym)
-    )
-    archive = home.access_export(request.id)
-    rows = write_access_archive(
-        home.lake, indexed, request.subject_pseudonym, offset, request.id, archive
-    )
-    report.update(
-        {
-            "archive": str(archive),
-            "rows_by_asset": rows,
-            "assets": sorted(rows),
-            "completed_at": _now(),
-        }
-    )
-    registry.complete(request.id, report, ACTOR)
-    return Outcome(request.id, Status.COMPLETED.value, report)
-
-
-def reissue_releases(home: HdhHome, instance: dg.DagsterInstance, request) -> list[dict]:
-    """Every release holding the person becomes a patch release of the cleaned product, and the
-    old snapshot is purged, as both manifests record."""
-    from hdh_assets.definitions import build_definitions
-    from hdh_assets.products.releases import ReleaseStore, next_patch
-    from hdh_cli.products import release_product
-
-    store = ReleaseStore(home.releases)
-    defs = build_definitions(home)
-    done = []
-    for old in store.holding(request.subject_pseudonym):
-        latest = store.releases(old.product)[-1].version
-        new = release_product(
-            home,
-            defs,
-            instance,
-            old.product,
-            next_patch(latest),
-            extra={"supersedes": old.version, "reissued_for_request": request.id},
-        )
-        store.purge(old.product, old.version, request.id, new.version)
-        done.append({"product": old.product, "purged": old.version, "released": new.version})
-    return done
-
-
-def _all_assets():
-    from hdh_assets.definitions import ALL_ASSETS
-
-    return ALL_ASSETS
-
-
-def _resources(home: HdhHome):
-    from hdh_assets.definitions import build_resources
-
-    return build_resources(home)
-
-
-def erase_sample_person(home: HdhHome, instance: dg.DagsterInstance, person: dict) -> Outcome:
-    """What the demo shows: a synthetic person files an erasure, the DPO verifies it, the
-    platform processes it (the same calls as the portal, ``hdh rights verify`` and ``process``)."""
-    from hdh_assets.gdpr.rights import validate_submission
-    from resources.pseudonymisation import PseudonymisationKeyResource
-
-    kind, identity = validate_submission(
-        "erasure",
-        person["family_name"],
-        " ".join(person["given_names"]),
-        person["birth_date"],
-        person["nir"],
-        person["email"],
-    )
-    registry = RightsRegistry.from_env(home)
-    pseudonym = PseudonymisationKeyResource().pseudonymiser().subject_pseudonym(identity.nir)
-    request_id, _ = registry.submit(kind, identity, pseudonym, actor="demo")
-    registry.verify(request_id, "demo-dpo")
-    return process_request(home, instance, registry, request_id)
-
-
-def pending(registry: RightsRegistry, home: HdhHome | None = None) -> list[str]:
-    """Verified (or interrupted) requests to process, oldest first; a rectification waits for
-    its corrected data (``hdh rights rectify``). A failed request is not retried on its own:
-    the same failure would repeat every tick; the DPO sends it back with ``hdh rights retry``."""
-    home = home or HdhHome.from_env()
-    found = [
-        r
-        for status in (Status.VERIFIED, Status.PROCESSING)  # failed ones wait for the DPO
-        for r in registry.list(status)
-        if r.type in PROCESSED_TYPES
-        and (r.type is not RequestType.RECTIFICATION or attached_correction(home, r.id))
-    ]
-    return [r.id for r in sorted(found, key=lambda r: r.received_at)]
+def process(
+    defs_loader: Callable[[], dg.Definitions],
+    instance: dg.DagsterInstance,
+    registry: RightsRegistry,
+    home: HdhHome,
+    on_run: Callable[[RunOutcome], None] = lambda outcome: None,
+    timeout: float = DAEMON_TIMEOUT_SECONDS,
+) -> list[Outcome]:
+    """Every pending request to the end: through the daemon when one runs, here otherwise."""
+    waiting = pending(registry, home)
+    if daemon_running(instance):
+        wait_for(lambda: all(registry.get(r).status in FINAL for r in waiting), timeout)
+        return [_outcome(registry, r) for r in waiting]
+    defs = defs_loader()
+    return [process_here(defs, instance, registry, r, on_run) for r in waiting]

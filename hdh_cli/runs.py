@@ -1,17 +1,23 @@
-"""In-process materialisation against the platform's own instance, shared by CLI and demo."""
+"""The command line as a client of the code location: execute the run requests that the
+sensors and automation conditions would launch, in this process, or leave them to the daemon.
+
+Both paths start from the same ``dg.RunRequest`` objects (asset selection, partition key or
+range tags, run tags), so they produce the same runs.
+"""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import dagster as dg
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
-from hdh_assets.definitions import ALL_ASSETS, PROOF_CHECKS, build_resources
-from resources.home import HdhHome
+from hdh_assets.automation import RANGE_END_TAG, RANGE_START_TAG, requested_by, run_groups
+
+RUN_KEY_TAG = "dagster/run_key"
+LAUNCHED_BY_TAG = "hdh/launched_by"
+AUTOMATION_TAG = "hdh/automation"  # a run requested by the automation conditions
+DAEMON_FRESH_SECONDS = 60
 
 
 @dataclass
@@ -27,25 +33,33 @@ class RunOutcome:
         return self.__dict__.copy()
 
 
-def materialize_selection(
-    home: HdhHome,
+def _selection_text(request: dg.RunRequest) -> str:
+    keys = sorted(k.to_user_string() for k in request.asset_selection or [])
+    if keys:
+        return " or ".join(f'key:"{k}"' for k in keys)
+    return "checks: " + ", ".join(sorted(k.to_user_string() for k in request.asset_check_keys))
+
+
+def execute(
+    defs: dg.Definitions,
     instance: dg.DagsterInstance,
-    selection: str,
-    partition: str | None = None,
-    partition_range: tuple[str, str] | None = None,
+    request: dg.RunRequest,
     log_level: str = "WARNING",
-    tags: dict[str, str] | None = None,
 ) -> RunOutcome:
-    """Run ``selection`` (Dagster selection syntax, e.g. ``key:claims/events`` or ``group:imaging``)."""
-    tags = {"hdh/launched_by": "hdh-cli", **(tags or {})}
-    if partition_range:
-        tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG] = partition_range
-    result = dg.materialize(
-        [*ALL_ASSETS, *PROOF_CHECKS],
-        selection=dg.AssetSelection.from_string(selection),
-        resources=build_resources(home),
+    """Execute one run request in this process, against the platform's instance."""
+    job = defs.get_repository_def().get_implicit_global_asset_job_def()
+    if request.asset_selection:
+        job = job.get_subset(asset_selection=set(request.asset_selection))
+    else:
+        job = job.get_subset(
+            asset_selection=set(), asset_check_selection=set(request.asset_check_keys)
+        )
+    tags = {LAUNCHED_BY_TAG: "hdh-cli", **request.tags}
+    if request.run_key:
+        tags[RUN_KEY_TAG] = request.run_key
+    result = job.execute_in_process(
         instance=instance,
-        partition_key=partition,
+        partition_key=request.partition_key,
         tags=tags,
         raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
@@ -55,14 +69,91 @@ def materialize_selection(
         for e in result.get_asset_check_evaluations()
         if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
     ]
-    label = partition or (
-        f"{partition_range[0]}..{partition_range[1]}" if partition_range else None
-    )
+    partition = request.partition_key
+    if RANGE_START_TAG in tags:
+        partition = f"{tags[RANGE_START_TAG]}..{tags[RANGE_END_TAG]}"
     return RunOutcome(
-        selection=selection,
-        partition=label,
+        selection=_selection_text(request),
+        partition=partition,
         run_id=result.run_id,
         success=result.success,
         materializations=len(result.get_asset_materialization_events()),
         checks_failed=failed_checks,
     )
+
+
+def selection_request(
+    defs: dg.Definitions,
+    selection: str,
+    partition: str | None = None,
+    span: tuple[str, str] | None = None,
+    tags: dict[str, str] | None = None,
+) -> dg.RunRequest:
+    """A run request for a Dagster selection string (``key:claims/events``, ``group:imaging``),
+    one partition or a range of partitions (one run)."""
+    keys = dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph())
+    tags = dict(tags or {})
+    if span:
+        tags.update({RANGE_START_TAG: span[0], RANGE_END_TAG: span[1]})
+    return dg.RunRequest(
+        asset_selection=sorted(keys, key=lambda k: k.to_user_string()),
+        partition_key=partition,
+        tags=tags,
+    )
+
+
+def daemon_running(instance: dg.DagsterInstance) -> bool:
+    """Whether a Dagster daemon with a sensor loop beats against this instance now."""
+    beats = instance.get_daemon_heartbeats()
+    sensor = beats.get("SENSOR")
+    return sensor is not None and time.time() - sensor.timestamp < DAEMON_FRESH_SECONDS
+
+
+def wait_for(condition, timeout: float, interval: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
+@dataclass
+class Followed:
+    """What following the automation conditions did: each evaluation's request and the runs."""
+
+    requested: list[dict[str, list[str | None]]]
+    runs: list[RunOutcome]
+    cursor: object = None  # the last evaluation's, to start the next from
+
+
+def evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, cursor=None):
+    return dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+
+
+def follow(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    cursor,
+    on_run=lambda outcome: None,
+    max_rounds: int = 10,
+) -> Followed:
+    """Evaluate the assets' automation conditions from ``cursor`` (an evaluation made before
+    this process's own runs) and execute what they request, until they request nothing."""
+    graph = defs.resolve_asset_graph()
+    followed = Followed([], [])
+    for _ in range(max_rounds):
+        result = evaluate(defs, instance, cursor)
+        cursor = result.cursor
+        requested = requested_by(result, graph)
+        if not requested:
+            break
+        followed.requested.append(
+            {k.to_user_string(): sorted(v, key=str) for k, v in sorted(requested.items())}
+        )
+        for group in run_groups(requested, graph):
+            outcome = execute(defs, instance, group.run_request({AUTOMATION_TAG: "hdh-cli"}))
+            followed.runs.append(outcome)
+            on_run(outcome)
+    followed.cursor = cursor
+    return followed

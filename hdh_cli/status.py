@@ -6,8 +6,8 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from hdh_assets.products.publishing import check_outcome
 from resources.home import HdhHome
 from resources.lake.metadata import parquet_rows
 from resources.lake.tables import Lake
@@ -55,19 +55,6 @@ def count_files(folder) -> int:
     return sum(1 for p in folder.rglob("*") if p.is_file() and p.suffix != ".json")
 
 
-def _check_outcome(record) -> str:
-    if record is None or record.status == AssetCheckExecutionRecordStatus.PLANNED:
-        return "not_run"
-    evaluation = record.evaluation
-    if evaluation is None:
-        return "failed"  # the check's execution itself failed
-    if not hasattr(evaluation, "passed"):
-        return "not_run"  # planned, then skipped (its asset's step failed)
-    if evaluation.passed:
-        return "passed"
-    return "warned" if evaluation.severity == dg.AssetCheckSeverity.WARN else "failed"
-
-
 def collect_status(
     defs: dg.Definitions, instance: dg.DagsterInstance, home: HdhHome
 ) -> PlatformStatus:
@@ -100,7 +87,7 @@ def collect_status(
         check_keys = sorted(node.check_keys, key=lambda k: k.name)
         records = instance.event_log_storage.get_latest_asset_check_execution_by_key(check_keys)
         for check_key in check_keys:
-            outcome = _check_outcome(records.get(check_key))
+            outcome = check_outcome(records.get(check_key))
             getattr(status, f"checks_{outcome}").append(check_key.name)
         statuses.append(status)
     return PlatformStatus(str(home.root), statuses, count_files(home.quarantine))

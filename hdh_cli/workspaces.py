@@ -6,7 +6,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from hdh_assets.gdpr.assets import SUBJECT_INDEX_KEY
 from hdh_assets.workspaces.assets import (
     DEPLOYMENTS_KEY,
     GRANTS_KEY,
@@ -25,12 +24,10 @@ from hdh_assets.workspaces.config import (
 from hdh_assets.workspaces.delivery import GitOpsTarget, project_files
 from hdh_assets.workspaces.manifests import manifest_digest, render_project
 from hdh_assets.workspaces.validation import validate_objects
-from hdh_cli.runs import materialize_selection
+from hdh_cli.runs import execute, follow
 from resources.home import HdhHome
 
-PER_PROJECT = " or ".join(
-    f'key:"{k.to_user_string()}"' for k in (SPECS_KEY, GRANTS_KEY, MANIFESTS_KEY)
-)
+PER_PROJECT_KEYS = [SPECS_KEY, GRANTS_KEY, MANIFESTS_KEY]
 
 
 class WorkspaceError(RuntimeError):
@@ -137,28 +134,40 @@ def _last_spec_digest(instance: dg.DagsterInstance, project: str) -> str | None:
     return getattr(value, "value", value)
 
 
-def apply(home: HdhHome, instance: dg.DagsterInstance, force: bool = False) -> dict:
-    """Provision what changed (the partitioned assets of each changed project), then deliver
-    everything once: one commit at most, none when nothing changed."""
+def apply(
+    home: HdhHome,
+    instance: dg.DagsterInstance,
+    defs: dg.Definitions | None = None,
+    force: bool = False,
+    on_run=lambda outcome: None,
+) -> dict:
+    """Provision what changed (the partitioned assets of each changed project), deliver
+    everything once (one commit at most, none when nothing changed), then what the automation
+    conditions ask after it (the subject index: grants hold people)."""
     if not specs_dir().is_dir():
         raise WorkspaceError(f"the specs folder {specs_dir()} is missing: nothing was changed")
     live, _, refused = current_specs()
     _sync_partitions(instance, set(live))
+    if defs is None:
+        from hdh_assets.definitions import build_definitions
+
+        defs = build_definitions(home)
+    before = follow(defs, instance, None, on_run)
     runs = []
     for project in sorted(live):  # expired ones are retired by the delivery below
         spec = live[project]
         if force or _last_spec_digest(instance, project) != spec.digest:
-            runs.append(
-                materialize_selection(
-                    home, instance, PER_PROJECT, partition=project, tags={"hdh/workspace": project}
-                )
+            request = dg.RunRequest(
+                asset_selection=PER_PROJECT_KEYS,
+                partition_key=project,
+                tags={"hdh/workspace": project},
             )
+            runs.append(execute(defs, instance, request))
+            on_run(runs[-1])
     failed = [r.partition for r in runs if not r.success]
-    if any(r.success for r in runs):  # grants hold people: GDPR processing must see them
-        runs.append(
-            materialize_selection(home, instance, f'key:"{SUBJECT_INDEX_KEY.to_user_string()}"')
-        )
-    delivery = materialize_selection(home, instance, f'key:"{DEPLOYMENTS_KEY.to_user_string()}"')
+    delivery = execute(defs, instance, dg.RunRequest(asset_selection=[DEPLOYMENTS_KEY]))
+    on_run(delivery)
+    follow(defs, instance, before.cursor, on_run)
     report = _latest_delivery(instance)
     return {
         "provisioned": [r.partition for r in runs if r.success and r.partition],

@@ -21,6 +21,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+import dagster as dg
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -205,14 +206,10 @@ class RightsRegistry:
 
     @classmethod
     def from_env(cls, home: HdhHome | None = None) -> RightsRegistry:
-        home = home or HdhHome.from_env()
-        url = os.environ.get(RIGHTS_DB_ENV)
-        if not url:
-            home.rights.mkdir(parents=True, exist_ok=True)
-            url = f"sqlite:///{home.rights / 'registry.db'}"
-        secret = os.environ.get(RIGHTS_KEY_ENV)
-        key = secret.encode() if secret else load_demo_key(home, DEMO_KEY_FILE)
-        return cls(url, key)
+        """For clients outside the code location (the portal, the command line)."""
+        return RightsRegistryResource(
+            url=os.environ.get(RIGHTS_DB_ENV), key=os.environ.get(RIGHTS_KEY_ENV)
+        ).registry(home or HdhHome.from_env())
 
     # -- submission and lookup ------------------------------------------------------------
     def submit(
@@ -388,8 +385,11 @@ class RightsRegistry:
     def complete(self, request_id: str, report: dict, actor: str) -> RightsRequest:
         return self._move(request_id, Status.COMPLETED, actor, "completed", {"report": report})
 
-    def fail(self, request_id: str, reason: str, actor: str) -> RightsRequest:
-        return self._move(request_id, Status.FAILED, actor, "failed", detail={"reason": reason})
+    def fail(
+        self, request_id: str, reason: str, actor: str, report: dict | None = None
+    ) -> RightsRequest:
+        detail = {"reason": reason, **({"report": report} if report else {})}
+        return self._move(request_id, Status.FAILED, actor, "failed", detail=detail)
 
     def extend(self, request_id: str, reason: str, actor: str) -> RightsRequest:
         """Two more months, once, with a recorded reason (GDPR art. 12(3))."""
@@ -447,6 +447,17 @@ class RightsRegistry:
                 raise TransitionRefused(f"{request_id} changed meanwhile; read it again")
             self._audit(db, request_id, actor, action, current.status, target, detail or values)
         return self.get(request_id)
+
+    def attempt(self, request_id: str) -> int:
+        """How many times processing started for this request (a retry starts a new attempt)."""
+        query = (
+            sa.select(sa.func.count())
+            .select_from(audit_table)
+            .where(audit_table.c.request_id == request_id)
+            .where(audit_table.c.action == "processing")
+        )
+        with self.engine.connect() as db:
+            return int(db.execute(query).scalar_one())
 
     def note(self, request_id: str, actor: str, action: str, detail: dict | None = None) -> None:
         """An audited event that does not change the state (e.g. corrected data attached)."""
@@ -538,3 +549,25 @@ class RightsRegistry:
 def _require(text: str, message: str) -> None:
     if not (text or "").strip():
         raise ValueError(message)
+
+
+@functools.lru_cache(maxsize=8)
+def _open(url: str, secret: bytes) -> RightsRegistry:
+    return RightsRegistry(url, secret)
+
+
+class RightsRegistryResource(dg.ConfigurableResource):
+    """The registry as a resource. ``url``: its database (SQLite under HDH_HOME when unset);
+    ``key``: the identity-encryption secret, given as ``dg.EnvVar`` (the demo key, with its
+    warning, when unset)."""
+
+    url: str | None = None
+    key: str | None = None
+
+    def registry(self, home: HdhHome) -> RightsRegistry:
+        url = self.url
+        if not url:
+            home.rights.mkdir(parents=True, exist_ok=True)
+            url = f"sqlite:///{home.rights / 'registry.db'}"
+        secret = self.key.encode() if self.key else load_demo_key(home, DEMO_KEY_FILE)
+        return _open(url, secret)

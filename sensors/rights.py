@@ -1,73 +1,43 @@
-"""The rights sensor: verified objections and erasures become processing runs, once each.
+"""The rights sensor: verified requests become Dagster runs, step by step.
 
-Idempotent: the run key is the request id, so Dagster never launches a request twice; a
-request left in ``processing`` by a killed run (or a daemon restart) gets one new run per
-attempt once no run of it is queued or in progress.
+Each tick takes every pending request one step further (``hdh_assets.gdpr.steps``): the
+exclusion snapshot and the request's plan, the planned re-materialisations wave by wave, the
+proof checks, then the outcome that completes or fails the request. Run keys name the request,
+its attempt and the step, so a restarted daemon never launches a step twice.
 """
 
 import dagster as dg
 
-from jobs.rights import REQUEST_TAG, gdpr_process_request_job
+from hdh_assets.gdpr.service import pending
+from hdh_assets.gdpr.steps import advance
 from resources.platform import HomeResource
+from resources.rights_registry import RightsRegistryResource
 
-MAX_RUNS_PER_TICK = 25  # a backlog drains over ticks; each tick stays far below its timeout
-ACTIVE = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
-
-
-def _runs_of(instance: dg.DagsterInstance, request_id: str, statuses=None) -> list:
-    return list(
-        instance.get_runs(
-            filters=dg.RunsFilter(
-                job_name=gdpr_process_request_job.name,
-                tags={REQUEST_TAG: request_id},
-                statuses=statuses,
-            )
-        )
-    )
-
-
-def rights_run_requests(instance: dg.DagsterInstance, registry, home=None) -> list[dg.RunRequest]:
-    from hdh_assets.gdpr.rights import Status
-    from hdh_cli.rights import pending
-
-    requests = []
-    for request_id in pending(registry, home):
-        if len(requests) >= MAX_RUNS_PER_TICK:
-            break
-        if _runs_of(instance, request_id, ACTIVE):
-            continue  # being processed now
-        status = registry.get(request_id).status
-        attempt = len(_runs_of(instance, request_id)) if status is not Status.VERIFIED else 0
-        requests.append(
-            dg.RunRequest(
-                run_key=f"{request_id}:{attempt}",
-                run_config={
-                    "ops": {"process_rights_request": {"config": {"request_id": request_id}}}
-                },
-                tags={REQUEST_TAG: request_id},
-            )
-        )
-    return requests
+MAX_REQUESTS_PER_TICK = 25  # a backlog drains over ticks; each tick stays far below its timeout
 
 
 @dg.sensor(
     name="rights_sensor",
-    job=gdpr_process_request_job,
-    minimum_interval_seconds=30,
+    asset_selection=dg.AssetSelection.all(),
+    minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Launches one processing run per verified objection or erasure request, and "
-    "resumes requests whose processing run was killed.",
+    description="Takes each verified objection, erasure, rectification or access request "
+    "through its runs: exclusion and plan, the planned re-materialisations (wave by wave), "
+    "the proof checks, then the outcome. Every run is tagged hdh/rights_request.",
 )
-def rights_sensor(context: dg.SensorEvaluationContext, hdh_home: HomeResource):
-    from resources.rights_registry import RightsRegistry
-
-    registry = RightsRegistry.from_env(hdh_home.home)
-    run_requests = rights_run_requests(context.instance, registry, hdh_home.home)
+def rights_sensor(
+    context: dg.SensorEvaluationContext,
+    hdh_home: HomeResource,
+    rights_registry: RightsRegistryResource,
+):
+    home = hdh_home.home
+    registry = rights_registry.registry(home)
+    graph = context.repository_def.asset_graph
+    run_requests = [
+        step.run_request
+        for request_id in pending(registry, home)[:MAX_REQUESTS_PER_TICK]
+        for step in advance(context.instance, graph, registry, request_id)
+    ]
     if not run_requests:
-        return dg.SkipReason("no verified objection or erasure waiting")
+        return dg.SkipReason("no rights request waiting for a run")
     return dg.SensorResult(run_requests=run_requests)

@@ -1,28 +1,48 @@
 """Keeps the workspace partitions in step with the specs folder, and checks for drift daily."""
 
-import hashlib
 import json
 
 import dagster as dg
 
-from hdh_assets.workspaces.assets import PROJECTS
+from hdh_assets.workspaces.assets import (
+    MANIFESTS_KEY,
+    PROJECTS,
+    SPEC_FILE_DIGEST,
+    SPECS_KEY,
+    spec_file_digests,
+)
 from hdh_assets.workspaces.config import specs_dir
-from hdh_assets.workspaces.specs import APPROVALS_FILE, spec_files
 from jobs.workspaces import deliver_workspaces_job, provision_workspaces_job
 
 
 def spec_digests() -> dict[str, str] | None:
     """Content digest per spec file, the approvals file included (revoking an approval
-    re-provisions the projects it covered); None when the folder is missing."""
-    folder = specs_dir()
-    if not folder.is_dir():
+    re-provisions the projects it covered); None when the folder is missing. The digest
+    workspace_specs records in its materialisations."""
+    return spec_file_digests()
+
+
+def provisioned_digest(instance: dg.DagsterInstance, project: str) -> str | None:
+    """The spec file digest the project was last provisioned from, as the instance records it:
+    that of its latest workspace_specs materialisation, provided its manifests were materialised
+    after it (a run that stopped half-way provisioned nothing). None when unknown."""
+    specs = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=SPECS_KEY, asset_partitions=[project]), limit=1
+    ).records
+    if not specs:
         return None
-    approvals = folder.parent / APPROVALS_FILE
-    shared = approvals.read_bytes() if approvals.exists() else b""
-    return {
-        p.stem: hashlib.sha256(shared + b"\0" + p.read_bytes()).hexdigest()[:16]
-        for p in spec_files(folder)
-    }
+    manifests = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=MANIFESTS_KEY,
+            asset_partitions=[project],
+            after_storage_id=specs[0].storage_id,
+        ),
+        limit=1,
+    ).records
+    if not manifests:
+        return None
+    value = specs[0].asset_materialization.metadata.get(SPEC_FILE_DIGEST)
+    return getattr(value, "value", value)
 
 
 @dg.sensor(
@@ -32,9 +52,12 @@ def spec_digests() -> dict[str, str] | None:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="One partition per spec file of the workspaces folder; a new or changed spec "
     "(or approvals file) starts provision_workspaces for its project, a removed one starts "
-    "deliver_workspaces, which decommissions it. The cursor remembers each project's last "
-    "digest, so a spec reverted to an earlier version is provisioned again. A missing or "
-    "emptied folder changes nothing.",
+    "deliver_workspaces, which decommissions it. A spec counts as changed when its digest "
+    "differs from the one last seen: the cursor remembers each project's last digest (so a "
+    "spec reverted to an earlier version is provisioned again), and for a project the cursor "
+    "does not know (first tick, e.g. after hdh demo or hdh workspaces apply) the instance "
+    "does: the digest recorded by its last provisioning. A missing or emptied folder changes "
+    "nothing.",
 )
 def workspace_specs_sensor(context: dg.SensorEvaluationContext):
     digests = spec_digests()
@@ -43,7 +66,16 @@ def workspace_specs_sensor(context: dg.SensorEvaluationContext):
         return dg.SkipReason(f"specs folder {specs_dir()} missing or empty: nothing changed")
     cursor = json.loads(context.cursor) if context.cursor else {"seen": {}, "tick": 0}
     tick = cursor["tick"] + 1
-    changed = sorted(p for p, d in digests.items() if cursor["seen"].get(p) != d)
+    seen = cursor["seen"]
+
+    def last_digest(project: str) -> str | None:
+        if project in seen:
+            return seen[project]
+        # the instance is the truth the cursor caches; a project whose partition is gone was
+        # decommissioned since its last provisioning, so its spec comes back as a new one
+        return provisioned_digest(context.instance, project) if project in known else None
+
+    changed = sorted(p for p, d in digests.items() if last_digest(p) != d)
     added, removed = sorted(set(digests) - known), sorted(known - set(digests))
     runs = [
         dg.RunRequest(

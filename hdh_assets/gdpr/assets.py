@@ -5,11 +5,16 @@ import polars as pl
 from upath import UPath
 
 from hdh_assets import owners
-from hdh_assets.gdpr.exclusions import EXCLUSIONS_PATH, excluded_pseudonyms, exclusions_frame
+from hdh_assets.automation import follows_whatever_exists
+from hdh_assets.gdpr import service, steps
+from hdh_assets.gdpr.exclusions import excluded_pseudonyms, exclusions_frame
 from hdh_assets.gdpr.subject_index import IndexedAsset, build_subject_index
+from hdh_assets.lineage import AssetLineage
 from hdh_assets.validation import documented_columns
 from resources.lake.tables import Lake
 from resources.platform import HomeResource
+from resources.pseudonymisation import PseudonymisationKeyResource
+from resources.rights_registry import RightsRegistryResource
 
 SUBJECT_INDEX_KEY = dg.AssetKey(["gdpr", "subject_index"])
 
@@ -57,7 +62,7 @@ def subject_index_asset(assets: list[dg.AssetsDefinition]) -> dg.AssetsDefinitio
             else dg.AssetDep(key)
             for key, _, partitioned in sources
         ],
-        automation_condition=dg.AutomationCondition.eager(),
+        automation_condition=follows_whatever_exists(),
         metadata={
             "indexed_assets": dg.MetadataValue.json([s.asset for _, s, _ in sources]),
             "dagster/column_schema": documented_columns(
@@ -91,8 +96,8 @@ def subject_index_asset(assets: list[dg.AssetsDefinition]) -> dg.AssetsDefinitio
     return subject_index
 
 
-EXCLUSIONS_KEY = dg.AssetKey(list(EXCLUSIONS_PATH))
-PROOF_CHECK = "no_excluded_subject"
+EXCLUSIONS_KEY = steps.EXCLUSIONS_KEY
+PROOF_CHECK = steps.PROOF_CHECK
 
 
 @dg.asset(
@@ -116,10 +121,8 @@ PROOF_CHECK = "no_excluded_subject"
         )
     },
 )
-def exclusions(hdh_home: HomeResource) -> dg.Output:
-    from resources.rights_registry import RightsRegistry
-
-    frame = exclusions_frame(RightsRegistry.from_env(hdh_home.home).excluded())
+def exclusions(hdh_home: HomeResource, rights_registry: RightsRegistryResource) -> dg.Output:
+    frame = exclusions_frame(rights_registry.registry(hdh_home.home).excluded())
     return dg.Output(
         frame,
         metadata={
@@ -168,3 +171,204 @@ def _proof_check(key: dg.AssetKey, indexed: IndexedAsset) -> dg.AssetChecksDefin
 def proof_checks(assets: list[dg.AssetsDefinition]) -> list[dg.AssetChecksDefinition]:
     """One check per asset holding people: no row of an excluded person remains in the lake."""
     return [_proof_check(key, indexed) for key, indexed, _ in indexed_assets(assets)]
+
+
+def indexed_in_graph(graph) -> list[tuple[str, str]]:
+    """(asset, subject column) of every asset holding people, from the asset graph."""
+    found = []
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        column = graph.get(key).metadata.get("subject_column")
+        column = getattr(column, "value", column)
+        if column:
+            found.append((key.to_user_string(), column))
+    return found
+
+
+def _prepared_report(instance: dg.DagsterInstance, request, attempt: int) -> dict:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=steps.PLANS_KEY, asset_partitions=[request.id]), limit=1
+    ).records
+    if records:
+        metadata = records[0].asset_materialization.metadata
+        if int(metadata["attempt"].value) == attempt:
+            return dict(metadata["report"].value)
+    return {"request": request.id, "type": request.type.value, "started_at": service.now()}
+
+
+PLAN_COLUMNS = documented_columns(
+    {
+        "request_id": ("string", "the rights request"),
+        "attempt": ("int", "processing attempt (a retried request starts a new one)"),
+        "run": ("int", "position of the run in the plan"),
+        "wave": ("int", "runs of one wave are independent; a wave starts when the last ended"),
+        "assets": ("list[string]", "asset keys the run re-materialises"),
+        "partitions": ("string", "partition key, or first..last of a range; null if none"),
+    }
+)
+OUTCOME_COLUMNS = documented_columns(
+    {
+        "request_id": ("string", "the rights request"),
+        "request_type": ("string", "objection, erasure, rectification or access"),
+        "attempt": ("int", "processing attempt"),
+        "status": ("string", "completed or failed"),
+        "runs": ("int", "runs launched for the request (the outcome's own excluded)"),
+        "checks_passed": ("int", "proof checks that passed"),
+        "checks_failed": ("int", "proof checks that failed"),
+        "completed_at": ("string", "when the outcome was reached (UTC, ISO 8601)"),
+    }
+)
+
+
+def plan_frame(request_id: str, attempt: int, runs: list[dict], waves) -> pl.DataFrame:
+    wave_of = {index: wave for wave, members in enumerate(waves) for index in members}
+    return pl.DataFrame(
+        [
+            {
+                "request_id": request_id,
+                "attempt": attempt,
+                "run": i,
+                "wave": wave_of[i],
+                "assets": run["assets"],
+                "partitions": "..".join(dict.fromkeys(run["partitions"]))
+                if run.get("partitions")
+                else None,
+            }
+            for i, run in enumerate(runs)
+        ],
+        schema={
+            "request_id": pl.String,
+            "attempt": pl.Int64,
+            "run": pl.Int64,
+            "wave": pl.Int64,
+            "assets": pl.List(pl.String),
+            "partitions": pl.String,
+        },
+    )
+
+
+def outcome_frame(request, attempt: int, status: str, report: dict) -> pl.DataFrame:
+    checks = report.get("checks") or {}
+    return pl.DataFrame(
+        [
+            {
+                "request_id": request.id,
+                "request_type": request.type.value,
+                "attempt": attempt,
+                "status": status,
+                "runs": len(report.get("runs", [])),
+                "checks_passed": sum(1 for passed in checks.values() if passed),
+                "checks_failed": sum(1 for passed in checks.values() if not passed),
+                "completed_at": report.get("completed_at"),
+            }
+        ],
+        schema={
+            "request_id": pl.String,
+            "request_type": pl.String,
+            "attempt": pl.Int64,
+            "status": pl.String,
+            "runs": pl.Int64,
+            "checks_passed": pl.Int64,
+            "checks_failed": pl.Int64,
+            "completed_at": pl.String,
+        },
+    )
+
+
+def request_assets(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+    """The two assets a rights request runs through, given every asset a request may touch:
+    their plans and release manifests read that lineage."""
+    lineage = AssetLineage(assets)
+
+    @dg.asset(
+        key=steps.PLANS_KEY,
+        partitions_def=steps.REQUESTS,
+        deps=[EXCLUSIONS_KEY],
+        group_name="gdpr",
+        owners=[owners.DPO, owners.PLATFORM],
+        kinds={"python", "parquet"},
+        description=(
+            "One partition per rights request being processed: removes the person's stored DICOM "
+            "files and previews, scrubs their raw copies (erasure), and plans which asset "
+            "partitions to re-materialise from the subject index, one row per planned run. The "
+            "rights sensor launches the planned runs wave by wave. Pseudonyms never appear."
+        ),
+        metadata={"dagster/column_schema": PLAN_COLUMNS},
+    )
+    def request_plans(
+        context: dg.AssetExecutionContext,
+        hdh_home: HomeResource,
+        rights_registry: RightsRegistryResource,
+    ) -> dg.Output:
+        home = hdh_home.home
+        registry = rights_registry.registry(home)
+        request = registry.get(context.partition_key)
+        attempt = registry.attempt(request.id)
+        report = service.prepare(home, context.instance, registry, request, lineage)
+        context.log.info(
+            f"{request.id}: {len(report['runs'])} run(s) planned over {len(report['assets'])} asset(s)"
+        )
+        return dg.Output(
+            plan_frame(request.id, attempt, report["runs"], steps.waves(report["runs"], lineage)),
+            metadata={
+                "attempt": attempt,
+                "request_type": request.type.value,
+                "runs_planned": len(report["runs"]),
+                "assets": dg.MetadataValue.json(report["assets"]),
+                "plan": dg.MetadataValue.json({"runs": report["runs"]}),
+                "report": dg.MetadataValue.json(report),
+            },
+        )
+
+    @dg.asset(
+        key=steps.OUTCOMES_KEY,
+        partitions_def=steps.REQUESTS,
+        group_name="gdpr",
+        owners=[owners.DPO, owners.PLATFORM],
+        kinds={"python", "parquet"},
+        description=(
+            "One partition per rights request: its outcome. For an objection, erasure or "
+            "rectification, after the planned runs and the proof checks: re-issues the releases "
+            "that held the person, then completes the request with its report (runs and checks) "
+            "or fails it with the reasons. For an access request: the archive of the person's rows."
+        ),
+        metadata={"dagster/column_schema": OUTCOME_COLUMNS},
+    )
+    def request_outcomes(
+        context: dg.AssetExecutionContext,
+        hdh_home: HomeResource,
+        rights_registry: RightsRegistryResource,
+        pseudonymisation: PseudonymisationKeyResource,
+    ) -> dg.Output:
+        home = hdh_home.home
+        registry = rights_registry.registry(home)
+        request = registry.get(context.partition_key)
+        attempt = registry.attempt(request.id)
+        graph = lineage
+        instance = context.instance
+        if request.type.value == "access":
+            offset = pseudonymisation.pseudonymiser().date_offset_days(request.subject_pseudonym)
+            report = service.export_access(home, registry, request, indexed_in_graph(graph), offset)
+        else:
+            report = service.finish(
+                home,
+                instance,
+                registry,
+                request,
+                graph,
+                _prepared_report(instance, request, attempt),
+                steps.run_summaries(instance, request.id, request.type.value, attempt),
+                steps.proof_results(instance, request.id, attempt),
+            )
+        status = registry.get(request.id).status.value
+        context.log.info(f"rights request {request.id}: {status}")
+        return dg.Output(
+            outcome_frame(request, attempt, status, report),
+            metadata={
+                "attempt": attempt,
+                "status": status,
+                "runs": len(report.get("runs", [])),
+                "report": dg.MetadataValue.json(report),
+            },
+        )
+
+    return [request_plans, request_outcomes]

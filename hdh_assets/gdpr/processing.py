@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import dagster as dg
 import polars as pl
 
+from hdh_assets.lineage import descendants
+
 SKIPPED = {dg.AssetKey(["gdpr", "exclusions"])}
 
 
@@ -61,17 +63,6 @@ def _ranges(keys: list[str], ordered: list[str]) -> list[tuple[str, str]]:
         else:
             spans.append([key])
     return [(s[0], s[-1]) for s in spans]
-
-
-def _descendants(graph, keys: set[dg.AssetKey]) -> set[dg.AssetKey]:
-    seen, stack = set(), list(keys)
-    while stack:
-        key = stack.pop()
-        for child in graph.get(key).child_keys:
-            if child not in seen:
-                seen.add(child)
-                stack.append(child)
-    return seen
 
 
 def plan_erasure(
@@ -162,7 +153,7 @@ def _plan(mine: pl.DataFrame, graph, built, present) -> ErasurePlan:
                 plan.runs.append(PlannedRun(group, (key, key)))
             else:
                 plan.skipped.append(key)
-    downstream = (targets | _descendants(graph, targets)) - SKIPPED
+    downstream = (targets | descendants(graph, targets)) - SKIPPED
     unpartitioned = {k for k in downstream if graph.get(k).partitions_def is None and built(k)}
     unpartitioned.add(dg.AssetKey(["gdpr", "subject_index"]))
     plan.runs.append(PlannedRun(tuple(sorted(unpartitioned, key=lambda k: k.to_user_string()))))

@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 
 from hdh_assets import owners
+from hdh_assets.automation import follows_upstream
 from hdh_assets.gdpr.exclusions import excluded_pseudonyms
 from hdh_assets.imaging.aggregates import series_table, studies_table
 from hdh_assets.imaging.index import INDEX
@@ -277,7 +278,7 @@ def dicom_ingestion(
 @dg.asset(
     key=["imaging", "dicom_series"],
     group_name="imaging",
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=follows_upstream([INSTANCES]),
     owners=[owners.IMAGING, owners.DATA_REFERENTS],
     kinds={"polars", "parquet"},
     ins={"instances": dg.AssetIn(INSTANCES)},

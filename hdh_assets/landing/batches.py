@@ -38,37 +38,60 @@ class Batch:
     path: Path
     ready: bool
     reason: str  # "marker", "quiet", or why it is not ready yet
+    changed: float | None = None  # latest_change(path), when deciding readiness needed it
 
 
 def latest_change(folder: Path) -> float:
+    """The newest mtime in the batch: walks every file (costly on large batches)."""
     newest = folder.stat().st_mtime
     for path in folder.rglob("*"):
         newest = max(newest, path.lstat().st_mtime)
     return newest
 
 
+def batch_signature(folder: Path) -> str:
+    """A cheap fingerprint of a batch folder, two stats and no walk: ``inode:mtime:marker mtime``
+    (nanoseconds; 0 without ``_READY``). ``landing_batch`` publishes by renaming a new folder into
+    place, so a batch landed again has another inode; adding or removing an entry at the batch's
+    root, or rewriting ``_READY``, changes an mtime. A change deeper in the tree of a batch
+    modified in place does not show here."""
+    stat = folder.stat()
+    try:
+        marker = (folder / READY_MARKER).stat().st_mtime_ns
+    except FileNotFoundError:
+        marker = 0
+    return f"{stat.st_ino}:{stat.st_mtime_ns}:{marker}"
+
+
 def batch_state(source: str, folder: Path, quiet_seconds: float, now: float | None = None) -> Batch:
     if (folder / READY_MARKER).exists():
         return Batch(source, folder.name, folder, True, "marker")
     now = time.time() if now is None else now
-    idle = now - latest_change(folder)
+    changed = latest_change(folder)
+    idle = now - changed
     if idle >= quiet_seconds:
-        return Batch(source, folder.name, folder, True, "quiet")
-    return Batch(source, folder.name, folder, False, f"changed {idle:.0f}s ago")
+        return Batch(source, folder.name, folder, True, "quiet", changed)
+    return Batch(source, folder.name, folder, False, f"changed {idle:.0f}s ago", changed)
+
+
+def batch_folders(source_root: Path) -> list[Path]:
+    """The batch folders of one source in name order, without looking inside them (hidden
+    folders are batches still being written)."""
+    if not source_root.exists():
+        return []
+    return [
+        child
+        for child in sorted(source_root.iterdir())
+        if child.is_dir() and not child.name.startswith((".", "_"))
+    ]
 
 
 def list_batches(
     source_root: Path, quiet_seconds: float = DEFAULT_QUIET_SECONDS, now: float | None = None
 ) -> list[Batch]:
     """Every batch folder of one source, ready or not, in name order."""
-    if not source_root.exists():
-        return []
     source = source_root.name
-    return [
-        batch_state(source, child, quiet_seconds, now)
-        for child in sorted(source_root.iterdir())
-        if child.is_dir() and not child.name.startswith((".", "_"))
-    ]
+    return [batch_state(source, child, quiet_seconds, now) for child in batch_folders(source_root)]
 
 
 def ready_batches(source_root: Path, quiet_seconds: float = DEFAULT_QUIET_SECONDS) -> list[Batch]:

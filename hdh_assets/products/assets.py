@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 from upath import UPath
 
+from hdh_assets.automation import follows_upstream
 from hdh_assets.products.checks import SqlCheck, model_checks
 from hdh_assets.products.compiler import CompiledModel, compile_models, table_name
 from hdh_assets.products.engines import Engine, PolarsEngine, SparkEngine
@@ -178,17 +179,20 @@ class ModelSet:
         return f"sql_models_{self.engine}_{p.by}_{p.column}_{p.start.replace('-', '_')}"
 
 
-def automation_condition(partitioning: Partitioning | None) -> dg.AutomationCondition:
+def automation_condition(
+    partitioning: Partitioning | None, partitioned_parents=()
+) -> dg.AutomationCondition:
     """Eager: a product follows its upstreams. For a partitioned product, any month whose
     upstream month changed, not only the latest one, so a corrected month of claims is
-    re-computed downstream alone."""
-    eager = dg.AutomationCondition.eager()
+    re-computed downstream alone. An unpartitioned product reading every partition of an
+    upstream is not held back by partitions never built."""
     if partitioning is None:
-        return eager
+        return follows_upstream(partitioned_parents)
+    eager = dg.AutomationCondition.eager()
     return eager.without(dg.AutomationCondition.in_latest_time_window())
 
 
-def _out(model: CompiledModel, root: Path) -> dg.AssetOut:
+def _out(model: CompiledModel, root: Path, layouts: dict) -> dg.AssetOut:
     spec = model.source.spec
     return dg.AssetOut(
         key=model.key,
@@ -199,7 +203,10 @@ def _out(model: CompiledModel, root: Path) -> dg.AssetOut:
         kinds={model.engine, "sql", "parquet"},
         code_version=model.code_version,
         metadata=_definition_metadata(model, root),
-        automation_condition=automation_condition(model.source.spec.config.partitioning),
+        automation_condition=automation_condition(
+            model.source.spec.config.partitioning,
+            [k for k in model.upstream_keys if k in layouts and layouts[k].partitions_def],
+        ),
         is_required=False,  # any subset of the models can run
     )
 
@@ -228,7 +235,7 @@ def model_set_asset(
 
     @dg.multi_asset(
         name=model_set.op_name,
-        outs={m.key.to_python_identifier(): _out(m, root) for m in models},
+        outs={m.key.to_python_identifier(): _out(m, root, layouts) for m in models},
         deps=[
             _dependency(layouts[k], partitions, k)
             for k in sorted(

@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 
 from hdh_assets import owners
+from hdh_assets.automation import follows_upstream
 from hdh_assets.validation import documented_columns
 
 MAX_DAYS_APART = 1
@@ -43,7 +44,7 @@ def link_studies_to_encounters(studies: pl.DataFrame, encounters: pl.DataFrame) 
         "studies": dg.AssetIn(["imaging", "dicom_studies"]),
         "encounters": dg.AssetIn(["clinical", "encounters"]),
     },
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=follows_upstream([dg.AssetKey(["clinical", "encounters"])]),
     description=(
         "Imaging studies joined with the clinical encounters of the same person (subject "
         "pseudonym) within a day: proof that DICOM and FHIR link through one pseudonym and one "

@@ -8,8 +8,10 @@ manifests to the configured target in one go: one GitOps commit per run that cha
 """
 
 import datetime as dt
+import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -41,7 +43,13 @@ from hdh_assets.workspaces.manifests import (
     to_yaml,
     workspace_image,
 )
-from hdh_assets.workspaces.specs import ProjectSpec, SpecError, is_expired
+from hdh_assets.workspaces.specs import (
+    APPROVALS_FILE,
+    ProjectSpec,
+    SpecError,
+    is_expired,
+    spec_files,
+)
 from hdh_assets.workspaces.validation import validate_objects
 from resources.lake.tables import Lake, PartitionSpec
 from resources.platform import HomeResource
@@ -67,6 +75,25 @@ DEPLOYMENTS_KEY = dg.AssetKey(["workspaces", "workspace_deployments"])
 GRANTS_PROOF = "extracts_hold_no_excluded_subject"
 MANIFESTS_VALID = "objects_pass_strict_schema_validation"
 OWNERS = [owners.PLATFORM, owners.DATA_REFERENTS]
+# metadata of a workspace_specs materialisation: the spec_file_digests() entry of its project
+# when it was provisioned, what workspace_specs_sensor compares a spec file with
+SPEC_FILE_DIGEST = "spec_file_digest"
+
+
+def spec_file_digests(folder: Path | None = None) -> dict[str, str] | None:
+    """Content digest per spec file (the project id), the approvals file included (revoking an
+    approval re-provisions the projects it covered); None when the folder is missing. The one
+    definition workspace_specs records and workspace_specs_sensor compares, so they never
+    disagree."""
+    folder = folder or specs_dir()
+    if not folder.is_dir():
+        return None
+    approvals = folder.parent / APPROVALS_FILE
+    shared = approvals.read_bytes() if approvals.exists() else b""
+    return {
+        p.stem: hashlib.sha256(shared + b"\0" + p.read_bytes()).hexdigest()[:16]
+        for p in spec_files(folder)
+    }
 
 
 def _spec(context: dg.AssetExecutionContext) -> ProjectSpec | None:
@@ -120,6 +147,9 @@ def _today() -> dt.date:
     },
 )
 def workspace_specs(context: dg.AssetExecutionContext) -> dg.Output:
+    # taken before the spec is read: if the file changes in between, the digest recorded is the
+    # older one and the sensor provisions the project again, never the reverse
+    file_digest = (spec_file_digests() or {}).get(context.partition_key)
     spec = _spec(context)
     if spec is None:
         context.log.info(f"no spec for {context.partition_key} any more: the project is retired")
@@ -143,6 +173,7 @@ def workspace_specs(context: dg.AssetExecutionContext) -> dg.Output:
         metadata={
             "status": "expired" if expired else "live",
             "spec_digest": spec.digest,
+            **({SPEC_FILE_DIGEST: file_digest} if file_digest else {}),
             "expired": expired,
             "members": len(spec.members),
             "grants": dg.MetadataValue.json(json.loads(row["grants"])),

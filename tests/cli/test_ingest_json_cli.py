@@ -8,6 +8,16 @@ from hdh_cli.main import cli
 from synthetic.synthea_style import synthea_style_export
 
 
+def _json_batch_selection(home) -> str:
+    """What the JSON landing sensor's job runs, as a selection string."""
+    from hdh_assets.definitions import build_definitions
+    from hdh_cli.ingest import batch_request
+
+    graph = build_definitions(home).resolve_asset_graph()
+    keys = batch_request("json", "any", graph).asset_selection
+    return " or ".join(f'key:"{k.to_user_string()}"' for k in keys)
+
+
 def test_synthea_style_export_through_the_command(hdh_home, tmp_path, monkeypatch):
     export = tmp_path / "us-export"
     synthea_style_export(export, patients=4, seed=9)
@@ -36,14 +46,11 @@ def test_synthea_style_export_through_the_command(hdh_home, tmp_path, monkeypatc
     # the provider travels with the batch: a rerun without --provider (the sensor, the UI) keeps it
     landed = hdh_home.landing / "json" / summary["batch"]
     assert (landed / "_PROVIDER").read_text().strip() == "kansas"
-    from hdh_assets.definitions import ALL_ASSETS
-    from hdh_cli.ingest import batch_selection
-
     rerun = CliRunner().invoke(
         cli,
         [
             "materialize",
-            batch_selection("json", ALL_ASSETS),
+            _json_batch_selection(hdh_home),
             "--partition",
             summary["batch"],
             "--json",
@@ -87,11 +94,8 @@ def test_an_export_landed_twice_is_ingested_once(hdh_home, tmp_path):
     assert again["duplicates"] == again["records_in"] - again["quarantined"]
 
     # re-running the first batch later does not turn its resources into duplicates of the second
-    from hdh_assets.definitions import ALL_ASSETS
-    from hdh_cli.ingest import batch_selection
-
     rerun = CliRunner().invoke(
-        cli, ["materialize", batch_selection("json", ALL_ASSETS), "--partition", "monday"]
+        cli, ["materialize", _json_batch_selection(hdh_home), "--partition", "monday"]
     )
     assert rerun.exit_code == 0, rerun.output
     import polars as pl

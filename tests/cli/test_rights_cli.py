@@ -36,10 +36,10 @@ def test_submit_verify_extend_show(hdh_home):
     assert shown["status"] == "received" and shown["subject_pseudonym"] == expected
     assert shown["report"] is None and "212023197298779" not in out and "Laurent" not in out
     code, out = _hdh("rights", "process", "--json")
-    assert json.loads(out)["would_launch"] == []  # not verified yet
+    assert json.loads(out)["pending"] == []  # not verified yet
     assert _hdh("rights", "verify", request_id, "--by", "dpo@hdh.example")[0] == 0
     code, out = _hdh("rights", "process", "--json")
-    assert json.loads(out)["would_launch"] == [request_id]
+    assert json.loads(out)["pending"] == [request_id]
     code, out = _hdh("rights", "extend", request_id, "--reason", "records held by two hospitals")
     assert code == 0 and "new deadline" in out
     code, out = _hdh("rights", "extend", request_id, "--reason", "again")

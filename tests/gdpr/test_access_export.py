@@ -8,7 +8,8 @@ import dagster as dg
 import polars as pl
 
 from hdh_assets.gdpr.rights import validate_submission
-from hdh_cli.rights import process_request
+from hdh_assets.definitions import build_definitions
+from hdh_cli.rights import process_here
 from resources.pseudonymisation import PseudonymisationKeyResource
 from resources.rights_registry import RightsRegistry
 from tests.products.conftest import pseudonym, write_lake
@@ -24,8 +25,11 @@ def test_an_access_request_yields_the_persons_rows_and_nobody_elses(hdh_home):
     request_id, _ = registry.submit(kind, identity, person)
     registry.verify(request_id, "dpo")
     with dg.instance_for_test() as instance:
-        outcome = process_request(hdh_home, instance, registry, request_id)
-    assert outcome.status == "completed"
+        outcome = process_here(build_definitions(hdh_home), instance, registry, request_id)
+        # an access request is one run: its outcome (the archive), tagged with the request
+        (run,) = instance.get_runs(dg.RunsFilter(tags={"hdh/rights_request": request_id}))
+        assert run.tags["hdh/rights_step"] == "finish" and run.status is dg.DagsterRunStatus.SUCCESS
+    assert outcome.status == "completed" and [r.run_id for r in outcome.runs] == [run.run_id]
     shown = registry.get(request_id)
     assert shown.status.value == "completed"
     archive = hdh_home.root / "exports" / f"{request_id}.zip"

@@ -83,7 +83,7 @@ def test_a_rectified_birth_date_replaces_the_wrong_one_everywhere(hdh_home, tmp_
     assert code != 0 and "attach to a verified request" in out
     assert _hdh("rights", "verify", request_id)[0] == 0
     code, out = _hdh("rights", "process", "--json")
-    assert json.loads(out)["would_launch"] == []  # waits for its corrected data
+    assert json.loads(out)["pending"] == []  # waits for its corrected data
     code, out = _hdh("rights", "rectify", request_id, tmp_path / "corrected", "--source", "json")
     assert code == 0, out
 

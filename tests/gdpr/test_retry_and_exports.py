@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hdh_assets.gdpr.rights import Status, TransitionRefused, validate_submission
-from hdh_cli.rights import pending, remove_access_exports
+from hdh_assets.gdpr.service import pending, remove_access_exports
 from resources.home import HdhHome
 from resources.rights_registry import RightsRegistry
 
