@@ -21,19 +21,15 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
-def follows_upstream(partitioned_parents=()) -> dg.AutomationCondition:
-    """Eager: the asset follows any update of its upstreams. An asset read from every partition
-    of a partitioned upstream (a table across batches, across months) is not held back by the
-    partitions that were never built (months without data, a batch still waiting); a missing
-    unpartitioned upstream still holds it back, and runs in progress do as for eager."""
-    eager = dg.AutomationCondition.eager()
-    parents = list(partitioned_parents)
-    if not parents:
-        return eager
-    return eager.replace(
-        "any_deps_missing",
-        dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets(*parents)),
-    )
+def follows_upstream() -> dg.AutomationCondition:
+    """Eager, for an asset that reads every partition of its upstreams (a table across batches
+    or months): it follows any update of them. Partitions never built (months without data, a
+    batch still waiting) do not hold it back, but an upstream with nothing built at all does,
+    and runs in progress do, as for eager."""
+    built = ~dg.AutomationCondition.missing() | dg.AutomationCondition.will_be_requested()
+    return dg.AutomationCondition.eager().without(
+        ~dg.AutomationCondition.any_deps_missing()
+    ) & dg.AutomationCondition.all_deps_match(built).with_label("every upstream built")
 
 
 def follows_whatever_exists() -> dg.AutomationCondition:

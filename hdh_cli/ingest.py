@@ -78,20 +78,21 @@ def _land_and_run(
     path: Path,
     batch: str | None,
     tags: dict[str, str] | None = None,
-) -> tuple[str, list[RunOutcome]]:
+) -> tuple[str, list[RunOutcome], list[dict]]:
     """Land and register the batch, then run it and what follows it: through the daemon when
-    one runs (its landing sensor takes the batch), here otherwise."""
+    one runs (its landing sensor takes the batch), here otherwise. Also returns what each
+    evaluation of the automation conditions requested (here only)."""
     batch = batch or default_batch_name(path)
     land(path, home.landing_for(source), batch, (tags or {}).get("hdh/provider"))
     instance.add_dynamic_partitions(BATCH_PARTITIONS[source].name, [batch])
     if daemon_running(instance):
-        return batch, _wait_for_daemon(instance, source, batch)
+        return batch, _wait_for_daemon(instance, source, batch), []
     from hdh_assets.definitions import build_definitions
 
     runs, followed = ingest_batches(
         build_definitions(home), instance, home, [(source, batch)], tags
     )
-    return batch, runs + followed.runs
+    return batch, runs + followed.runs, followed.requested
 
 
 def _wait_for_daemon(
@@ -141,7 +142,7 @@ def ingest_dicom(
 ) -> dict:
     from hdh_assets.imaging.assets import INSTANCES
 
-    batch, runs = _land_and_run(home, instance, "dicom", path, batch)
+    batch, runs, requested = _land_and_run(home, instance, "dicom", path, batch)
     value = _latest_metadata(instance, INSTANCES, batch)
     counts = (
         "landed",
@@ -158,6 +159,7 @@ def ingest_dicom(
         **{name: value.get(name) for name in counts},
         "quarantined_by_reason": value.get("quarantined_by_reason") or {},
         "runs": [r.to_json() for r in runs],
+        "automation": requested,
     }
 
 
@@ -173,7 +175,7 @@ def ingest_json(
 
     provider_named(provider)  # an unknown provider is refused before anything is landed
     tags = {"hdh/provider": provider} if provider else None
-    batch, runs = _land_and_run(home, instance, "json", path, batch, tags)
+    batch, runs, requested = _land_and_run(home, instance, "json", path, batch, tags)
     value = _latest_metadata(instance, clinical_key("patients"), batch)
     quarantine = _latest_metadata(instance, QUARANTINE_KEY, batch)
     counts = ("records_in", "ingested", "newer_versions", "duplicates", "quarantined")
@@ -186,4 +188,5 @@ def ingest_json(
         "quarantined_by_reason": quarantine.get("by_reason") or {},
         "rows_by_table": value.get("rows_by_table") or {},
         "runs": [r.to_json() for r in runs],
+        "automation": requested,
     }

@@ -595,7 +595,7 @@ def ingest_json_batch(
     if vectorised:
         from hdh_assets.clinical.vectorised import NdjsonFastPath
 
-        fast = NdjsonFastPath(run)
+        fast = NdjsonFastPath(run, learn_record)
     _learn(context, folder, settings.provider, fast)
     for path in batch_files(folder):
         name = path.relative_to(folder).as_posix()

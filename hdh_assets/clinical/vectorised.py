@@ -46,7 +46,7 @@ from __future__ import annotations
 import gzip
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -1129,8 +1129,11 @@ def _codings(frame: pl.DataFrame, paths: list[tuple[str, ...]]) -> pl.DataFrame:
 class NdjsonFastPath:
     """Column-wise ingestion of NDJSON files for one batch run (see the module docstring)."""
 
-    def __init__(self, run: _Run) -> None:
+    def __init__(self, run: _Run, learn_record: Callable[..., None]) -> None:
+        """``learn_record``: the per-record path's way of registering a Patient, so that both
+        paths learn the same subjects in the same order."""
         self.run = run
+        self._learn_record = learn_record
         run.seen.expect_columns()
         self.context = run.context
         self.engine = run.engine
@@ -1149,8 +1152,6 @@ class NdjsonFastPath:
     # first pass ----------------------------------------------------------------------------------
     def learn_file(self, path: Path, name: str) -> None:
         """Register the file's Patients, as the per-record first pass does, in line order."""
-        from hdh_assets.clinical.ingest import learn_record
-
         for chunk in _chunks(path):
             if chunk is None:
                 return
@@ -1167,7 +1168,7 @@ class NdjsonFastPath:
             registrations += [(i, "", None) for i in failed]
             for i, remapped, subject in sorted(registrations, key=lambda r: r[0]):
                 if subject is None:  # one by one, in its turn
-                    learn_record(
+                    self._learn_record(
                         self.context,
                         RawRecord(name, chunk.first + candidates[i], picked.line(i)),
                     )

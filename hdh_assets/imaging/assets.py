@@ -278,7 +278,7 @@ def dicom_ingestion(
 @dg.asset(
     key=["imaging", "dicom_series"],
     group_name="imaging",
-    automation_condition=follows_upstream([INSTANCES]),
+    automation_condition=follows_upstream(),
     owners=[owners.IMAGING, owners.DATA_REFERENTS],
     kinds={"polars", "parquet"},
     ins={"instances": dg.AssetIn(INSTANCES)},

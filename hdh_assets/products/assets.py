@@ -179,20 +179,18 @@ class ModelSet:
         return f"sql_models_{self.engine}_{p.by}_{p.column}_{p.start.replace('-', '_')}"
 
 
-def automation_condition(
-    partitioning: Partitioning | None, partitioned_parents=()
-) -> dg.AutomationCondition:
+def automation_condition(partitioning: Partitioning | None) -> dg.AutomationCondition:
     """Eager: a product follows its upstreams. For a partitioned product, any month whose
     upstream month changed, not only the latest one, so a corrected month of claims is
     re-computed downstream alone. An unpartitioned product reading every partition of an
     upstream is not held back by partitions never built."""
     if partitioning is None:
-        return follows_upstream(partitioned_parents)
+        return follows_upstream()
     eager = dg.AutomationCondition.eager()
     return eager.without(dg.AutomationCondition.in_latest_time_window())
 
 
-def _out(model: CompiledModel, root: Path, layouts: dict) -> dg.AssetOut:
+def _out(model: CompiledModel, root: Path) -> dg.AssetOut:
     spec = model.source.spec
     return dg.AssetOut(
         key=model.key,
@@ -203,10 +201,7 @@ def _out(model: CompiledModel, root: Path, layouts: dict) -> dg.AssetOut:
         kinds={model.engine, "sql", "parquet"},
         code_version=model.code_version,
         metadata=_definition_metadata(model, root),
-        automation_condition=automation_condition(
-            model.source.spec.config.partitioning,
-            [k for k in model.upstream_keys if k in layouts and layouts[k].partitions_def],
-        ),
+        automation_condition=automation_condition(model.source.spec.config.partitioning),
         is_required=False,  # any subset of the models can run
     )
 
@@ -235,7 +230,7 @@ def model_set_asset(
 
     @dg.multi_asset(
         name=model_set.op_name,
-        outs={m.key.to_python_identifier(): _out(m, root, layouts) for m in models},
+        outs={m.key.to_python_identifier(): _out(m, root) for m in models},
         deps=[
             _dependency(layouts[k], partitions, k)
             for k in sorted(

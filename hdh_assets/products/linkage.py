@@ -44,7 +44,7 @@ def link_studies_to_encounters(studies: pl.DataFrame, encounters: pl.DataFrame) 
         "studies": dg.AssetIn(["imaging", "dicom_studies"]),
         "encounters": dg.AssetIn(["clinical", "encounters"]),
     },
-    automation_condition=follows_upstream([dg.AssetKey(["clinical", "encounters"])]),
+    automation_condition=follows_upstream(),
     description=(
         "Imaging studies joined with the clinical encounters of the same person (subject "
         "pseudonym) within a day: proof that DICOM and FHIR link through one pseudonym and one "

@@ -31,6 +31,8 @@ from typing import Any, Literal, Protocol
 
 import yaml
 
+from hdh_assets.workspaces.refs import KindRef, ObjectRef
+
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "hdh-platform"
 PROJECT_LABEL = "hdh.platform/project"
@@ -42,14 +44,6 @@ ProjectStatus = Literal["added", "updated", "unchanged", "decommissioned"]
 Desired = Mapping[str, Sequence[dict]]
 
 _PROJECT_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-
-@dataclass(frozen=True, order=True)
-class KindRef:
-    """A kind as the API serves it (``apiVersion`` + ``kind``)."""
-
-    api_version: str
-    kind: str
 
 
 # Applied in this order (the renderer's, plus Secret): what others refer to first (namespace,
@@ -72,29 +66,6 @@ KIND_ORDER: tuple[KindRef, ...] = (
     KindRef("networking.k8s.io/v1", "Ingress"),  # routes once their backends exist
 )
 _KIND_RANK = {ref.kind: rank for rank, ref in enumerate(KIND_ORDER)}
-
-
-@dataclass(frozen=True, order=True)
-class ObjectRef:
-    """Identity of one object: what a server keys it by."""
-
-    api_version: str
-    kind: str
-    namespace: str | None
-    name: str
-
-    @classmethod
-    def of(cls, obj: Mapping[str, Any]) -> ObjectRef:
-        meta = obj.get("metadata") or {}
-        return cls(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
-
-    @property
-    def kind_ref(self) -> KindRef:
-        return KindRef(self.api_version, self.kind)
-
-    def __str__(self) -> str:
-        where = f"{self.namespace}/{self.name}" if self.namespace else self.name
-        return f"{self.kind} {where}"
 
 
 def apply_order(obj: Mapping[str, Any]) -> tuple[int, str, str, str]:

@@ -7,8 +7,8 @@ import zipfile
 import dagster as dg
 import polars as pl
 
-from hdh_assets.gdpr.rights import validate_submission
 from hdh_assets.definitions import build_definitions
+from hdh_assets.gdpr.rights import validate_submission
 from hdh_cli.rights import process_here
 from resources.pseudonymisation import PseudonymisationKeyResource
 from resources.rights_registry import RightsRegistry

@@ -1,1 +1,0 @@
-"""Approved Python and R packages for workspaces (package request flow)."""
