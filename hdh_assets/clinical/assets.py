@@ -12,7 +12,6 @@ from hdh_assets.clinical.earlier import RANK, EarlierBatches
 from hdh_assets.clinical.flatten import ALL_TABLES, TABLES
 from hdh_assets.clinical.ingest import QUARANTINE_SCHEMA, JsonIngestSettings, ingest_json_batch
 from hdh_assets.clinical.providers import provider_named
-from hdh_assets.files import exclusive_lock
 from hdh_assets.gdpr.exclusions import excluded_pseudonyms
 from hdh_assets.landing.assets import landed_batch, landing_inventory_asset
 from hdh_assets.landing.batches import provider_of
@@ -85,6 +84,7 @@ def _schema(table: str) -> pa.DataFrameSchema:
 
 
 SCHEMAS = {table: _schema(table) for table in ALL_TABLES}
+JSON_INGESTION_POOL = "json_ingestion"
 QUARANTINE_KEY = clinical_key("json_quarantine")
 
 
@@ -211,6 +211,7 @@ def without_excluded_people(
     },
     deps=[landed_json_files.key],
     partitions_def=BATCHES,
+    pool=JSON_INGESTION_POOL,
     check_specs=[
         *[
             dg.AssetCheckSpec(
@@ -238,10 +239,9 @@ def json_ingestion(
     hdh_home: HomeResource,
     pseudonymisation: PseudonymisationKeyResource,
 ):
-    # one batch at a time, outputs written included: a batch compares its resources with what
-    # earlier batches hold, so it must not read one that is half written
-    with exclusive_lock(hdh_home.home.store / ".locks" / "json-ingestion.lock"):
-        yield from _ingest_json(context, hdh_home, pseudonymisation)
+    # one batch at a time (the json_ingestion pool), outputs written included: a batch compares
+    # its resources with what earlier batches hold, so it must not read one half written
+    yield from _ingest_json(context, hdh_home, pseudonymisation)
 
 
 def _ingest_json(

@@ -71,6 +71,7 @@ SPEC_SCHEMA = {
 SPECS_KEY = dg.AssetKey(["workspaces", "workspace_specs"])
 GRANTS_KEY = dg.AssetKey(["workspaces", "workspace_data_grants"])
 MANIFESTS_KEY = dg.AssetKey(["workspaces", "workspace_manifests"])
+DELIVERY_POOL = "workspace_delivery"
 DEPLOYMENTS_KEY = dg.AssetKey(["workspaces", "workspace_deployments"])
 GRANTS_PROOF = "extracts_hold_no_excluded_subject"
 MANIFESTS_VALID = "objects_pass_strict_schema_validation"
@@ -433,7 +434,8 @@ def deliver_workspaces(
         )
     home.workspaces.mkdir(parents=True, exist_ok=True)
     # one delivery at a time: two runs each reading the lake then delivering could otherwise
-    # put back another project's older manifests
+    # put back another project's older manifests. Runs queue on the workspace_delivery pool
+    # (visible in the UI); the lock also covers a call outside any run.
     with exclusive_lock(home.workspaces / ".delivery.lock"):
         live, expired, refused = current_specs()
         retired = (known - with_file) | set(expired)
@@ -462,6 +464,7 @@ class DeliveryConfig(dg.Config):
 @dg.asset(
     key=DEPLOYMENTS_KEY,
     group_name="workspaces",
+    pool=DELIVERY_POOL,
     owners=OWNERS,
     kinds={"kubernetes", "git"},
     deps=[dg.AssetDep(MANIFESTS_KEY, partition_mapping=dg.AllPartitionMapping())],
