@@ -122,9 +122,7 @@ def test_a_backlog_of_10000_requests_drains_over_ticks_oldest_first(registry, hd
             definitions=defs,
             resources={
                 "hdh_home": HomeResource(root=str(hdh_home.root)),
-                "rights_registry": RightsRegistryResource(
-                    url=str(registry.engine.url), key=SECRET
-                ),
+                "rights_registry": RightsRegistryResource(url=str(registry.engine.url), key=SECRET),
             },
         )
         result = rights_sensor(context)
