@@ -17,8 +17,10 @@ import dagster as dg
 
 from hdh_assets.claims.events import landed_date_range, months_touched
 
+# Dagster's tags for a run over a range of partitions (one run, a single-run backfill).
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+RIGHTS_REQUEST_TAG = "hdh/rights_request"
 
 
 def follows_upstream() -> dg.AutomationCondition:
@@ -62,6 +64,7 @@ def claims_month_requests(
     landing_root,
     max_shift_days: int,
     after_storage_id: int | None,
+    log=lambda message: None,
 ) -> tuple[list[dg.RunRequest], int | None]:
     """One range run of the claims events per claims batch ingested since ``after_storage_id``
     (the months its events can fall in), and the new cursor."""
@@ -73,7 +76,14 @@ def claims_month_requests(
     requests = []
     for record in records:
         batch = record.partition_key
-        span = claims_month_span(landing_root / batch, max_shift_days) if batch else None
+        run = instance.get_run_by_id(record.run_id)
+        if batch is None or (run and RIGHTS_REQUEST_TAG in run.tags):
+            continue  # a rights request's re-ingestion plans its months itself
+        try:
+            span = claims_month_span(landing_root / batch, max_shift_days)
+        except Exception as error:  # an unreadable batch must not stop the batches after it
+            log(f"claims batch {batch}: months not computed ({type(error).__name__})")
+            continue
         span = clamp(months, span) if span else None
         if span is None:
             continue

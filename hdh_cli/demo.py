@@ -21,7 +21,7 @@ from hdh_assets.products.publishing import release_product
 from hdh_assets.products.releases import ReleaseStore
 from hdh_cli.ingest import ingest_batches
 from hdh_cli.rights import process_here
-from hdh_cli.runs import RunOutcome
+from hdh_cli.runs import RunOutcome, daemon_running
 from hdh_cli.status import PlatformStatus, collect_status
 from hdh_cli.workspaces import apply as apply_workspaces
 from resources.home import HdhHome
@@ -29,6 +29,10 @@ from resources.pseudonymisation import PseudonymisationKeyResource
 from resources.rights_registry import RightsRegistry
 from synthetic.sample import Progress, SampleConfig, SampleSummary, generate_sample
 from synthetic.synthea_style import synthea_style_export
+
+
+class DemoRefused(RuntimeError):
+    """The demo cannot run now; the message says why."""
 
 
 @dataclass
@@ -76,6 +80,11 @@ def run_demo(
     progress: Progress,
     on_run=lambda outcome: None,
 ) -> DemoReport:
+    if daemon_running(instance):
+        raise DemoRefused(
+            "a Dagster daemon is running against this HDH_HOME (make ui): it would launch the "
+            "same runs as the demo; stop it first, or let it ingest what you land"
+        )
     home.ensure()
     report = DemoReport(sample=generate_sample(home.landing, home.sample, config, progress))
     # A second JSON provider, shaped like a US Synthea export: other resource types, no NIR.
@@ -108,6 +117,7 @@ def run_demo(
             release_product(home, graph, instance, product, version)
     # Two research projects get their workspaces: grants extracted, manifests in HDH_HOME/gitops.
     provisioning = apply_workspaces(home, instance, definitions, on_run=ran)
+    report.automation += provisioning["automation"]
     report.workspaces = {
         "provisioned": provisioning["provisioned"],
         "failed": provisioning["failed"],

@@ -3,12 +3,15 @@ runs the daemon would launch), report what happened."""
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 
 from hdh_assets.automation import claims_month_requests
+from hdh_assets.gdpr.steps import ACTIVE
 from hdh_assets.landing.intake import default_batch_name, land
 from hdh_assets.landing.partitions import BATCH_PARTITIONS
 from hdh_cli.runs import Followed, RunOutcome, daemon_running, execute, follow, wait_for
@@ -86,7 +89,8 @@ def _land_and_run(
     land(path, home.landing_for(source), batch, (tags or {}).get("hdh/provider"))
     instance.add_dynamic_partitions(BATCH_PARTITIONS[source].name, [batch])
     if daemon_running(instance):
-        return batch, _wait_for_daemon(instance, source, batch), []
+        landed_at = time.time()
+        return batch, _wait_for_daemon(instance, source, batch, landed_at), []
     from hdh_assets.definitions import build_definitions
 
     runs, followed = ingest_batches(
@@ -96,19 +100,17 @@ def _land_and_run(
 
 
 def _wait_for_daemon(
-    instance: dg.DagsterInstance, source: str, batch: str, timeout: float = 1800
+    instance: dg.DagsterInstance, source: str, batch: str, landed_at: float, timeout: float = 1800
 ) -> list[RunOutcome]:
-    """The landing sensor ingests the batch; wait for its run, then for the runs after it."""
-    active = [
-        dg.DagsterRunStatus.QUEUED,
-        dg.DagsterRunStatus.NOT_STARTED,
-        dg.DagsterRunStatus.STARTING,
-        dg.DagsterRunStatus.STARTED,
-    ]
+    """The landing sensor ingests the batch; wait for its run (one created after the batch was
+    landed), then for the queue to empty."""
+    active = list(ACTIVE)
 
     def landing_runs(statuses=None):
         filters = dg.RunsFilter(
-            tags={LANDING_SOURCE_TAG: source, "dagster/partition": batch}, statuses=statuses
+            tags={LANDING_SOURCE_TAG: source, "dagster/partition": batch},
+            statuses=statuses,
+            created_after=dt.datetime.fromtimestamp(landed_at, dt.UTC),
         )
         return instance.get_runs(filters=filters)
 

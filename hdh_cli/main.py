@@ -230,8 +230,13 @@ def demo(seed, people, claims_rows, chunk_rows, batch, as_json) -> None:
                 f"({outcome.materializations} materialisations)"
             )
 
-    with _progress(not as_json) as progress:
-        report = run_demo(home, instance, config, progress, on_run)
+    from hdh_cli.demo import DemoRefused
+
+    try:
+        with _progress(not as_json) as progress:
+            report = run_demo(home, instance, config, progress, on_run)
+    except DemoRefused as refused:
+        raise click.ClickException(str(refused)) from None
     if as_json:
         _print_json(report.to_json())
     else:

@@ -167,7 +167,7 @@ def apply(
     failed = [r.partition for r in runs if not r.success]
     delivery = execute(defs, instance, dg.RunRequest(asset_selection=[DEPLOYMENTS_KEY]))
     on_run(delivery)
-    follow(defs, instance, before.cursor, on_run)
+    after = follow(defs, instance, before.cursor, on_run)
     report = _latest_delivery(instance)
     return {
         "provisioned": [r.partition for r in runs if r.success and r.partition],
@@ -176,6 +176,7 @@ def apply(
         "delivery_run": delivery.to_json(),
         "delivery": report,
         "success": not failed and delivery.success,
+        "automation": before.requested + after.requested,
     }
 
 

@@ -45,5 +45,6 @@ def claims_months_sensor(
         hdh_home.home.landing_for("claims"),
         pseudonymisation.max_date_shift_days,
         after,
+        context.log.warning,
     )
     return dg.SensorResult(run_requests=requests, cursor=str(cursor))

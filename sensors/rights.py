@@ -33,11 +33,14 @@ def rights_sensor(
     home = hdh_home.home
     registry = rights_registry.registry(home)
     graph = context.repository_def.asset_graph
-    run_requests = [
-        step.run_request
-        for request_id in pending(registry, home)[:MAX_REQUESTS_PER_TICK]
-        for step in advance(context.instance, graph, registry, request_id)
-    ]
+    run_requests = []
+    for request_id in pending(registry, home)[:MAX_REQUESTS_PER_TICK]:
+        try:
+            steps = advance(context.instance, graph, registry, request_id)
+        except Exception as error:  # one request's trouble must not stop the others
+            context.log.error(f"rights request {request_id}: {type(error).__name__}: {error}")
+            continue
+        run_requests += [step.run_request for step in steps]
     if not run_requests:
         return dg.SkipReason("no rights request waiting for a run")
     return dg.SensorResult(run_requests=run_requests)

@@ -184,15 +184,30 @@ def indexed_in_graph(graph) -> list[tuple[str, str]]:
     return found
 
 
-def _prepared_report(instance: dg.DagsterInstance, request, attempt: int) -> dict:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=steps.PLANS_KEY, asset_partitions=[request.id]), limit=1
-    ).records
-    if records:
-        metadata = records[0].asset_materialization.metadata
-        if int(metadata["attempt"].value) == attempt:
-            return dict(metadata["report"].value)
+PREPARED = "prepared"  # the registry's audit entry holding what the prepare step did
+
+
+def _prepared_report(registry, request, attempt: int) -> dict:
+    """What the attempt's prepare step did, from the registry (the DPO's store, not Dagster's
+    event log: it names the person's stored files and the partitions that held them)."""
+    for entry in reversed(registry.audit(request.id)):
+        detail = entry["detail"] or {}
+        if entry["action"] == PREPARED and detail.get("attempt") == attempt:
+            return dict(detail["report"])
     return {"request": request.id, "type": request.type.value, "started_at": service.now()}
+
+
+def _counts(report: dict) -> dict:
+    """What Dagster's metadata may show of a report: counts, never the files or identifiers."""
+    checks = report.get("checks") or {}
+    return {
+        "files_removed": len(report.get("files_removed", [])),
+        "raw_copies_cleaned": len(report.get("raw_copies_removed", [])),
+        "raw_copies_clean": report.get("raw_copies_clean", True),
+        "checks_passed": sum(1 for passed in checks.values() if passed),
+        "checks_failed": sum(1 for passed in checks.values() if not passed),
+        "releases_reissued": len(report.get("releases_reissued", [])),
+    }
 
 
 PLAN_COLUMNS = documented_columns(
@@ -304,6 +319,7 @@ def request_assets(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinitio
         request = registry.get(context.partition_key)
         attempt = registry.attempt(request.id)
         report = service.prepare(home, context.instance, registry, request, lineage)
+        registry.note(request.id, service.ACTOR, PREPARED, {"attempt": attempt, "report": report})
         context.log.info(
             f"{request.id}: {len(report['runs'])} run(s) planned over {len(report['assets'])} asset(s)"
         )
@@ -315,7 +331,7 @@ def request_assets(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinitio
                 "runs_planned": len(report["runs"]),
                 "assets": dg.MetadataValue.json(report["assets"]),
                 "plan": dg.MetadataValue.json({"runs": report["runs"]}),
-                "report": dg.MetadataValue.json(report),
+                **_counts(report),
             },
         )
 
@@ -355,7 +371,7 @@ def request_assets(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinitio
                 registry,
                 request,
                 graph,
-                _prepared_report(instance, request, attempt),
+                _prepared_report(registry, request, attempt),
                 steps.run_summaries(instance, request.id, request.type.value, attempt),
                 steps.proof_results(instance, request.id, attempt),
             )
@@ -367,7 +383,7 @@ def request_assets(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinitio
                 "attempt": attempt,
                 "status": status,
                 "runs": len(report.get("runs", [])),
-                "report": dg.MetadataValue.json(report),
+                **_counts(report),
             },
         )
 

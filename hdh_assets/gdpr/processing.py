@@ -124,6 +124,20 @@ def plan_rectification(
     return plan
 
 
+def _feeding_first(groups: dict, graph) -> list:
+    """Partitionings ordered so that one whose assets feed another's comes first (a claims
+    batch before the months of claims events it feeds), whatever the order they were met in."""
+    below = {p: descendants(graph, set(keys)) for p, keys in groups.items()}
+    remaining, ordered = list(groups), []
+    while remaining:
+        free = [
+            p for p in remaining if not any(q != p and set(groups[p]) & below[q] for q in remaining)
+        ]
+        ordered.append((free or remaining)[0])  # the graph has no cycle; this guards it
+        remaining.remove(ordered[-1])
+    return ordered
+
+
 def _plan(mine: pl.DataFrame, graph, built, present) -> ErasurePlan:
     plan = ErasurePlan()
     for asset, partition in mine.unique().sort("asset", "partition").iter_rows():
@@ -131,19 +145,23 @@ def _plan(mine: pl.DataFrame, graph, built, present) -> ErasurePlan:
     targets = {dg.AssetKey.from_user_string(a) for a in plan.holdings}
     all_keys = [k for k in graph.get_all_asset_keys() if k not in SKIPPED]
     by_partitioning: dict = {}
-    for key in targets:
+    for key in sorted(targets, key=lambda k: k.to_user_string()):
         partitions_def = graph.get(key).partitions_def
         if partitions_def is None:
             continue
         keys = {p for p in plan.holdings[key.to_user_string()] if p}
         by_partitioning.setdefault(partitions_def, set()).update(keys)
-    for partitions_def, keys in by_partitioning.items():
-        group = tuple(
+    groups = {
+        partitions_def: tuple(
             sorted(
                 (k for k in all_keys if graph.get(k).partitions_def == partitions_def),
                 key=lambda k: k.to_user_string(),
             )
         )
+        for partitions_def in by_partitioning
+    }
+    for partitions_def in _feeding_first(groups, graph):
+        keys, group = by_partitioning[partitions_def], groups[partitions_def]
         if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
             for span in _ranges(list(keys), partitions_def.get_partition_keys()):
                 plan.runs.append(PlannedRun(group, span))

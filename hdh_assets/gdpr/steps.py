@@ -22,16 +22,15 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from hdh_assets.automation import RANGE_END_TAG, RANGE_START_TAG, RIGHTS_REQUEST_TAG
 from hdh_assets.gdpr.exclusions import EXCLUSIONS_PATH
 from hdh_assets.gdpr.rights import Status
+from hdh_assets.gdpr.service import ACTOR
 from hdh_assets.lineage import waves
 
-REQUEST_TAG = "hdh/rights_request"
+REQUEST_TAG = RIGHTS_REQUEST_TAG
 ATTEMPT_TAG = "hdh/rights_attempt"
 STEP_TAG = "hdh/rights_step"
-# Dagster's tags for a run over a range of partitions (one run, a single-run backfill).
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 REQUESTS = dg.DynamicPartitionsDefinition(name="rights_requests")
 EXCLUSIONS_KEY = dg.AssetKey(list(EXCLUSIONS_PATH))
@@ -46,7 +45,6 @@ ACTIVE = {
     dg.DagsterRunStatus.CANCELING,
 }
 PROOF_CHECK = "no_excluded_subject"
-ACTOR = "hdh-rights-process"
 
 
 @dataclass(frozen=True)
@@ -141,6 +139,8 @@ def next_steps(
             for i in members
             if f"rematerialise:{wave}:{i}" not in runs
         ]
+        if todo and _busy(instance, {k for r in todo for k in r.asset_selection}):
+            return "re-materialising", []  # another run writes these assets: next tick
         if todo:
             return "re-materialising", [Step(r.tags[STEP_TAG], "re-materialising", r) for r in todo]
     if "prove" not in runs:
@@ -149,6 +149,12 @@ def next_steps(
         )
         return "proving", [Step("prove", "proving", prove)]
     return "finishing", [finish]
+
+
+def _busy(instance: dg.DagsterInstance, keys: set[dg.AssetKey]) -> bool:
+    """Whether a queued or running run (of anyone) materialises one of ``keys``."""
+    active = instance.get_runs(dg.RunsFilter(statuses=list(ACTIVE)))
+    return any(keys & set(run.asset_selection or ()) for run in active)
 
 
 def _stage_of(runs: dict) -> str:
@@ -246,7 +252,12 @@ def advance(instance: dg.DagsterInstance, graph, registry, request_id: str) -> l
     stage, launch = next_steps(
         instance, graph, request_id, request.type.value, attempt, proof_check_keys(graph)
     )
+    if stage == "done":
+        finish = runs_of(instance, request_id, attempt)["finish"]
+        if finish.status is not dg.DagsterRunStatus.SUCCESS:  # the outcome never got written
+            registry.fail(request_id, f"the outcome run {finish.run_id} did not succeed", ACTOR)
+        return []
     stages = [a["detail"] for a in registry.audit(request_id) if a["action"] == "stage"]
-    if stage != "done" and (not stages or stages[-1] != {"stage": stage, "attempt": attempt}):
+    if not stages or stages[-1] != {"stage": stage, "attempt": attempt}:
         registry.note(request_id, ACTOR, "stage", {"stage": stage, "attempt": attempt})
     return launch

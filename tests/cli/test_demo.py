@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 import pydicom
 import pytest
@@ -139,6 +140,18 @@ def test_demo_materialises_every_asset_and_reports(demo_home):
         "clinical/observations",
         "products/imaging_clinical_linkage",
     } <= set(assets)
+    # what followed the batches is exactly what the automation conditions requested
+    requested = {key for evaluation in report["automation"] for key in evaluation}
+    assert {"imaging/dicom_series", "gdpr/subject_index", "products/hba1c_trajectory"} <= requested
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        built = {
+            entry.dagster_event.asset_key.to_user_string()
+            for run in instance.get_runs(dg.RunsFilter(tags={"hdh/automation": "hdh-cli"}))
+            for entry in instance.all_logs(
+                run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+            )
+        }
+    assert built == requested
     # Malformed DICOM files are noticed already at landing (a warning, not a failure).
     assert assets["imaging/landed_files"]["checks_warned"] == ["recognised_formats"]
     landed_claims = pl.read_parquet(home / "landing" / "claims" / "sample-seed11" / "*.parquet")
