@@ -87,6 +87,9 @@ def build_definitions(home: HdhHome | None = None) -> dg.Definitions:
         ],
         schedules=[workspace_drift_schedule],
         resources=build_resources(home),
+        # One process per run: the run queue spreads the work, and a run does not start one
+        # more process (and load the code location again) for each of its steps.
+        executor=dg.in_process_executor,
     )
 
 

@@ -42,5 +42,5 @@ def rights_sensor(
             continue
         run_requests += [step.run_request for step in steps]
     if not run_requests:
-        return dg.SkipReason("no rights request waiting for a run")
+        return dg.SkipReason("nothing to launch now (no request waiting, or its runs in flight)")
     return dg.SensorResult(run_requests=run_requests)

@@ -190,7 +190,7 @@ def test_the_daemon_alone_completes_an_erasure_one_run_at_a_time_across_a_restar
             daemon = _start_daemon(home, log)
             _wait(
                 lambda: registry.get(request_id).status in FINAL,
-                900,
+                1500,
                 "the request to be completed",
                 log,
             )
@@ -290,7 +290,7 @@ def test_with_the_daemon_alone_a_late_delivery_reaches_every_asset_downstream(de
                 )
                 return fresh and months[0] in events and months[1] in events
 
-            _wait(followed, 900, "the late delivery to reach every asset downstream", log)
+            _wait(followed, 1500, "the late delivery to reach every asset downstream", log)
             failed = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
             assert not failed, [r.run_id for r in failed]
             monthly = _partitions_built_after(
