@@ -14,8 +14,8 @@ import dagster as dg
 
 from hdh_assets.gdpr.rights import Status
 from hdh_assets.gdpr.service import pending
-from hdh_assets.gdpr.steps import advance
-from hdh_cli.runs import RunOutcome, daemon_running, execute, wait_for
+from hdh_assets.gdpr.steps import REQUEST_TAG, advance
+from hdh_cli.runs import RunOutcome, cancel_orphans, daemon_running, execute, wait_for
 from resources.home import HdhHome
 from resources.rights_registry import RightsRegistry
 
@@ -52,6 +52,7 @@ def process_here(
 ) -> Outcome:
     """Execute, in this process, every run the rights sensor would launch for the request."""
     graph = defs.resolve_asset_graph()
+    cancel_orphans(instance, {REQUEST_TAG: request_id})  # an earlier hdh killed mid-run
     runs: list[RunOutcome] = []
     while steps := advance(instance, graph, registry, request_id):
         for step in steps:

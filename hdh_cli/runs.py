@@ -7,6 +7,8 @@ range tags, run tags), so they produce the same runs.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass
 
@@ -16,6 +18,7 @@ from hdh_assets.automation import RANGE_END_TAG, RANGE_START_TAG, requested_by, 
 
 RUN_KEY_TAG = "dagster/run_key"
 LAUNCHED_BY_TAG = "hdh/launched_by"
+CLI_PROCESS_TAG = "hdh/cli_process"  # host:pid of the hdh process executing the run
 AUTOMATION_TAG = "hdh/automation"  # a run requested by the automation conditions
 DAEMON_FRESH_SECONDS = 60
 
@@ -54,7 +57,11 @@ def execute(
         job = job.get_subset(
             asset_selection=set(), asset_check_selection=set(request.asset_check_keys)
         )
-    tags = {LAUNCHED_BY_TAG: "hdh-cli", **request.tags}
+    tags = {
+        LAUNCHED_BY_TAG: "hdh-cli",
+        CLI_PROCESS_TAG: f"{socket.gethostname()}:{os.getpid()}",
+        **request.tags,
+    }
     if request.run_key:
         tags[RUN_KEY_TAG] = request.run_key
     result = job.execute_in_process(
@@ -100,6 +107,37 @@ def selection_request(
         partition_key=partition,
         tags=tags,
     )
+
+
+def cancel_orphans(instance: dg.DagsterInstance, filters_tags: dict[str, str]) -> list[str]:
+    """Runs this host's ``hdh`` left started when it died (killed mid-run): cancelled, so that
+    what launched them runs their step again. Returns their run ids."""
+    host = socket.gethostname()
+    cancelled = []
+    active = instance.get_runs(
+        dg.RunsFilter(
+            tags=filters_tags,
+            statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING],
+        )
+    )
+    for run in active:
+        where = run.tags.get(CLI_PROCESS_TAG, "")
+        run_host, _, pid = where.rpartition(":")
+        if run_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        instance.report_run_canceled(run, message=f"the hdh process {pid} that ran it died")
+        cancelled.append(run.run_id)
+    return cancelled
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def daemon_running(instance: dg.DagsterInstance) -> bool:

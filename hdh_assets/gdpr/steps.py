@@ -18,6 +18,7 @@ step twice (its run key says which step of which attempt it is). A failed step s
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import dagster as dg
@@ -63,15 +64,43 @@ def _run_request(request_id: str, attempt: int, step: str, **kwargs) -> dg.RunRe
     return dg.RunRequest(run_key=f"{request_id}:{attempt}:{step}", tags=tags, **kwargs)
 
 
-def runs_of(instance: dg.DagsterInstance, request_id: str, attempt: int) -> dict[str, object]:
-    """The attempt's runs by step name (the latest run of each step)."""
+def _attempt_runs(instance: dg.DagsterInstance, request_id: str, attempt: int) -> list:
     runs = instance.get_runs(
         filters=dg.RunsFilter(tags={REQUEST_TAG: request_id, ATTEMPT_TAG: str(attempt)})
     )
+    return list(reversed(list(runs)))  # oldest first
+
+
+def runs_of(instance: dg.DagsterInstance, request_id: str, attempt: int) -> dict[str, object]:
+    """The attempt's runs by step name (the latest run of each step). A cancelled run (its
+    process died before it ended, for instance) does not count: the step runs again."""
     found: dict[str, object] = {}
-    for run in reversed(list(runs)):  # oldest first, so the latest wins
-        found[run.tags[STEP_TAG]] = run
+    for run in _attempt_runs(instance, request_id, attempt):
+        if run.status is not dg.DagsterRunStatus.CANCELED:
+            found[run.tags[STEP_TAG]] = run
     return found
+
+
+def _relaunched(instance, request_id: str, attempt: int, launch: list[Step]) -> list[Step]:
+    """A step whose earlier runs were cancelled gets a run key of its own."""
+    cancelled = Counter(
+        run.tags[STEP_TAG]
+        for run in _attempt_runs(instance, request_id, attempt)
+        if run.status is dg.DagsterRunStatus.CANCELED
+    )
+    steps = []
+    for step in launch:
+        request = step.run_request
+        if cancelled[step.name]:
+            request = dg.RunRequest(
+                run_key=f"{request.run_key}:again{cancelled[step.name]}",
+                tags=request.tags,
+                asset_selection=request.asset_selection,
+                asset_check_keys=request.asset_check_keys,
+                partition_key=request.partition_key,
+            )
+        steps.append(Step(step.name, step.stage, request))
+    return steps
 
 
 def planned_runs(instance: dg.DagsterInstance, request_id: str, attempt: int) -> list[dict] | None:
@@ -260,4 +289,4 @@ def advance(instance: dg.DagsterInstance, graph, registry, request_id: str) -> l
     stages = [a["detail"] for a in registry.audit(request_id) if a["action"] == "stage"]
     if not stages or stages[-1] != {"stage": stage, "attempt": attempt}:
         registry.note(request_id, ACTOR, "stage", {"stage": stage, "attempt": attempt})
-    return launch
+    return _relaunched(instance, request_id, attempt, launch)
