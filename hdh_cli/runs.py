@@ -126,6 +126,8 @@ def cancel_orphans(instance: dg.DagsterInstance, filters_tags: dict[str, str]) -
         if run_host != host or not pid.isdigit() or _alive(int(pid)):
             continue
         instance.report_run_canceled(run, message=f"the hdh process {pid} that ran it died")
+        # the pools' slots it held (json_ingestion, workspace_delivery) would never come back
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         cancelled.append(run.run_id)
     return cancelled
 
