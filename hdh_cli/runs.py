@@ -117,7 +117,11 @@ def cancel_orphans(instance: dg.DagsterInstance, filters_tags: dict[str, str]) -
     active = instance.get_runs(
         dg.RunsFilter(
             tags=filters_tags,
-            statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING],
+            statuses=[
+                dg.DagsterRunStatus.NOT_STARTED,  # killed before its first event
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+            ],
         )
     )
     for run in active:

@@ -4,6 +4,7 @@ one step at a time, never launched twice; a backlog drains oldest first."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import dagster as dg
 import pytest
@@ -132,3 +133,32 @@ def test_a_backlog_of_10000_requests_drains_over_ticks_oldest_first(registry, hd
         f"HDH-BULK{i:06d}" for i in range(MAX_REQUESTS_PER_TICK)
     ]
     assert {r.tags[steps.STEP_TAG] for r in requests} == {"prepare"}
+
+
+def test_a_run_left_by_a_killed_hdh_is_cancelled_and_its_step_runs_again(registry, graph, hdh_home):
+    import socket
+    import subprocess
+
+    from hdh_cli.runs import CLI_PROCESS_TAG, cancel_orphans
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    erasure = _file(registry)
+    registry.verify(erasure, "dpo")
+    job = build_definitions(hdh_home).resolve_implicit_global_asset_job_def()
+    with dg.instance_for_test() as instance:
+        (prepare,) = steps.advance(instance, graph, registry, erasure)
+        host = socket.gethostname()
+        orphan = instance.create_run_for_job(
+            job, tags={**prepare.run_request.tags, CLI_PROCESS_TAG: f"{host}:{dead.pid}"}
+        )
+        alive = instance.create_run_for_job(
+            job, tags={steps.REQUEST_TAG: "other", CLI_PROCESS_TAG: f"{host}:{os.getpid()}"}
+        )
+        assert steps.advance(instance, graph, registry, erasure) == []  # in flight, it seems
+        assert cancel_orphans(instance, {steps.REQUEST_TAG: erasure}) == [orphan.run_id]
+        assert cancel_orphans(instance, {steps.REQUEST_TAG: "other"}) == []
+        assert instance.get_run_by_id(alive.run_id).status is dg.DagsterRunStatus.NOT_STARTED
+        (again,) = steps.advance(instance, graph, registry, erasure)
+        assert again.name == "prepare"
+        assert again.run_request.run_key == f"{erasure}:1:prepare:again1"
