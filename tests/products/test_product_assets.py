@@ -181,5 +181,9 @@ def test_partitioned_products_follow_any_changed_month_not_only_the_latest():
     from hdh_assets.products.models import Partitioning
 
     assert "in_latest_time_window" not in str(automation_condition(Partitioning()))
-    assert automation_condition(None) == dg.AutomationCondition.eager()
+    from hdh_assets.automation import follows_upstream
+
+    # an unpartitioned product reads every month: months never built do not hold it back
+    assert automation_condition(None) == follows_upstream()
+    assert "every upstream built" in str(automation_condition(None))
     assert dt.date.fromisoformat(Partitioning().start) == dt.date(2021, 1, 1)
