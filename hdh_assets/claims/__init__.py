@@ -1,1 +1,1 @@
-"""Claims: SNDS-like care events, monthly partitioned (Spark for large volumes, issue #5)."""
+"""Claims: SNDS-like care events, monthly partitioned (Spark for large volumes)."""

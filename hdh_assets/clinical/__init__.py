@@ -1,1 +1,1 @@
-"""Clinical records: FHIR R4 NDJSON, Bundles and declared-schema JSON (issue #4)."""
+"""Clinical records: FHIR R4 NDJSON, Bundles and declared-schema JSON."""

@@ -1,1 +1,1 @@
-"""GDPR rights: objection and erasure registry, proof of removal (issue #6)."""
+"""GDPR rights: objection and erasure registry, proof of removal."""

@@ -1,1 +1,1 @@
-"""Imaging: DICOM studies from the landing zone to a pseudonymised store and index (issue #3)."""
+"""Imaging: DICOM studies from the landing zone to a pseudonymised store and index."""

@@ -1,1 +1,1 @@
-"""Reusable data products from dbt_like_sql/ SQL models (issue #5)."""
+"""Reusable data products from dbt_like_sql/ SQL models."""

@@ -2,7 +2,7 @@
 
 A study links to the encounters of the same person within a day of it (both dates shifted by
 the same per-subject offset, so the interval is the true one). It proves the two sources share
-pseudonyms; the SQL products of issue #5 build on the same tables.
+pseudonyms; the SQL products build on the same tables.
 """
 
 import dagster as dg

@@ -2,8 +2,8 @@
 
 The basic-profile column comes from the 2024b transcription in ``dicom-anonymizer`` (BSD); the
 three options the platform supports are written here from the standard's definitions (E.3.6,
-E.3.7, E.3.8). ``tests/pseudonymisation/test_annex_e.py`` compares every row with the reference
-extraction of the standard when ``../shared/reference`` is present.
+E.3.7, E.3.8). ``tests/pseudonymisation/test_annex_e.py`` compares every row with a reference
+extraction of the standard.
 
 Action codes: D dummy value, Z zero length, X remove, K keep, C clean, U replace UID;
 combined codes (X/Z, X/D, Z/D, X/Z/D, X/Z/U*) depend on the attribute's type in its IOD.

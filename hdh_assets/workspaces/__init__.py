@@ -1,1 +1,1 @@
-"""Project workspaces: specs, data grants, Kubernetes manifests, delivery (issue #7)."""
+"""Project workspaces: specs, data grants, Kubernetes manifests, delivery."""

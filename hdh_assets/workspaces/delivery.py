@@ -1,4 +1,4 @@
-"""Delivery of rendered workspace manifests to where they run (issue #7, item 4).
+"""Delivery of rendered workspace manifests to where they run.
 
 The renderer produces, per research project, plain-dict Kubernetes objects carrying the labels
 ``app.kubernetes.io/managed-by: hdh-platform`` and ``hdh.platform/project: <id>``. A target turns
