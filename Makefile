@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # An exported HDH_HOME wins; otherwise the platform lives in ./.hdh
 export HDH_HOME ?= $(CURDIR)/.hdh
 
-.PHONY: install demo test test-fast ui lint format bench clean
+.PHONY: install system-deps demo test test-fast docs ui lint format bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,14 +17,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: install  ## generate the synthetic sample, materialise every asset, print a summary
+system-deps:  ## Debian packages for the tests and the demo (tools/system-packages.txt)
+	@tools/system-deps.sh
+
+demo: install system-deps  ## generate the synthetic sample, materialise every asset, print a summary
 	$(BIN)/hdh demo
 
-test: install  ## the whole test suite (Spark and PostgreSQL tests included)
+test: install system-deps  ## the whole test suite (Spark, PostgreSQL, browser and R tests included)
 	$(BIN)/pytest
 
 test-fast: install  ## everything but Spark and the slow subprocess tests
 	$(BIN)/pytest -m "not spark and not slow"
+
+docs: install  ## the documentation site in .site/, links checked (--strict)
+	$(BIN)/mkdocs build --strict
 
 ui: install  ## Dagster webserver and daemon on http://127.0.0.1:3000, rights portal on :3001
 	$(BIN)/hdh ui

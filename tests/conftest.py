@@ -11,6 +11,8 @@ import pytest
 from resources.home import HdhHome
 from synthetic.sample import SampleConfig, generate_sample
 
+pytest_plugins = ["tests.no_silent_skip", "pytester"]
+
 TEST_KEY = "5ad1c0ffee" * 7  # 35 bytes of hex; tests never use the demo key
 
 

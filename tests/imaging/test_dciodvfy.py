@@ -15,7 +15,7 @@ from hdh_assets.pseudonymisation.dicom import DicomPseudonymiser
 DCIODVFY = shutil.which("dciodvfy")
 pytestmark = pytest.mark.skipif(
     DCIODVFY is None,
-    reason="dciodvfy not installed (Debian package dicom3tools; .ci/run installs it)",
+    reason="dciodvfy not installed (Debian package dicom3tools: make system-deps installs it)",
 )
 _VALUES = re.compile(r"<[^>]*>|\b[0-9]+(\.[0-9]+)+\b|\b[0-9]+\b")
 
