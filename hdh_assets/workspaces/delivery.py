@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -31,47 +29,31 @@ from typing import Any, Literal, Protocol
 
 import yaml
 
-from hdh_assets.workspaces.refs import KindRef, ObjectRef
+from hdh_assets.workspaces.kube_objects import (
+    KIND_ORDER,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    MANAGED_SELECTOR,
+    PROJECT_LABEL,
+    KindRef,
+    ObjectRef,
+    annotations_of,
+    apply_order,
+    in_apply_order,
+    is_project_object,
+    object_from_yaml,
+    object_yaml,
+    project_of,
+    sha256_hex,
+)
 
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "hdh-platform"
-PROJECT_LABEL = "hdh.platform/project"
 DIGEST_ANNOTATION = "hdh.platform/applied-digest"
 FIELD_MANAGER = "hdh-platform"
-MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 
 ProjectStatus = Literal["added", "updated", "unchanged", "decommissioned"]
 Desired = Mapping[str, Sequence[dict]]
 
 _PROJECT_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-
-# Applied in this order (the renderer's, plus Secret): what others refer to first (namespace,
-# quotas, identities, config, volumes), workloads then routes last, so a Deployment never
-# starts before its ServiceAccount or ConfigMap exists. Every kind here is listed for pruning.
-KIND_ORDER: tuple[KindRef, ...] = (
-    KindRef("v1", "Namespace"),
-    KindRef("v1", "ResourceQuota"),
-    KindRef("v1", "LimitRange"),
-    KindRef("networking.k8s.io/v1", "NetworkPolicy"),
-    KindRef("v1", "ServiceAccount"),
-    KindRef("rbac.authorization.k8s.io/v1", "Role"),
-    KindRef("rbac.authorization.k8s.io/v1", "RoleBinding"),
-    KindRef("v1", "Secret"),
-    KindRef("v1", "ConfigMap"),
-    KindRef("v1", "PersistentVolume"),  # cluster-scoped: not deleted with the namespace
-    KindRef("v1", "PersistentVolumeClaim"),
-    KindRef("v1", "Service"),
-    KindRef("apps/v1", "Deployment"),
-    KindRef("networking.k8s.io/v1", "Ingress"),  # routes once their backends exist
-)
-_KIND_RANK = {ref.kind: rank for rank, ref in enumerate(KIND_ORDER)}
-
-
-def apply_order(obj: Mapping[str, Any]) -> tuple[int, str, str, str]:
-    """Sort key: known kinds in :data:`KIND_ORDER`, unknown kinds after, then by place and name."""
-    ref = ObjectRef.of(obj)
-    return (_KIND_RANK.get(ref.kind, len(_KIND_RANK)), ref.kind, ref.namespace or "", ref.name)
 
 
 @dataclass(frozen=True)
@@ -182,8 +164,7 @@ def _check_object(project: str, obj: Mapping[str, Any]) -> ObjectRef:
     ref = ObjectRef.of(obj)
     if "/" in ref.name or ref.name in (".", ".."):
         raise ValueError(f"{ref}: the name is not a path segment")
-    labels = meta.get("labels") or {}
-    if labels.get(MANAGED_BY_LABEL) != MANAGED_BY or labels.get(PROJECT_LABEL) != project:
+    if not is_project_object(obj, project):
         raise ValueError(
             f"{ref} must be labelled {MANAGED_BY_LABEL}={MANAGED_BY} and {PROJECT_LABEL}={project}"
         )
@@ -197,8 +178,7 @@ def object_digest(obj: Mapping[str, Any]) -> str:
     annotations.pop(DIGEST_ANNOTATION, None)
     if "annotations" in plain.get("metadata", {}) and not annotations:
         del plain["metadata"]["annotations"]
-    canonical = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return sha256_hex(plain)
 
 
 def _project_status(existed: bool, changes: Sequence[Sequence[str]]) -> ProjectStatus:
@@ -212,20 +192,13 @@ def _project_status(existed: bool, changes: Sequence[Sequence[str]]) -> ProjectS
 KUSTOMIZATION = "kustomization.yaml"
 
 
-def manifest_yaml(obj: Mapping[str, Any]) -> str:
-    """Deterministic YAML: sorted keys, block style, no line folding, so diffs stay minimal."""
-    return yaml.safe_dump(
-        obj, sort_keys=True, default_flow_style=False, allow_unicode=True, width=10_000
-    )
-
-
 def manifest_file_name(obj: Mapping[str, Any]) -> str:
     ref = ObjectRef.of(obj)
     return f"{ref.kind}-{ref.name}.yaml".lower()
 
 
 def _kustomization(resources: Sequence[str]) -> str:
-    return manifest_yaml(
+    return object_yaml(
         {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",
@@ -237,11 +210,11 @@ def _kustomization(resources: Sequence[str]) -> str:
 def project_files(project: str, objects: Sequence[dict]) -> dict[str, str]:
     """File name -> content of a project's folder, ``kustomization.yaml`` included."""
     files: dict[str, str] = {}
-    for obj in sorted(objects, key=apply_order):
+    for obj in in_apply_order(objects):
         name = manifest_file_name(obj)
         if name in files or name == KUSTOMIZATION:
             raise ValueError(f"project {project!r}: two objects would be written to {name}")
-        files[name] = manifest_yaml(obj)
+        files[name] = object_yaml(obj)
     files[KUSTOMIZATION] = _kustomization(list(files))
     return files
 
@@ -259,7 +232,7 @@ def _write_atomically(path: Path, content: str) -> None:
 def _describe_file(path: Path) -> str:
     """``str(ObjectRef)`` of a manifest file, or its name when it is not one of ours."""
     try:
-        return str(ObjectRef.of(yaml.safe_load(path.read_text(encoding="utf-8"))))
+        return str(ObjectRef.of(object_from_yaml(path.read_text(encoding="utf-8"))))
     except (yaml.YAMLError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
         return path.name
 
@@ -396,11 +369,11 @@ class GitOpsTarget:
         for project in sorted(self._project_dirs()):
             folder = self.repo / project
             objects = [
-                yaml.safe_load(path.read_text(encoding="utf-8"))
+                object_from_yaml(path.read_text(encoding="utf-8"))
                 for path in folder.glob("*.yaml")
                 if path.name != KUSTOMIZATION
             ]
-            delivered[project] = sorted(objects, key=apply_order)
+            delivered[project] = in_apply_order(objects)
         return delivered
 
     # -- the repository --
@@ -521,13 +494,8 @@ class _Outcome:
     repaired: list[str] = field(default_factory=list)
 
 
-def _project_of(obj: Mapping[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
-    return (meta.get("labels") or {}).get(PROJECT_LABEL) or meta.get("namespace") or meta["name"]
-
-
 def _digest_of(obj: Mapping[str, Any]) -> str | None:
-    return ((obj.get("metadata") or {}).get("annotations") or {}).get(DIGEST_ANNOTATION)
+    return annotations_of(obj).get(DIGEST_ANNOTATION)
 
 
 def _applied_entry(obj: Mapping[str, Any], manager: str) -> dict | None:
@@ -578,7 +546,7 @@ class KubernetesTarget:
         """Project -> object -> the digest stamped at its last apply (what ``diff`` compares)."""
         found: dict[str, dict[str, str | None]] = {}
         for ref, obj in self._list_managed({}).items():
-            found.setdefault(_project_of(obj), {})[str(ref)] = _digest_of(obj)
+            found.setdefault(project_of(obj), {})[str(ref)] = _digest_of(obj)
         return found
 
     def deliver(self, desired: Desired, *, run_id: str | None = None) -> DeliveryReport:
@@ -600,15 +568,15 @@ class KubernetesTarget:
     ) -> DeliveryReport:
         before = self._list_managed(desired)
         if scope is not None:
-            before = {ref: obj for ref, obj in before.items() if _project_of(obj) in scope}
+            before = {ref: obj for ref, obj in before.items() if project_of(obj) in scope}
         outcomes = {project: _Outcome() for project in desired}
-        objects = sorted((o for objs in desired.values() for o in objs), key=apply_order)
+        objects = in_apply_order(o for objs in desired.values() for o in objs)
         for obj in objects:
-            self._apply(obj, before, outcomes[_project_of(obj)])
+            self._apply(obj, before, outcomes[project_of(obj)])
         wanted = {ObjectRef.of(o) for o in objects}
         stale = {ref: obj for ref, obj in before.items() if ref not in wanted}
         self._prune(stale, {ref.namespace for ref in wanted if ref.namespace}, outcomes)
-        existed = {_project_of(obj) for obj in before.values()}
+        existed = {project_of(obj) for obj in before.values()}
         return DeliveryReport("kubernetes", self._projects(outcomes, desired, existed), run_id)
 
     def _list_managed(self, desired: dict[str, list[dict]]) -> dict[ObjectRef, dict]:
@@ -652,7 +620,7 @@ class KubernetesTarget:
                 continue
             if ref.namespace not in doomed:
                 self.api.delete(ref)
-            outcomes.setdefault(_project_of(obj), _Outcome()).removed.append(str(ref))
+            outcomes.setdefault(project_of(obj), _Outcome()).removed.append(str(ref))
 
     @staticmethod
     def _projects(

@@ -15,7 +15,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 from kubernetes.dynamic.resource import Resource
 
-from hdh_assets.workspaces.refs import KindRef, ObjectRef
+from hdh_assets.workspaces.kube_objects import KindRef, ObjectRef
 
 
 class KubernetesClusterApi:
