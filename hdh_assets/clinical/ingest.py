@@ -7,7 +7,8 @@ content) or quarantined with its line and a reason; so records in = ingested + d
 quarantined. Rows are gathered in chunks of polars frames, never as one list of dicts.
 
 FHIR Bulk Data NDJSON files go through :mod:`hdh_assets.clinical.vectorised` (column-wise, the
-same rows), which hands back to :meth:`_Run.process` every line it cannot prove it handles alike.
+same rows), which hands back to :meth:`BatchRun.process` every line it cannot prove it handles
+alike; it drives the run only through the methods of its ``PerRecordPath`` protocol.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
@@ -43,6 +45,9 @@ from hdh_assets.pseudonymisation.fhir import (
 )
 from hdh_assets.pseudonymisation.subjects import Pseudonymiser
 
+if TYPE_CHECKING:
+    from hdh_assets.clinical.vectorised import LineCounts, NdjsonFastPath
+
 CHUNK_ROWS = 50_000
 DECLARED_CHUNK = 5_000  # declared records validated per call
 QUARANTINE_SCHEMA = {
@@ -57,6 +62,11 @@ FILE_COUNTS_SCHEMA = {
     "ingested": pl.Int64,
     "duplicates": pl.Int64,
     "quarantined": pl.Int64,
+}
+PATH_COUNTS_SCHEMA = {  # per NDJSON file the column-wise path read: which way its lines went
+    "file_key": pl.String,
+    "lines_columnwise": pl.Int64,
+    "lines_per_record": pl.Int64,
 }
 
 
@@ -219,6 +229,20 @@ class JsonBatchResult:
     per_file: pl.DataFrame
     states: Counter
     rows: Counter
+    # lines read column-wise and lines sent one by one, per NDJSON file the column-wise path read
+    # (none when it did not run): records_in = lines_columnwise + lines_per_record for each
+    path_counts: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(schema=PATH_COUNTS_SCHEMA)
+    )
+
+    def path_totals(self) -> dict[str, int]:
+        """Lines the column-wise path read column-wise and sent one by one, over the batch: how
+        much of it the column-wise path really did (the tables are the same either way)."""
+        return {
+            "files": self.path_counts.height,
+            "lines_columnwise": int(self.path_counts["lines_columnwise"].sum()),
+            "lines_per_record": int(self.path_counts["lines_per_record"].sum()),
+        }
 
     def summary(self) -> dict:
         reasons = dict(sorted(Counter(self.quarantine["reason"].to_list()).items()))
@@ -279,7 +303,10 @@ def _is_ndjson(name: str) -> bool:
 
 
 def _learn(
-    context: FhirContext, batch_folder: Path, provider: Provider, fast: object | None = None
+    context: FhirContext,
+    batch_folder: Path,
+    provider: Provider,
+    fast: NdjsonFastPath | None = None,
 ) -> None:
     """First pass: patients and fullUrls, so references resolve whatever the order of files."""
     for path in batch_files(batch_folder):
@@ -302,8 +329,11 @@ class _Deferred:
     location: int
 
 
-class _Run:
-    """The state of one batch's second pass, and the per-record path."""
+class BatchRun:
+    """The state of one batch's second pass, and the per-record path. The column-wise path drives
+    it through :class:`hdh_assets.clinical.vectorised.PerRecordPath`: ``context``, ``seen``,
+    :meth:`key_of`, :meth:`locate`, :meth:`process`, :meth:`count_records_in`,
+    :meth:`add_frames` and :meth:`hold`."""
 
     def __init__(
         self,
@@ -360,6 +390,16 @@ class _Run:
     def ingested(self, key: str, count: int = 1) -> None:
         self.states["ingested"] += count
         self.per_file[key]["ingested"] += count
+
+    def count_records_in(self, key: str, count: int) -> None:
+        """Records of a file read column-wise (:meth:`process` counts those read one by one)."""
+        self.per_file[key]["records_in"] += count
+
+    def add_frames(self, key: str, frames: dict[str, pl.DataFrame], count: int) -> None:
+        """``count`` resources ingested column-wise, their rows as frames per table."""
+        for table, frame in frames.items():
+            self.tables.add_frame(table, frame)
+        self.ingested(key, count)
 
     def process_declared_file(self, path: Path, name: str, declared: DeclaredRecords) -> None:
         """A file of declared records, validated a chunk at a time (one pandera call each)."""
@@ -546,7 +586,8 @@ class _Run:
                 )
         self.deferred = []
 
-    def result(self) -> JsonBatchResult:
+    def result(self, line_counts: dict[str, LineCounts] | None = None) -> JsonBatchResult:
+        """The batch's result; ``line_counts``: per file key, the column-wise path's counts."""
         self.resolve_deferred()
         self.resolve_candidates()
         _write_notes(self.settings.quarantine_root / self.batch, self.notes)
@@ -564,6 +605,11 @@ class _Run:
             ),
             self.states,
             self.tables.counts,
+            pl.DataFrame(
+                [(k, c.columnwise, c.per_record) for k, c in sorted((line_counts or {}).items())],
+                schema=PATH_COUNTS_SCHEMA,
+                orient="row",
+            ),
         )
 
 
@@ -590,7 +636,7 @@ def ingest_json_batch(
         settings.provider.birth_date,
         subjects=dict(known_subjects or {}),
     )
-    run = _Run(batch, settings, context, earlier, spill)
+    run = BatchRun(batch, settings, context, earlier, spill)
     fast = None
     if vectorised:
         from hdh_assets.clinical.vectorised import NdjsonFastPath
@@ -608,7 +654,7 @@ def ingest_json_batch(
             continue
         for record in read_file(path, name):
             run.process(record)
-    return run.result()
+    return run.result(fast.line_counts() if fast is not None else None)
 
 
 def _write_notes(folder: Path, notes: list[dict]) -> None:

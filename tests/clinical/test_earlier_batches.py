@@ -36,6 +36,14 @@ def _earlier(*results) -> EarlierBatches:
     )
 
 
+def _paths(vectorised: bool, files: int, columnwise: int) -> dict[str, int]:
+    """What ``path_totals()`` must report: in the column-wise variant every NDJSON line read
+    column-wise (else both variants would test the per-record path), nothing in the other."""
+    if not vectorised:
+        return {"files": 0, "lines_columnwise": 0, "lines_per_record": 0}
+    return {"files": files, "lines_columnwise": columnwise, "lines_per_record": 0}
+
+
 def _total_rows(result) -> int:
     return sum(frame.lazy().select(pl.len()).collect().item() for frame in result.tables.values())
 
@@ -54,6 +62,9 @@ def test_a_batch_delivered_twice_adds_no_row(sample_root, tmp_path, vectorised):
     assert _total_rows(again) == 0 < _total_rows(first)
     counts = again.per_file
     assert (counts["records_in"] == counts["duplicates"] + counts["quarantined"]).all()
+    ndjson = list(folder.glob("*.ndjson"))
+    lines = sum(len(p.read_bytes().splitlines()) for p in ndjson)
+    assert again.path_totals() == _paths(vectorised, len(ndjson), lines)
 
 
 def test_resources_sent_as_ndjson_then_in_bundles_are_duplicates(sample_root, tmp_path):
@@ -116,6 +127,7 @@ def test_a_changed_resource_is_a_newer_version(tmp_path, vectorised):
     assert values == [5.9, 7.4]
     assert second.tables["codings"].lazy().collect().height == 2  # codings of o2 and o3 only
     assert second.tables["patients"].lazy().collect().height == 0
+    assert second.path_totals() == _paths(vectorised, 2, 4)
 
     # a third batch repeating the second: o2's current version is the second batch's, so it
     # is a duplicate although the first batch holds an older version of it
@@ -128,6 +140,7 @@ def test_a_changed_resource_is_a_newer_version(tmp_path, vectorised):
     )
     summary = third.summary()
     assert (summary["duplicates"], summary["ingested"], summary["newer_versions"]) == (3, 0, 0)
+    assert third.path_totals() == _paths(vectorised, 2, 3)
     # and going back to the first value is a newer version again
     fourth = ingest_json_batch(
         "fourth",
@@ -137,6 +150,7 @@ def test_a_changed_resource_is_a_newer_version(tmp_path, vectorised):
         vectorised=vectorised,
     )
     assert fourth.summary()["newer_versions"] == 1
+    assert fourth.path_totals() == _paths(vectorised, 2, 2)
 
 
 def test_declared_records_delivered_again_are_duplicates(tmp_path):
@@ -238,3 +252,4 @@ def test_a_new_coding_is_a_newer_version_and_later_records_compare_with_it(tmp_p
     codings = second.tables["codings"].lazy().collect()
     assert sorted(codings["system"].to_list()) == ["http://loinc.org", "http://snomed.info/sct"]
     assert second.tables["observations"].lazy().collect()["value_quantity"].to_list() == [5.2]
+    assert second.path_totals() == _paths(vectorised, 2, 3)  # the Bundle's entries: one by one

@@ -1,22 +1,28 @@
 """The column-wise NDJSON path gives exactly the per-record path's result: the same tables (same
 columns, types and rows), the same pseudonyms and date shifts, the same quarantine with file and
-line, the same counts. On the sample, on a Synthea-style export and on hostile lines."""
+line, the same counts. On the sample, on a Synthea-style export and on hostile lines.
+
+Equal results prove nothing if the lines went one by one (the column-wise path hands back to the
+per-record path whatever it cannot vouch for, a whole chunk on an unexpected failure): every
+comparison also states how many NDJSON lines were read column-wise and how many went back."""
 
 import base64
 import gzip
 import hmac
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import orjson
 import polars as pl
 import pytest
 
-import hdh_assets.clinical.vectorised as vectorised
 from hdh_assets.clinical.earlier import RANK, EarlierBatches
-from hdh_assets.clinical.ingest import JsonIngestSettings, _Run, ingest_json_batch
+from hdh_assets.clinical.ingest import BatchRun, JsonIngestSettings, file_key, ingest_json_batch
 from hdh_assets.clinical.providers import Provider
+from hdh_assets.clinical.reader import NDJSON_SUFFIXES, batch_files
+from hdh_assets.clinical.vectorised import chunking, decoding, driver, rows, shapes
 from hdh_assets.pseudonymisation import Pseudonymiser
 from hdh_assets.pseudonymisation.bulk import (
     KeyedSha256,
@@ -45,17 +51,17 @@ def _both(folder: Path, tmp_path: Path, **kwargs):
     slow = ingest_json_batch("b", folder, settings, vectorised=False, **kwargs)
     slow_notes = _notes(tmp_path)
     calls = []
-    original = _Run.process
+    original = BatchRun.process
 
     def counted(self, record, key=None, problems=None):
         calls.append(record)
         return original(self, record, key, problems)
 
-    _Run.process = counted
+    BatchRun.process = counted
     try:
         fast = ingest_json_batch("b", folder, settings, vectorised=True, **kwargs)
     finally:
-        _Run.process = original
+        BatchRun.process = original
     assert _notes(tmp_path) == slow_notes  # the operators' list of rejected records
     return slow, fast, calls
 
@@ -68,7 +74,10 @@ def _notes(tmp_path: Path) -> list[dict]:
     return sorted(notes, key=lambda n: (n["file"], n["line"], n["reason"]))
 
 
-def _assert_same(slow, fast) -> None:
+def _assert_same(slow, fast, *, columnwise: int, per_record: int) -> None:
+    """The same result both ways, ``columnwise`` NDJSON lines of it read column-wise and
+    ``per_record`` sent back one by one (lines, and the record of a file that stops being
+    readable): stated by every comparison, so that the fallback alone cannot pass it."""
     assert set(slow.tables) == set(fast.tables)
     for name in slow.tables:
         a, b = slow.tables[name].lazy().collect(), fast.tables[name].lazy().collect()
@@ -80,6 +89,33 @@ def _assert_same(slow, fast) -> None:
     assert slow.per_file.equals(fast.per_file)
     assert slow.summary() == fast.summary()
     assert slow.rows == fast.rows
+    assert slow.path_counts.is_empty()  # the per-record run reads nothing column-wise
+    totals = fast.path_totals()
+    assert (totals["lines_columnwise"], totals["lines_per_record"]) == (columnwise, per_record)
+    files = fast.path_counts.join(fast.per_file, on="file_key")
+    assert (files["records_in"] == files["lines_columnwise"] + files["lines_per_record"]).all()
+
+
+def _ndjson_lines(folder: Path) -> int:
+    """Records of the batch's NDJSON files (non-blank lines): all of them column-wise, when the
+    files hold nothing the column-wise path has to send back."""
+    total = 0
+    for path in batch_files(folder):
+        if path.name.lower().endswith(NDJSON_SUFFIXES):
+            data = path.read_bytes()
+            if path.name.lower().endswith(".gz"):
+                data = gzip.decompress(data)
+            total += sum(1 for line in data.splitlines() if line.strip())
+    return total
+
+
+def _paths_by_file(result, folder: Path) -> dict[str, tuple[int, int]]:
+    """Per file name: (lines read column-wise, records sent one by one)."""
+    names = {file_key("b", p.relative_to(folder).as_posix()): p.name for p in batch_files(folder)}
+    return {
+        names[key]: (columnwise, per_record)
+        for key, columnwise, per_record in result.path_counts.iter_rows()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -91,22 +127,22 @@ def export(tmp_path_factory):
 
 def test_the_synthetic_export_gives_the_same_tables(export, tmp_path):
     slow, fast, calls = _both(export, tmp_path)
-    _assert_same(slow, fast)
+    _assert_same(slow, fast, columnwise=_ndjson_lines(export), per_record=0)
     assert slow.summary()["duplicates"] > 0  # the Bundles repeat NDJSON resources
     # every NDJSON line was handled column-wise: only the Bundles' entries went one by one
     assert calls and all(c.file.startswith("bundles/") for c in calls)
 
 
 def test_small_chunks_give_the_same_tables(export, tmp_path, monkeypatch):
-    monkeypatch.setattr(vectorised, "CHUNK_BYTES", 3000)
+    monkeypatch.setattr(chunking, "CHUNK_BYTES", 3000)
     slow, fast, _ = _both(export, tmp_path)
-    _assert_same(slow, fast)
+    _assert_same(slow, fast, columnwise=_ndjson_lines(export), per_record=0)
 
 
 def test_the_sample_gives_the_same_tables_and_no_identifier(sample_root, identities, tmp_path):
     batch = sample_root / "landing" / "json" / "sample-seed7"
     slow, fast, _ = _both(batch, tmp_path)
-    _assert_same(slow, fast)
+    _assert_same(slow, fast, columnwise=_ndjson_lines(batch), per_record=0)
     text = "\n".join(str(f.lazy().collect().to_dicts()) for f in fast.tables.values())
     needles = identity_needles(identities)
     needles |= {p["address_line"] for p in identities} | {p["birth_date"] for p in identities}
@@ -120,7 +156,15 @@ def test_a_synthea_style_export_gives_the_same_tables(tmp_path):
     folder = tmp_path / "synthea"
     people = synthea_style_export(folder, patients=8, seed=4)
     slow, fast, calls = _both(folder, tmp_path)
-    _assert_same(slow, fast)
+    types = Counter(
+        orjson.loads(line)["resourceType"]
+        for path in folder.glob("*.ndjson")
+        for line in path.read_bytes().splitlines()
+        if line.strip()
+    )
+    # one by one: the types without a shape, and the Patients (US extensions outside the shape)
+    back = sum(n for rtype, n in types.items() if rtype not in shapes.SHAPES or rtype == "Patient")
+    _assert_same(slow, fast, columnwise=_ndjson_lines(folder) - back, per_record=back)
     assert slow.summary()["quarantined"] == 0
     text = "\n".join(str(f.lazy().collect().to_dicts()) for f in fast.tables.values())
     needles = {"Quigley282", "9999912345", "316-555-0100"}
@@ -143,7 +187,7 @@ def test_providers_rules_are_the_same(export, tmp_path):
         Provider("registry", national_identifier_systems=(), birth_date="none"),
     ):
         slow, fast, _ = _both(export, tmp_path, settings={"provider": provider})
-        _assert_same(slow, fast)
+        _assert_same(slow, fast, columnwise=_ndjson_lines(export), per_record=0)
 
 
 # -- hostile lines --------------------------------------------------------------------------------
@@ -358,12 +402,24 @@ def _hostile_batch(folder: Path) -> None:
     (folder / "bundles" / "b.json").write_text(json.dumps(bundle))
 
 
+# lines of the hostile batch read column-wise and one by one, with every decodable line decoded
+HOSTILE_COLUMNWISE, HOSTILE_PER_RECORD = 190, 67
+
+
 def test_hostile_lines_get_the_same_result(tmp_path, monkeypatch):
-    monkeypatch.setattr(vectorised, "MIN_PIECE", 1)  # every decodable line decoded column-wise
+    monkeypatch.setattr(decoding, "MIN_PIECE", 1)  # every decodable line decoded column-wise
     folder = tmp_path / "hostile"
     _hostile_batch(folder)
     slow, fast, calls = _both(folder, tmp_path)
-    _assert_same(slow, fast)
+    _assert_same(slow, fast, columnwise=HOSTILE_COLUMNWISE, per_record=HOSTILE_PER_RECORD)
+    assert _paths_by_file(fast, folder) == {
+        "Patient.ndjson": (6, 6),
+        "Observation.ndjson": (28, 59),  # of the 87 records of OBSERVATIONS
+        "Observation.2.ndjson": (3, 0),
+        "Condition.ndjson.gz": (1, 0),
+        "Broken.ndjson.gz": (152, 1),  # the lines before the cut, and the unreadable record
+        "Other.ndjson": (0, 1),  # a Basic: no shape
+    }
     reasons = slow.summary()["quarantined_by_reason"]
     assert {"invalid_json", "wrong_type", "unknown_reference", "conflicting_version"} <= set(
         reasons
@@ -374,21 +430,44 @@ def test_hostile_lines_get_the_same_result(tmp_path, monkeypatch):
     assert len(calls) < sum(1 for _ in OBSERVATIONS) + 420  # some lines went column-wise
 
 
+def test_resources_naming_no_subject_are_read_column_wise(tmp_path):
+    """A piece whose subject references are all absent is read column-wise like any other:
+    no subject, no row sent back (and no failure sending the whole chunk one by one)."""
+    folder = tmp_path / "no-subject"
+    folder.mkdir()
+    resources = [{k: v for k, v in _obs(f"ns{i}").items() if k != "subject"} for i in range(3)]
+    (folder / "Observation.ndjson").write_bytes(
+        b"".join(orjson.dumps(r) + b"\n" for r in resources)
+    )
+    slow, fast, calls = _both(folder, tmp_path)
+    _assert_same(slow, fast, columnwise=3, per_record=0)
+    assert not calls and fast.summary()["ingested"] == 3
+
+
+SETTINGS = {"CHUNK_BYTES": chunking, "MIN_PIECE": decoding, "PREFETCH": driver}  # their modules
+
+
 @pytest.mark.parametrize(
-    "settings",
+    ("settings", "columnwise", "per_record"),
     [
-        {"CHUNK_BYTES": 700, "MIN_PIECE": 3},
-        {"PREFETCH": True, "CHUNK_BYTES": 2000, "MIN_PIECE": 1},  # the next chunk read meanwhile
+        # pieces of up to 3 lines that do not decode go back whole
+        ({"CHUNK_BYTES": 700, "MIN_PIECE": 3}, 187, 70),
+        # the next chunk read meanwhile
+        (
+            {"PREFETCH": True, "CHUNK_BYTES": 2000, "MIN_PIECE": 1},
+            HOSTILE_COLUMNWISE,
+            HOSTILE_PER_RECORD,
+        ),
     ],
     ids=["small-chunks", "prefetching"],
 )
-def test_hostile_lines_in_small_chunks(tmp_path, monkeypatch, settings):
+def test_hostile_lines_in_small_chunks(tmp_path, monkeypatch, settings, columnwise, per_record):
     for name, value in settings.items():
-        monkeypatch.setattr(vectorised, name, value)
+        monkeypatch.setattr(SETTINGS[name], name, value)
     folder = tmp_path / "hostile"
     _hostile_batch(folder)
     slow, fast, _ = _both(folder, tmp_path)
-    _assert_same(slow, fast)
+    _assert_same(slow, fast, columnwise=columnwise, per_record=per_record)
 
 
 def test_resources_known_from_earlier_batches(tmp_path):
@@ -400,7 +479,8 @@ def test_resources_known_from_earlier_batches(tmp_path):
         {t: f.lazy().filter(pl.int_range(pl.len()) % 2 == 0) for t, f in first.tables.items()}
     )  # every other row: some resources are duplicates, the others are not
     slow, fast, _ = _both(folder, tmp_path, earlier=earlier)
-    _assert_same(slow, fast)
+    # pieces of up to MIN_PIECE (16) lines that do not decode go back whole
+    _assert_same(slow, fast, columnwise=178, per_record=79)
     assert 0 < slow.summary()["duplicates"] < slow.summary()["records_in"]
 
 
@@ -419,7 +499,7 @@ def test_resources_earlier_batches_hold_are_compared_column_wise(export, tmp_pat
         {t: f.with_columns(pl.lit(0, pl.Int32).alias(RANK)) for t, f in tables.items()}
     )
     slow, fast, calls = _both(export, tmp_path, earlier=earlier)
-    _assert_same(slow, fast)
+    _assert_same(slow, fast, columnwise=_ndjson_lines(export), per_record=0)
     summary = fast.summary()
     assert summary["duplicates"] > 0 and summary["newer_versions"] > 0 and summary["ingested"] > 0
     # the NDJSON lines stayed column-wise, those of resources the earlier batch holds included
@@ -457,11 +537,11 @@ def test_tables_spilled_to_disk_are_the_same(export, tmp_path):
     slow = ingest_json_batch("b", export, settings, spill=tmp_path / "slow", vectorised=False)
     fast = ingest_json_batch("b", export, settings, spill=tmp_path / "fast", vectorised=True)
     assert isinstance(fast.tables["observations"], pl.LazyFrame)
-    _assert_same(slow, fast)
+    _assert_same(slow, fast, columnwise=_ndjson_lines(export), per_record=0)
 
 
 def test_hostile_lines_with_another_provider(tmp_path, monkeypatch):
-    monkeypatch.setattr(vectorised, "MIN_PIECE", 1)
+    monkeypatch.setattr(decoding, "MIN_PIECE", 1)
     folder = tmp_path / "hostile"
     _hostile_batch(folder)
     provider = Provider(
@@ -473,15 +553,45 @@ def test_hostile_lines_with_another_provider(tmp_path, monkeypatch):
         birth_date="month",
     )
     slow, fast, _ = _both(folder, tmp_path, settings={"provider": provider})
-    _assert_same(slow, fast)
+    _assert_same(slow, fast, columnwise=HOSTILE_COLUMNWISE, per_record=HOSTILE_PER_RECORD)
 
 
-@pytest.mark.parametrize("step", ["_piece", "_decode_type"])
+def _broken(*args, **kwargs):
+    raise RuntimeError("a shape nobody foresaw")
+
+
+@pytest.mark.parametrize(
+    "step",
+    [(rows.RowMaker, "rows_of"), (decoding.ShapeDecoder, "decode_type")],
+    ids=["rows", "decoding"],
+)
 def test_an_unexpected_failure_sends_the_chunk_one_by_one(export, tmp_path, monkeypatch, step):
-    def broken(*args, **kwargs):
-        raise RuntimeError("a shape nobody foresaw")
-
-    monkeypatch.setattr(vectorised.NdjsonFastPath, step, broken)
+    monkeypatch.setattr(*step, _broken)
     slow, fast, calls = _both(export, tmp_path)
-    _assert_same(slow, fast)
+    _assert_same(slow, fast, columnwise=0, per_record=_ndjson_lines(export))
     assert len(calls) == slow.summary()["records_in"]
+
+
+def test_the_fallback_alone_fails_the_comparison(export, tmp_path, monkeypatch):
+    """With the rows of every chunk failing to compute, each line goes one by one and the result
+    is still the same: the comparison fails on the lines it states were read column-wise."""
+    monkeypatch.setattr(rows.RowMaker, "rows_of", _broken)
+    slow, fast, _ = _both(export, tmp_path)
+    lines = _ndjson_lines(export)
+    _assert_same(slow, fast, columnwise=0, per_record=lines)  # the same tables, one by one
+    with pytest.raises(AssertionError):  # what the comparison of the synthetic export states
+        _assert_same(slow, fast, columnwise=lines, per_record=0)
+
+
+def test_the_column_wise_path_never_imports_the_per_record_path():
+    """It drives the batch run through its PerRecordPath protocol only: no import of
+    hdh_assets.clinical.ingest, not even for annotations (ingest imports it, one direction)."""
+    from tests.test_architecture import ROOT, read_imports
+
+    found = [
+        f"{imp.where()}: {imp.target}"
+        for imp in read_imports(ROOT, ("hdh_assets",))
+        if imp.source.startswith("hdh_assets.clinical.vectorised")
+        and imp.target.startswith("hdh_assets.clinical.ingest")
+    ]
+    assert found == []
