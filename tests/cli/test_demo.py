@@ -1,7 +1,13 @@
-"""`hdh demo` end to end: every asset materialised, a summary, no identifier outside the landing zone."""
+"""`hdh demo` end to end: every asset materialised, a summary, no identifier outside the landing zone.
+
+One demo runs for the module (Spark, a few minutes); tests that only read share it, tests that
+change the platform (rerun, materialise, erase) work on their own copy of it, so no test depends
+on which ran before it.
+"""
 
 import gzip
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +21,8 @@ from click.testing import CliRunner
 
 from hdh_cli.main import cli
 from tests.conftest import identity_needles
+
+pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
 SMALL = ["--people", "12", "--claims-rows", "3000", "--seed", "11"]
 
@@ -107,6 +115,19 @@ def demo_home(tmp_path_factory):
     code, stdout, everything = _run(["demo", "--json", *SMALL])
     yield root / "hdh", code, stdout, everything
     mp.undo()
+
+
+@pytest.fixture
+def demo_copy(demo_home, tmp_path, monkeypatch):
+    """The demo's platform as the demo left it, copied for a test that changes it. Only the
+    Dagster event logs name the home's path (in metadata); the code never reads paths back."""
+    home, code, stdout, everything = demo_home
+    assert code == 0, everything
+    copy = tmp_path / "hdh"
+    shutil.copytree(home, copy, symlinks=True)
+    monkeypatch.setenv("HDH_HOME", str(copy))
+    monkeypatch.setenv("DAGSTER_HOME", str(copy / "dagster"))
+    return copy, code, stdout, everything
 
 
 def test_demo_materialises_every_asset_and_reports(demo_home):
@@ -212,8 +233,8 @@ def _rows(assets: list[dict]) -> dict[str, int]:
     return {a["asset"]: a["rows"] for a in assets if a["asset"] not in PER_REQUEST}
 
 
-def test_rerun_replaces_rather_than_duplicates(demo_home):
-    _, _, first_output, _ = demo_home
+def test_rerun_replaces_rather_than_duplicates(demo_copy):
+    _, _, first_output, _ = demo_copy
     first_report = json.loads(first_output)
     first = _rows(first_report["status"]["assets"])
     code, output, _ = _run(["demo", "--json", *SMALL])
@@ -229,7 +250,7 @@ def test_rerun_replaces_rather_than_duplicates(demo_home):
     assert _rows(status["assets"]) == first
 
 
-def test_materialize_command_runs_a_selection(demo_home):
+def test_materialize_command_runs_a_selection(demo_copy):
     code, output, _ = _run(
         ["materialize", "key:claims/events", "--from", "2024-01-01", "--to", "2024-03-01", "--json"]
     )
@@ -370,8 +391,8 @@ def test_the_demo_erasure_leaves_no_trace_of_the_person_and_proves_it(demo_home)
     assert pseudonym not in cohort["subject_pseudonym"].to_list() and cohort.height == new["rows"]
 
 
-def test_a_processing_run_killed_with_sigkill_resumes_and_completes(demo_home):
-    """Kept last: it erases a second person of the demo."""
+def test_a_processing_run_killed_with_sigkill_resumes_and_completes(demo_copy):
+    """On a copy of the demo: it erases a second person."""
     import os
     import signal
     import subprocess
@@ -381,7 +402,7 @@ def test_a_processing_run_killed_with_sigkill_resumes_and_completes(demo_home):
     from resources.home import HdhHome
     from resources.rights_registry import RightsRegistry
 
-    home = demo_home[0]
+    home = demo_copy[0]
     person = json.loads((home / "sample" / "identities.json").read_text())["people"][2]
     code, out, _ = _run(
         [
@@ -419,9 +440,9 @@ def test_a_processing_run_killed_with_sigkill_resumes_and_completes(demo_home):
 
 
 @pytest.mark.browser
-def test_an_erasure_filed_in_chromium_is_processed_and_shown_completed(demo_home):
-    """The issue's end-to-end path: the form in headless Chromium, the DPO's CLI, processing,
-    proofs, and the status page. Kept last: it erases a third person of the demo."""
+def test_an_erasure_filed_in_chromium_is_processed_and_shown_completed(demo_copy):
+    """The end-to-end path: the form in headless Chromium, the DPO's CLI, processing, proofs, and
+    the status page, on a copy of the demo (it erases a third person)."""
     import shutil
     import threading
     import time
@@ -433,10 +454,10 @@ def test_an_erasure_filed_in_chromium_is_processed_and_shown_completed(demo_home
 
     chromium = shutil.which("chromium")
     if chromium is None:
-        pytest.skip("Debian chromium not installed (.ci/run installs it)")
+        pytest.skip("Debian chromium not installed (make system-deps installs it)")
     from playwright.sync_api import sync_playwright
 
-    home = demo_home[0]
+    home = demo_copy[0]
     person = json.loads((home / "sample" / "identities.json").read_text())["people"][3]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
