@@ -308,6 +308,8 @@ def _ingest_json(
             metadata["rows_by_table"] = dg.MetadataValue.json(summary["rows_by_table"])
             metadata["code_systems"] = dg.MetadataValue.json(systems)
             metadata["provider"] = provider.name
+            # how much of the batch the column-wise reader did (the rows are the same either way)
+            metadata["lines_read"] = dg.MetadataValue.json(result.path_totals())
             metadata["landed_files"] = summary[
                 "files"
             ]  # "files" is the IO manager's (Parquet files)

@@ -173,6 +173,11 @@ def test_demo_materialises_every_asset_and_reports(demo_home):
             )
         }
     assert built == requested
+    # the referent sees how much of a FHIR batch the column-wise reader did
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        records = instance.fetch_materializations(dg.AssetKey(["clinical", "patients"]), limit=10)
+        read = [r.asset_materialization.metadata["lines_read"].value for r in records.records]
+    assert read and any(r["lines_columnwise"] > 0 for r in read), read
     # Malformed DICOM files are noticed already at landing (a warning, not a failure).
     assert assets["imaging/landed_files"]["checks_warned"] == ["recognised_formats"]
     landed_claims = pl.read_parquet(home / "landing" / "claims" / "sample-seed11" / "*.parquet")
