@@ -7,7 +7,9 @@ range tags, run tags), so they produce the same runs.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -89,6 +91,10 @@ def execute(
     )
 
 
+class SelectionError(ValueError):
+    """A selection that matches no asset: running it would report success for nothing."""
+
+
 def selection_request(
     defs: dg.Definitions,
     selection: str,
@@ -97,8 +103,21 @@ def selection_request(
     tags: dict[str, str] | None = None,
 ) -> dg.RunRequest:
     """A run request for a Dagster selection string (``key:claims/events``, ``group:imaging``),
-    one partition or a range of partitions (one run)."""
-    keys = dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph())
+    one partition or a range of partitions (one run). Refuses a selection that matches nothing."""
+    from dagster._core.definitions.asset_selection import DagsterInvalidAssetSelectionError
+
+    graph = defs.resolve_asset_graph()
+    try:
+        keys = dg.AssetSelection.from_string(selection).resolve(graph)
+    except DagsterInvalidAssetSelectionError:
+        raise SelectionError(
+            f"the selection {selection!r} cannot be parsed; write e.g. 'key:claims/events', "
+            "'group:imaging' or 'key:\"claims/*\"'"
+        ) from None
+    if not keys:
+        names = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
+        groups = sorted({graph.get(k).group_name or "default" for k in graph.get_all_asset_keys()})
+        raise SelectionError(no_match_message(selection, names, groups))
     tags = dict(tags or {})
     if span:
         tags.update({RANGE_START_TAG: span[0], RANGE_END_TAG: span[1]})
@@ -106,6 +125,40 @@ def selection_request(
         asset_selection=sorted(keys, key=lambda k: k.to_user_string()),
         partition_key=partition,
         tags=tags,
+    )
+
+
+_SELECTION_TERM = re.compile(r'(?:(\w+):)?(?:"([^"]*)"|([^\s()"]+))')
+_SELECTION_WORDS = {"and", "or", "not", "sinks", "roots"}
+
+
+def near_selection(
+    selection: str, names: list[str], groups: list[str], limit: int = 5
+) -> list[str]:
+    """Asset keys and groups spelled like the terms of the selection: what the user likely meant."""
+    found: list[str] = []
+    for attribute, quoted, bare in _SELECTION_TERM.findall(selection):
+        value = (quoted or bare).strip("*+")
+        if not value or (not attribute and value.lower() in _SELECTION_WORDS):
+            continue
+        if attribute == "group":
+            candidates = [f"group:{g}" for g in difflib.get_close_matches(value, groups, limit)]
+        else:
+            last = {name.rsplit("/", 1)[-1]: name for name in names}
+            candidates = [n for n in names if value.lower() in n.lower()]
+            candidates += difflib.get_close_matches(value, names, limit, cutoff=0.6)
+            candidates += [last[n] for n in difflib.get_close_matches(value, list(last), limit)]
+            candidates = [f'key:"{n}"' for n in candidates]
+        found += candidates
+    return list(dict.fromkeys(found))[:limit]
+
+
+def no_match_message(selection: str, names: list[str], groups: list[str]) -> str:
+    near = near_selection(selection, names, groups)
+    hint = f"; did you mean {', '.join(near)}?" if near else "."
+    return (
+        f"the selection {selection!r} matches no asset{hint} "
+        "`hdh status` lists every asset and its group."
     )
 
 

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 import dagster as dg
 
 from hdh_assets.products.publishing import check_outcome
+from hdh_cli.catalog import AssetCatalog
 from resources.home import HdhHome
 from resources.lake.metadata import parquet_rows
 from resources.lake.tables import Lake
@@ -58,24 +59,43 @@ def count_files(folder) -> int:
 def collect_status(
     defs: dg.Definitions, instance: dg.DagsterInstance, home: HdhHome
 ) -> PlatformStatus:
-    graph = defs.resolve_asset_graph()
+    """The status of a loaded code location (the demo has it loaded already)."""
+    return catalog_status(AssetCatalog.from_definitions(defs), instance, home)
+
+
+def catalog_status(
+    catalog: AssetCatalog, instance: dg.DagsterInstance, home: HdhHome
+) -> PlatformStatus:
+    """Per materialisable asset of the catalog: rows in the lake, partitions, last run, checks.
+
+    The latest materialisations and check executions are read in one query each (SQLite opens a
+    connection per query): what a read-only command needs, without a query per asset.
+    """
     lake = Lake(home.lake)
+    assets = [a for a in catalog.assets if a.materializable]
+    keys = {a.name: dg.AssetKey(list(a.path)) for a in assets}
+    storage = instance.event_log_storage
+    latest_events = storage.get_latest_materialization_events(list(keys.values()))
+    check_keys = [dg.AssetCheckKey(keys[a.name], name) for a in assets for name in a.checks]
+    check_records = storage.get_latest_asset_check_execution_by_key(check_keys)
+    partition_counts: dict[str, int] = {}  # assets sharing a partitioning share its keys
     statuses = []
-    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
-        node = graph.get(key)
-        if not node.is_materializable:
-            continue
-        table = lake.table(key.path)
-        latest = instance.get_latest_materialization_event(key)
-        partitions_def = node.partitions_def
+    for asset in assets:
+        key = keys[asset.name]
+        latest = latest_events.get(key)
+        partitions_def = asset.partitions_def()
         materialized = total = None
         if partitions_def is not None:
             materialized = len(instance.get_materialized_partitions(key))
-            total = len(partitions_def.get_partition_keys(dynamic_partitions_store=instance))
+            if asset.partitions not in partition_counts:
+                partition_counts[asset.partitions] = len(
+                    partitions_def.get_partition_keys(dynamic_partitions_store=instance)
+                )
+            total = partition_counts[asset.partitions]
         status = AssetStatus(
-            asset=key.to_user_string(),
-            group=node.group_name or "default",
-            rows=parquet_rows(table.parquet_files()),
+            asset=asset.name,
+            group=asset.group,
+            rows=parquet_rows(lake.table(asset.path).parquet_files()),
             partitions_materialized=materialized,
             partitions_total=total,
             last_materialization=(
@@ -84,10 +104,8 @@ def collect_status(
                 else None
             ),
         )
-        check_keys = sorted(node.check_keys, key=lambda k: k.name)
-        records = instance.event_log_storage.get_latest_asset_check_execution_by_key(check_keys)
-        for check_key in check_keys:
-            outcome = check_outcome(records.get(check_key))
-            getattr(status, f"checks_{outcome}").append(check_key.name)
+        for name in asset.checks:
+            outcome = check_outcome(check_records.get(dg.AssetCheckKey(key, name)))
+            getattr(status, f"checks_{outcome}").append(name)
         statuses.append(status)
     return PlatformStatus(str(home.root), statuses, count_files(home.quarantine))

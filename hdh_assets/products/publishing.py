@@ -11,7 +11,6 @@ import getpass
 
 import dagster as dg
 
-from hdh_assets.products.assets import GROUP
 from hdh_assets.products.releases import Release, ReleaseError, ReleaseStore
 from resources.home import HdhHome
 
@@ -47,6 +46,8 @@ def _ancestors(graph, key: dg.AssetKey) -> set[dg.AssetKey]:
 
 def release_manifest(graph, instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
     """What the instance knows of the product's materialisation: refuses an unreleasable one."""
+    from hdh_assets.products.assets import GROUP  # here: hdh status imports check_outcome only
+
     if not graph.has(key) or graph.get(key).group_name != GROUP:
         raise ReleaseError(f"{key.to_user_string()} is not a data product (group '{GROUP}')")
     node = graph.get(key)

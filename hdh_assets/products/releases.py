@@ -16,8 +16,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from hdh_assets.files import file_sha256, make_read_only, make_writable
 from hdh_assets.products.models import VERSION_PATTERN
 
@@ -53,6 +51,8 @@ def data_files(folder: Path) -> list[Path]:
 
 def table_summary(files: Iterable[Path], root: Path) -> dict:
     """Rows, schema and per-file hashes of the files, relative to ``root``."""
+    import pyarrow.parquet as pq  # here: listing releases reads manifests only
+
     files = list(files)
     rows, schema, listed = 0, None, []
     for file in files:
@@ -154,6 +154,8 @@ class ReleaseStore:
 
     def holding(self, pseudonym: str) -> list[Release]:
         """Live releases whose rows include the person (their subject column says where)."""
+        import pyarrow.parquet as pq
+
         found = []
         for release in self.releases():
             manifest = release.manifest

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import dagster as dg
-import polars as pl
-import pyarrow.parquet as pq
 from upath import UPath
 
 PREVIEW_ROWS = 5
@@ -14,6 +12,10 @@ PREVIEW_COLUMNS = 12
 
 
 def parquet_rows(files: Sequence[UPath]) -> int:
+    if not files:
+        return 0  # without pyarrow: hdh status on a fresh HDH_HOME loads none
+    import pyarrow.parquet as pq
+
     total = 0
     for file in files:
         with file.open("rb") as handle:
@@ -23,6 +25,8 @@ def parquet_rows(files: Sequence[UPath]) -> int:
 
 def table_schema(file: UPath, documented: dg.TableSchema | None = None) -> dg.TableSchema:
     """Columns and types as written, with descriptions from the asset's declared schema."""
+    import pyarrow.parquet as pq
+
     with file.open("rb") as handle:
         schema = pq.ParquetFile(handle).schema_arrow
     declared = {c.name: c for c in documented.columns} if documented else {}
@@ -40,6 +44,8 @@ def table_schema(file: UPath, documented: dg.TableSchema | None = None) -> dg.Ta
 
 
 def markdown_preview(file: UPath) -> str:
+    import polars as pl
+
     with file.open("rb") as handle:
         frame = pl.read_parquet(handle, n_rows=PREVIEW_ROWS)
     frame = frame.select(frame.columns[:PREVIEW_COLUMNS])

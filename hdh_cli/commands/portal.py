@@ -1,0 +1,22 @@
+"""``hdh portal``: the individuals' rights portal, served here."""
+
+from __future__ import annotations
+
+import click
+
+from hdh_cli.console import console, platform_home
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=3001, show_default=True)
+def portal(host: str, port: int) -> None:
+    """The individuals' rights portal (form and status page), French and English."""
+    import uvicorn
+
+    from portal.app import app_from_env
+
+    home = platform_home().ensure()
+    console.print(f"Rights portal on http://{host}:{port}/fr/request (HDH_HOME={home.root})")
+    # Access logs hold method and path only: every form is posted, so no identifier is in them.
+    uvicorn.run(app_from_env(home), host=host, port=port, log_level="info")
