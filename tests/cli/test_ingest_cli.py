@@ -5,11 +5,13 @@ import shutil
 from pathlib import Path
 
 import pydicom.data
+import pytest
 from click.testing import CliRunner
 
 from hdh_cli.main import cli
 
 
+@pytest.mark.slow  # the whole corpus through every imaging asset, twice
 def test_pydicom_corpus_is_ingested_with_reconciled_counts(hdh_home, tmp_path):
     corpus = tmp_path / "delivery"
     files = [Path(p) for p in pydicom.data.get_testdata_files() if Path(p).is_file()]

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from hdh_cli.main import cli
@@ -78,6 +79,7 @@ def test_synthea_style_export_through_the_command(hdh_home, tmp_path, monkeypatc
     assert not (hdh_home.landing / "json" / "x").exists()
 
 
+@pytest.mark.slow  # two whole batches through every clinical asset
 def test_an_export_landed_twice_is_ingested_once(hdh_home, tmp_path):
     export = tmp_path / "export"
     synthea_style_export(export, patients=3, seed=4)
