@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = "hdh_cli"
-CODE_LOCATION = ("hdh_assets", "resources", "sensors", "jobs", "portal", "synthetic")
+CODE_LOCATION = ("hdh_assets", "resources", "sensors", "jobs", "portal", "synthetic", "dicomweb")
 PRODUCT_PACKAGES = (*CODE_LOCATION, CLI)
 
 

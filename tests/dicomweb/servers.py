@@ -1,0 +1,145 @@
+"""The two servers the conformance tests compare: Orthanc (the reference) and ours.
+
+Orthanc runs from Debian's packages with a temporary configuration: loopback only, DICOM
+server disabled, storage under the test's folder; it is stopped by the process id it was
+started with, never by name. Our service runs under uvicorn in a thread on a free port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+import uvicorn
+
+ORTHANC = Path("/usr/sbin/Orthanc")
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+MISSING = (
+    "Orthanc is the reference these tests compare with, and it is missing: install the Debian "
+    "packages orthanc and orthanc-dicomweb (expected {0})."
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for(url: str, process: subprocess.Popen | None, log: Path | None, seconds: float):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log else ""
+            raise RuntimeError(f"Orthanc exited with {process.returncode}:\n{tail}")
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {seconds} s")
+
+
+@dataclass
+class Orthanc:
+    process: subprocess.Popen
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def dicomweb(self) -> str:
+        return f"{self.url}/dicom-web"
+
+    def upload(self, files: list[Path]) -> int:
+        """Store files through the REST API; the number Orthanc accepted."""
+        stored = 0
+        with requests.Session() as session:
+            for path in files:
+                response = session.post(f"{self.url}/instances", data=path.read_bytes())
+                if response.status_code == 200:
+                    stored += 1
+        return stored
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def missing_orthanc() -> list[str]:
+    return [str(p) for p in (ORTHANC, DICOMWEB_PLUGIN) if not p.exists()]
+
+
+def start_orthanc(folder: Path) -> Orthanc:
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = {
+        "Name": "hdh-conformance",
+        "Plugins": [str(DICOMWEB_PLUGIN)],
+        "HttpPort": port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomServerEnabled": False,
+        "StorageDirectory": str(folder / "storage"),
+        "IndexDirectory": str(folder / "index"),
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+    }
+    (folder / "orthanc.json").write_text(json.dumps(config))
+    log = folder / "orthanc.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(ORTHANC), str(folder / "orthanc.json")], stdout=out, stderr=subprocess.STDOUT
+        )
+    server = Orthanc(process, port)
+    try:
+        _wait_for(f"{server.url}/system", process, log, 60)
+    except Exception:
+        server.stop()
+        raise
+    return server
+
+
+@dataclass
+class Service:
+    server: uvicorn.Server
+    thread: threading.Thread
+    port: int
+
+    @property
+    def dicomweb(self) -> str:
+        return f"http://127.0.0.1:{self.port}/dicom-web"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
+def start_service(app) -> Service:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the DICOMweb service did not start")
+        time.sleep(0.02)
+    return Service(server, thread, port)
