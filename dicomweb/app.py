@@ -28,6 +28,7 @@ from dicomweb.headers import StoredFiles, bulk_value, dataset_json
 from dicomweb.index import IndexSource, IndexView
 from dicomweb.media import Offer, choose, multipart_chunks, multipart_type, new_boundary, part_type
 from dicomweb.qido import MAX_RESULTS, Searcher, parse_query
+from dicomweb.stow import MAX_BODY_BYTES, Stower, boundary_of
 from dicomweb.tokens import Claims, InvalidToken, Tokens
 from resources.home import HdhHome
 
@@ -108,6 +109,7 @@ def create_app(
     index = IndexSource(home)
     files = StoredFiles(home.store / "dicom")
     access = Access(home)
+    stower = Stower(home, index, files)
     counts: Counter[tuple[str, str]] = Counter()
     counts_lock = threading.Lock()
 
@@ -244,6 +246,42 @@ def create_app(
             }
         )
 
+    def stow(ctx: Context) -> Response:
+        study = ctx.request.path_params.get("study")
+        outcome = stower.store(
+            ctx.request.state.stow_body,
+            ctx.request.headers.get("content-type"),
+            ctx.claims,
+            ctx.view,
+            ctx.visible,
+            ctx.base_url,
+            study,
+        )
+        return JSONResponse(outcome.body, outcome.status, media_type=DICOM_JSON)
+
+    stow_handler = route("stow", stow)
+
+    async def stow_endpoint(request: Request) -> Response:
+        """STOW-RS (``stow.py``): the body is read here, the handler runs in the thread pool.
+        Nothing is read for a request the handler will refuse anyway (no valid token, or not a
+        multipart/related body of application/dicom): it answers 401 or 415 as for any route."""
+        body = bytearray()
+        request.state.stow_body = b""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        try:
+            if scheme.lower() != "bearer":
+                raise InvalidToken("no bearer token")
+            tokens.verify(token)
+            boundary_of(request.headers.get("content-type"))
+        except (InvalidToken, DicomWebError):
+            return await stow_handler(request)  # answers the 401 or 415 without the body
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                return _error(DicomWebError(413, "the request body is too large"))
+        request.state.stow_body = bytes(body)
+        return await stow_handler(request)
+
     routes = [
         ("health", "/health", health),
         ("qido", "/studies", qido(Level.STUDY)),
@@ -263,8 +301,12 @@ def create_app(
         ("rendered", INSTANCE + "/frames/{frame}/rendered", rendered),
         ("bulk", INSTANCE + "/bulk/{path:path}", bulk),
     ]
+    stow_routes = [
+        Route(ROOT + path, stow_endpoint, methods=["POST"]) for path in ("/studies", STUDY)
+    ]
     return Starlette(
         routes=[Route(ROOT + path, route(kind, handler)) for kind, path, handler in routes]
+        + stow_routes
     )
 
 

@@ -1,4 +1,5 @@
-"""``hdh``: sample, demo, status, materialize, ingest, products, rights, workspaces, portal, ui.
+"""``hdh``: sample, demo, status, materialize, ingest, products, rights, workspaces, portal,
+dicomweb, ui.
 Every reporting command has ``--json``.
 
 This module is the root group only. Each command group is a thin click module in
@@ -13,6 +14,7 @@ import click
 
 from hdh_cli.catalog import remember_loaded_definitions
 from hdh_cli.commands.demo import demo
+from hdh_cli.commands.dicomweb import dicomweb
 from hdh_cli.commands.ingest import ingest
 from hdh_cli.commands.materialize import materialize
 from hdh_cli.commands.portal import portal
@@ -46,6 +48,7 @@ for command in (
     rights,
     workspaces,
     portal,
+    dicomweb,
     ui,
 ):
     cli.add_command(command)

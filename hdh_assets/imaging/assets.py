@@ -15,6 +15,13 @@ from hdh_assets.imaging.aggregates import series_table, studies_table
 from hdh_assets.imaging.index import INDEX
 from hdh_assets.imaging.ingest import IngestSettings, ingest_batch
 from hdh_assets.imaging.previews import render_preview
+from hdh_assets.imaging.viewer import (
+    STUDIES_LINKED,
+    dicomweb_url,
+    studies_markdown,
+    study_link,
+    viewer_url,
+)
 from hdh_assets.landing.assets import landed_batch, landing_inventory_asset
 from hdh_assets.landing.partitions import BATCH_PARTITIONS
 from hdh_assets.validation import column_schema, documented_columns, pandera_check
@@ -319,6 +326,12 @@ def dicom_studies(series: pl.DataFrame) -> dg.Output:
         metadata={
             "studies": table.height,
             "subjects": table["subject_pseudonym"].n_unique() if table.height else 0,
+            # Pseudonymised UIDs only: the viewer reads them from the DICOMweb service.
+            "viewer": dg.MetadataValue.md(
+                studies_markdown(table.head(STUDIES_LINKED).to_dicts(), table.height)
+            ),
+            "viewer_url": dg.MetadataValue.url(viewer_url()),
+            "dicomweb_root": dg.MetadataValue.url(dicomweb_url()),
         },
     )
 
@@ -348,10 +361,15 @@ def dicom_previews(
             "series_instance_uid", "instance_number", "sop_instance_uid", nulls_last=True
         )
         .group_by("series_instance_uid", maintain_order=True)
-        .agg(pl.col("store_path").get(pl.len() // 2), pl.col("modality").first())
+        .agg(
+            pl.col("store_path").get(pl.len() // 2),
+            pl.col("modality").first(),
+            pl.col("study_instance_uid").first(),
+        )
     )
     rows, shown = [], []
-    for series_uid, store_path, modality in middle.iter_rows():
+    viewer = viewer_url()
+    for series_uid, store_path, modality, study_uid in middle.iter_rows():
         target = folder / f"{series_uid}.png"
         try:
             png = render_preview(home.store / "dicom" / store_path)
@@ -365,7 +383,9 @@ def dicom_previews(
         if len(shown) < PREVIEWS_PER_PAGE:
             encoded = base64.b64encode(png).decode()
             shown.append(
-                f"**{modality or '?'}** `{series_uid[:24]}…`\n\n![preview](data:image/png;base64,{encoded})"
+                f"**{modality or '?'}** `{series_uid[:24]}…` "
+                f"([open the study in the viewer]({study_link(study_uid, viewer)}))"
+                f"\n\n![preview](data:image/png;base64,{encoded})"
             )
     table = pl.DataFrame(
         rows,
@@ -384,6 +404,8 @@ def dicom_previews(
             "rendered": int((table["status"] == "ok").sum()),
             "not_rendered": int((table["status"] != "ok").sum()),
             "previews": dg.MetadataValue.md("\n\n".join(shown) or "(no preview)"),
+            "viewer_url": dg.MetadataValue.url(viewer),
+            "dicomweb_root": dg.MetadataValue.url(dicomweb_url()),
         },
     )
 

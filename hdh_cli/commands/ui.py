@@ -1,4 +1,5 @@
-"""``hdh ui`` (what ``make ui`` runs): the Dagster webserver and daemon, the portal beside them."""
+"""``hdh ui`` (what ``make ui`` runs): the Dagster webserver and daemon, the rights portal and the
+DICOMweb service beside them."""
 
 from __future__ import annotations
 
@@ -17,19 +18,30 @@ WORKSPACE_FILE = Path(__file__).resolve().parents[2] / "workspace.yaml"
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=3000, show_default=True)
 @click.option("--portal-port", default=3001, show_default=True, help="0: no portal.")
-def ui(host: str, port: int, portal_port: int) -> None:
-    """Dagster webserver and daemon (sensors, schedules) and the rights portal beside them."""
+@click.option("--dicomweb-port", default=3002, show_default=True, help="0: no DICOMweb service.")
+def ui(host: str, port: int, portal_port: int, dicomweb_port: int) -> None:
+    """Dagster webserver and daemon (sensors, schedules), the rights portal and the DICOMweb
+    service beside them."""
     import subprocess
 
     from hdh_cli.instance import prepare_dagster_home
 
     home = platform_home().ensure()
     scripts = os.path.dirname(sys.executable)
+    hdh = os.path.join(scripts, "hdh")
+    # The portal and the DICOMweb service stay in this process group, so stopping the group
+    # stops every server.
     if portal_port:
-        # The portal stays in this process group, so stopping the group stops both servers.
-        hdh = os.path.join(scripts, "hdh")
         subprocess.Popen([hdh, "portal", "--host", host, "--port", str(portal_port)])
         console.print(f"Rights portal on http://{host}:{portal_port}/fr/request")
+    if dicomweb_port:
+        from hdh_assets.imaging.viewer import DICOMWEB_URL_ENV
+
+        subprocess.Popen([hdh, "dicomweb", "--host", host, "--port", str(dicomweb_port)])
+        url = f"http://{host}:{dicomweb_port}/dicom-web"
+        console.print(f"DICOMweb on {url} (a token: hdh dicomweb token --all)")
+        # The imaging assets' metadata name the service where this one listens.
+        os.environ.setdefault(DICOMWEB_URL_ENV, url)
     prepare_dagster_home(home)
     command = [
         os.path.join(scripts, "dagster"),

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -62,13 +63,14 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_portal(tmp_path):
-    port, portal_port = _free_port(), _free_port()
+    port, portal_port, dicomweb_port = _free_port(), _free_port(), _free_port()
     env = {**os.environ, "HDH_HOME": str(tmp_path / "hdh"), "HDH_PSEUDONYM_KEY": "cd" * 32}
     env.pop("DAGSTER_HOME", None)
     hdh = str(Path(sys.executable).with_name("hdh"))
     log = (tmp_path / "ui.log").open("w")
     process = subprocess.Popen(
-        [hdh, "ui", "--port", str(port), "--portal-port", str(portal_port)],
+        [hdh, "ui", "--port", str(port), "--portal-port", str(portal_port)]
+        + ["--dicomweb-port", str(dicomweb_port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -130,6 +132,10 @@ def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_p
         with urllib.request.urlopen(f"http://127.0.0.1:{portal_port}/dpo", timeout=30) as page:
             assert page.url.endswith("/dpo/login")  # the DPO's pages need an operator
             assert 'name="password"' in page.read().decode()
+        # So does the DICOMweb service, which answers nobody without a token.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{dicomweb_port}/dicom-web/studies", timeout=30)
+        assert refused.value.code == 401
 
         # The daemon runs beside the webserver, so sensors and schedules tick.
         deadline = time.monotonic() + 120
