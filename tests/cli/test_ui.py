@@ -68,9 +68,9 @@ def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_p
     env.pop("DAGSTER_HOME", None)
     hdh = str(Path(sys.executable).with_name("hdh"))
     log = (tmp_path / "ui.log").open("w")
+    ports = ["--port", str(port), "--portal-port", str(portal_port)]
     process = subprocess.Popen(
-        [hdh, "ui", "--port", str(port), "--portal-port", str(portal_port)]
-        + ["--dicomweb-port", str(dicomweb_port)],
+        [hdh, "ui", *ports, "--dicomweb-port", str(dicomweb_port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -134,7 +134,9 @@ def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_p
             assert 'name="password"' in page.read().decode()
         # So does the DICOMweb service, which answers nobody without a token.
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(f"http://127.0.0.1:{dicomweb_port}/dicom-web/studies", timeout=30)
+            urllib.request.urlopen(
+                f"http://127.0.0.1:{dicomweb_port}/dicom-web/studies", timeout=30
+            )
         assert refused.value.code == 401
 
         # The daemon runs beside the webserver, so sensors and schedules tick.
