@@ -23,6 +23,7 @@ from hdh_cli.commands.rights import rights
 from hdh_cli.commands.sample import sample
 from hdh_cli.commands.status import status
 from hdh_cli.commands.ui import ui
+from hdh_cli.commands.viewer import viewer
 from hdh_cli.commands.workspaces import workspaces
 from hdh_cli.console import platform_home
 from hdh_cli.warning_filters import silence_known_warnings
@@ -49,6 +50,7 @@ for command in (
     workspaces,
     portal,
     dicomweb,
+    viewer,
     ui,
 ):
     cli.add_command(command)

@@ -24,7 +24,7 @@ def _ttl_seconds(text: str) -> int:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
-def _known_project(project: str) -> bool:
+def known_project(project: str) -> bool:
     """A project with a workspace under HDH_HOME/workspaces or a spec file."""
     folder = platform_home().workspaces
     if folder.is_dir() and project in {p.name for p in folder.iterdir() if p.is_dir()}:
@@ -64,7 +64,7 @@ def dicomweb_token(project: str | None, all_studies: bool, ttl: str, as_json: bo
     if all_studies == (project is not None):
         raise click.UsageError("give either --project P or --all")
     seconds = _ttl_seconds(ttl)
-    if project is not None and not _known_project(project):
+    if project is not None and not known_project(project):
         raise click.ClickException(f"unknown project '{project}': no workspace and no spec")
     now = time.time()
     try:

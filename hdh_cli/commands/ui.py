@@ -1,5 +1,5 @@
-"""``hdh ui`` (what ``make ui`` runs): the Dagster webserver and daemon, the rights portal and the
-DICOMweb service beside them."""
+"""``hdh ui`` (what ``make ui`` runs): the Dagster webserver and daemon, with the rights portal,
+the DICOMweb service and the viewer beside them."""
 
 from __future__ import annotations
 
@@ -19,9 +19,12 @@ WORKSPACE_FILE = Path(__file__).resolve().parents[2] / "workspace.yaml"
 @click.option("--port", default=3000, show_default=True)
 @click.option("--portal-port", default=3001, show_default=True, help="0: no portal.")
 @click.option("--dicomweb-port", default=3002, show_default=True, help="0: no DICOMweb service.")
-def ui(host: str, port: int, portal_port: int, dicomweb_port: int) -> None:
-    """Dagster webserver and daemon (sensors, schedules), the rights portal and the DICOMweb
-    service beside them."""
+@click.option(
+    "--viewer-port", default=3003, show_default=True, help="0: no viewer (needs the DICOMweb one)."
+)
+def ui(host: str, port: int, portal_port: int, dicomweb_port: int, viewer_port: int) -> None:
+    """Dagster webserver and daemon (sensors, schedules), the rights portal, the DICOMweb
+    service and the viewer beside them."""
     import subprocess
 
     from hdh_cli.instance import prepare_dagster_home
@@ -29,8 +32,8 @@ def ui(host: str, port: int, portal_port: int, dicomweb_port: int) -> None:
     home = platform_home().ensure()
     scripts = os.path.dirname(sys.executable)
     hdh = os.path.join(scripts, "hdh")
-    # The portal and the DICOMweb service stay in this process group, so stopping the group
-    # stops every server.
+    # The portal, the DICOMweb service and the viewer stay in this process group, so stopping
+    # the group stops every server.
     if portal_port:
         subprocess.Popen([hdh, "portal", "--host", host, "--port", str(portal_port)])
         console.print(f"Rights portal on http://{host}:{portal_port}/fr/request")
@@ -42,6 +45,15 @@ def ui(host: str, port: int, portal_port: int, dicomweb_port: int) -> None:
         console.print(f"DICOMweb on {url} (a token: hdh dicomweb token --all)")
         # The imaging assets' metadata name the service where this one listens.
         os.environ.setdefault(DICOMWEB_URL_ENV, url)
+        if viewer_port:
+            from hdh_assets.imaging.viewer import VIEWER_URL_ENV
+
+            # The operators' viewer: every study, through the service above.
+            viewer = [hdh, "viewer", "--all", "--host", host, "--port", str(viewer_port)]
+            subprocess.Popen([*viewer, "--dicomweb-url", url])
+            viewer_url = f"http://{host}:{viewer_port}"
+            console.print(f"Viewer on {viewer_url} (every study)")
+            os.environ.setdefault(VIEWER_URL_ENV, viewer_url)
     prepare_dagster_home(home)
     command = [
         os.path.join(scripts, "dagster"),

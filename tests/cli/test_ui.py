@@ -64,13 +64,22 @@ def _stop(process: subprocess.Popen) -> None:
 
 def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_portal(tmp_path):
     port, portal_port, dicomweb_port = _free_port(), _free_port(), _free_port()
+    viewer_port = _free_port()
     env = {**os.environ, "HDH_HOME": str(tmp_path / "hdh"), "HDH_PSEUDONYM_KEY": "cd" * 32}
     env.pop("DAGSTER_HOME", None)
     hdh = str(Path(sys.executable).with_name("hdh"))
     log = (tmp_path / "ui.log").open("w")
     ports = ["--port", str(port), "--portal-port", str(portal_port)]
     process = subprocess.Popen(
-        [hdh, "ui", *ports, "--dicomweb-port", str(dicomweb_port)],
+        [
+            hdh,
+            "ui",
+            *ports,
+            "--dicomweb-port",
+            str(dicomweb_port),
+            "--viewer-port",
+            str(viewer_port),
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -138,6 +147,12 @@ def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_p
                 f"http://127.0.0.1:{dicomweb_port}/dicom-web/studies", timeout=30
             )
         assert refused.value.code == 401
+        # The viewer's proxy holds a token of its own: the same query answers through it.
+        viewer = f"http://127.0.0.1:{viewer_port}"
+        with urllib.request.urlopen(f"{viewer}/dicom-web/studies", timeout=30) as answer:
+            assert answer.status in (200, 204)
+        with urllib.request.urlopen(f"{viewer}/app-config.js", timeout=30) as answer:
+            assert b'"qidoRoot": "/dicom-web"' in answer.read()
 
         # The daemon runs beside the webserver, so sensors and schedules tick.
         deadline = time.monotonic() + 120

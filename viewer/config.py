@@ -1,0 +1,91 @@
+"""The viewer's ``app-config.js``, rendered for one DICOMweb data source (pure: text in, text out).
+
+OHIF reads ``window.config`` from ``/app-config.js`` before its bundle starts. The platform's
+data source is a DICOMweb one (QIDO-RS, WADO-RS, bulk data) at ``root``, normally the same-origin
+proxy path ``/dicom-web`` of ``server.py``, so the browser holds no token. Values are written
+with ``json.dumps``: a title or root cannot break out of the JavaScript.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+DATA_SOURCE = "@ohif/extension-default.dataSourcesModule.dicomweb"
+SOURCE_NAME = "hdh"
+ACCEPT_ANY_TRANSFER_SYNTAX = "multipart/related; type=application/octet-stream; transfer-syntax=*"
+
+
+@dataclass(frozen=True)
+class ViewerOptions:
+    """What a deployment may tune; the defaults are what the browser test proves."""
+
+    show_study_list: bool = True
+    max_web_workers: int = 3
+    # Requests in flight per kind; HTTP/1.1 to one origin, so modest.
+    max_requests: dict = field(
+        default_factory=lambda: {"interaction": 100, "thumbnail": 5, "prefetch": 10}
+    )
+    supports_fuzzy_matching: bool = False
+    supports_wildcard: bool = True
+    extra: dict = field(default_factory=dict)  # merged last into window.config
+
+
+def data_source(root: str, title: str, options: ViewerOptions) -> dict:
+    root = root.rstrip("/")
+    return {
+        "namespace": DATA_SOURCE,
+        "sourceName": SOURCE_NAME,
+        "configuration": {
+            "friendlyName": title,
+            "name": SOURCE_NAME,
+            "qidoRoot": root,
+            "wadoRoot": root,
+            "wadoUriRoot": root,
+            "qidoSupportsIncludeField": False,
+            "imageRendering": "wadors",
+            "thumbnailRendering": "wadors",
+            "enableStudyLazyLoad": True,
+            "supportsFuzzyMatching": options.supports_fuzzy_matching,
+            "supportsWildcard": options.supports_wildcard,
+            "staticWado": False,
+            "singlepart": "bulkdata,video",
+            "acceptHeader": [ACCEPT_ANY_TRANSFER_SYNTAX],
+            "bulkDataURI": {"enabled": True, "relativeResolution": "studies"},
+            "omitQuotationForMultipartRequest": True,
+        },
+    }
+
+
+def render_app_config(
+    root: str = "/dicom-web", title: str = "HDH imaging", options: ViewerOptions | None = None
+) -> str:
+    """The text of ``app-config.js`` for a DICOMweb data source at ``root``."""
+    options = options or ViewerOptions()
+    config = {
+        "name": "hdh",
+        "routerBasename": "/",
+        "extensions": [],
+        "modes": [],
+        "customizationService": {},
+        "showStudyList": options.show_study_list,
+        "maxNumberOfWebWorkers": options.max_web_workers,
+        "showWarningMessageForCrossOrigin": False,
+        "showCPUFallbackMessage": True,
+        "showLoadingIndicator": True,
+        "strictZSpacingForVolumeViewport": True,
+        "groupEnabledModesFirst": True,
+        "maxNumRequests": options.max_requests,
+        "showErrorDetails": "always",
+        "defaultDataSourceName": SOURCE_NAME,
+        "dataSources": [data_source(root, title, options)],
+        **options.extra,
+    }
+    body = json.dumps(config, indent=2, ensure_ascii=True)
+    # "</script>" cannot close anything in a .js file, but keep the text inert anyway.
+    body = body.replace("</", "<\\/")
+    return (
+        "/** Rendered by the HDH platform (viewer/config.py); do not edit. */\n"
+        f"window.config = {body};\n"
+        f"document.title = {json.dumps(title)};\n"
+    )
