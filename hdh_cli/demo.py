@@ -42,6 +42,7 @@ class DemoReport:
     status: PlatformStatus | None = None
     erasure: dict | None = None
     workspaces: dict | None = None
+    viewer: dict | None = None
     automation: list = field(default_factory=list)  # what each evaluation of the conditions asked
 
     @property
@@ -58,6 +59,7 @@ class DemoReport:
             "status": self.status.to_json() if self.status else None,
             "erasure": self.erasure,
             "workspaces": self.workspaces,
+            "viewer": self.viewer,
             "automation": self.automation,
         }
 
@@ -127,6 +129,7 @@ def run_demo(
     # One erasure end to end: a person of the sample files it, the DPO verifies, and the runs
     # the rights sensor would launch are executed here.
     people = json.loads((home.sample / "identities.json").read_text())["people"]
+    served_before = served_studies(home)
     registry = RightsRegistry.from_env(home)
     request_id = file_sample_erasure(
         home, registry, people[1 % len(people)], PseudonymisationKeyResource()
@@ -141,10 +144,44 @@ def run_demo(
         "releases_reissued": erasure.report.get("releases_reissued", []),
         "raw_copies_removed": erasure.report.get("raw_copies_removed", []),
         "raw_copies_clean": erasure.report.get("raw_copies_clean"),
+        # what the DICOMweb service (and so every viewer) stopped serving
+        "studies_no_longer_served": len(served_before - served_studies(home)),
     }
     progress("materialisation runs", len(erasure.runs), None)
     report.status = collect_status(definitions, instance, home)
+    report.viewer = project_viewer(home)
     return report
+
+
+def served_studies(home: HdhHome) -> set[str]:
+    """The studies the DICOMweb service serves an operator now."""
+    from dicomweb.index import IndexSource
+
+    return IndexSource(home).current().study_uids()
+
+
+def project_viewer(home: HdhHome, host: str = "127.0.0.1") -> dict | None:
+    """The first project (alphabetically) that sees a study, where ``make ui`` serves its viewer,
+    and the link that opens one of its studies; None when no project sees any."""
+    from dicomweb.access import Access
+    from dicomweb.index import IndexSource
+    from dicomweb.tokens import Claims
+    from hdh_assets.imaging.viewer import study_link
+    from viewer.projects import project_ports, provisioned_projects
+
+    view = IndexSource(home).current()
+    access = Access(home)
+    for project, port in project_ports(provisioned_projects(home.workspaces)).items():
+        studies = sorted(access.visible(Claims(project=project, all=False, expires=0), view))
+        if studies:
+            url = f"http://{host}:{port}"
+            return {
+                "project": project,
+                "url": url,
+                "studies": len(studies),
+                "study": study_link(studies[0], url),
+            }
+    return None
 
 
 def granted_releases() -> set[tuple[str, str]]:

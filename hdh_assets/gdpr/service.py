@@ -107,6 +107,14 @@ def remove_store_copies(home: HdhHome, pseudonym: str) -> list[str]:
     return removed
 
 
+def remove_derived_rows(home: HdhHome, pseudonym: str) -> int:
+    """The index rows of the person's derived objects (stored by STOW-RS, outside any run), once
+    their files are gone: no re-materialisation rewrites those partitions."""
+    from hdh_assets.imaging.derived import drop_subject_rows
+
+    return drop_subject_rows(home.lake, home.store / "dicom", pseudonym)
+
+
 def _scrub(home: HdhHome, registry: RightsRegistry, request, **scope):
     """The raw copies lose the person (their NIR is read from the registry, audited)."""
     nir = registry.identity(request.id, ACTOR)["nir"]
@@ -184,6 +192,7 @@ def prepare(
     if request.type is RequestType.RECTIFICATION:
         return _prepare_rectification(home, instance, registry, request, report, graph, index)
     report["files_removed"] = remove_store_copies(home, request.subject_pseudonym)
+    report["derived_rows_removed"] = remove_derived_rows(home, request.subject_pseudonym)
     also = None
     if request.type is RequestType.ERASURE:  # first, so that re-ingestion reads clean batches
         scrubbed = _scrub(home, registry, request)
@@ -219,6 +228,7 @@ def _prepare_rectification(home, instance, registry, request, report, graph, ind
     report.update(_scrub(home, registry, request, keep=[folder], within=within).to_json())
     if source == "dicom":
         report["files_removed"] = remove_store_copies(home, request.subject_pseudonym)
+        report["derived_rows_removed"] = remove_derived_rows(home, request.subject_pseudonym)
     return report
 
 

@@ -63,7 +63,14 @@ def demo(
             console.print(
                 f"Erasure {e['id']} of a sample person: {e['status']} ({len(e['assets'])} assets "
                 f"re-materialised in {e['runs']} runs, {e['files_removed']} stored files removed, "
-                f"{len(e['raw_copies_removed'])} landed or quarantined files cleaned)"
+                f"{len(e['raw_copies_removed'])} landed or quarantined files cleaned, "
+                f"{e['studies_no_longer_served']} studies no longer served to viewers)"
             )
         console.print("Open the Dagster UI with [bold]make ui[/] (http://127.0.0.1:3000).")
+        if report.viewer:
+            v = report.viewer
+            console.print(
+                f"Then project {v['project']}'s images ({v['studies']} studies) in the viewer: "
+                f"{v['url']}, one study at {v['study']}"
+            )
     sys.exit(0 if report.success else 1)

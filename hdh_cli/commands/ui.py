@@ -47,13 +47,20 @@ def ui(host: str, port: int, portal_port: int, dicomweb_port: int, viewer_port: 
         os.environ.setdefault(DICOMWEB_URL_ENV, url)
         if viewer_port:
             from hdh_assets.imaging.viewer import VIEWER_URL_ENV
+            from viewer.projects import project_ports, provisioned_projects
 
-            # The operators' viewer: every study, through the service above.
-            viewer = [hdh, "viewer", "--all", "--host", host, "--port", str(viewer_port)]
-            subprocess.Popen([*viewer, "--dicomweb-url", url])
-            viewer_url = f"http://{host}:{viewer_port}"
-            console.print(f"Viewer on {viewer_url} (every study)")
-            os.environ.setdefault(VIEWER_URL_ENV, viewer_url)
+            # The operators' viewer (every study), then one per provisioned project, each
+            # reading through the service above with its own token.
+            scopes = {"--all": viewer_port}
+            projects = project_ports(provisioned_projects(home.workspaces), viewer_port)
+            scopes.update({project: port for project, port in projects.items()})
+            for scope, scope_port in scopes.items():
+                which = ["--all"] if scope == "--all" else ["--project", scope]
+                where = ["--host", host, "--port", str(scope_port), "--dicomweb-url", url]
+                subprocess.Popen([hdh, "viewer", *which, *where])
+                shown = "every study" if scope == "--all" else f"project {scope}"
+                console.print(f"Viewer on http://{host}:{scope_port} ({shown})")
+            os.environ.setdefault(VIEWER_URL_ENV, f"http://{host}:{viewer_port}")
     prepare_dagster_home(home)
     command = [
         os.path.join(scripts, "dagster"),

@@ -396,6 +396,50 @@ def test_the_demo_erasure_leaves_no_trace_of_the_person_and_proves_it(demo_home)
     assert pseudonym not in cohort["subject_pseudonym"].to_list() and cohort.height == new["rows"]
 
 
+def _qido(home: Path, path: str, project: str | None = None) -> list[dict]:
+    """A DICOMweb search on the demo's platform, as a viewer of ``project`` makes it."""
+    from starlette.testclient import TestClient
+
+    from dicomweb.app import create_app
+    from dicomweb.tokens import Tokens
+    from resources.home import HdhHome
+
+    platform = HdhHome(home)
+    tokens = Tokens.for_home(platform)
+    with TestClient(create_app(platform, tokens)) as client:
+        answer = client.get(
+            "/dicom-web" + path,
+            headers={"Authorization": f"Bearer {tokens.issue(project, 600)}"},
+        )
+    assert answer.status_code in (200, 204), answer.text
+    return answer.json() if answer.status_code == 200 else []
+
+
+def test_the_erased_person_s_studies_are_no_longer_served_and_a_project_viewer_is_named(
+    demo_home,
+):
+    home, _, stdout, _ = demo_home
+    report = json.loads(stdout)
+    from hdh_assets.pseudonymisation import Pseudonymiser
+    from resources.home import HdhHome
+    from resources.pseudonymisation import load_demo_key
+
+    people = json.loads((home / "sample" / "identities.json").read_text())["people"]
+    pseudonym = Pseudonymiser(load_demo_key(HdhHome(home))).subject_pseudonym(people[1]["nir"])
+    # the person had studies that the service served before the erasure, and serves no more
+    assert report["erasure"]["studies_no_longer_served"] >= 1
+    assert report["erasure"]["files_removed"] >= 1
+    assert _qido(home, f"/studies?PatientID={pseudonym}") == []
+    others = _qido(home, "/studies")
+    assert others and pseudonym not in {s["00100020"]["Value"][0] for s in others}
+    # make demo names a project's viewer and one of its studies, which the project does see
+    viewer = report["viewer"]
+    assert viewer["url"] == "http://127.0.0.1:3004" and viewer["studies"] >= 1
+    study = viewer["study"].split("StudyInstanceUIDs=")[1]
+    seen = {s["0020000D"]["Value"][0] for s in _qido(home, "/studies", viewer["project"])}
+    assert study in seen and len(seen) == viewer["studies"]
+
+
 def test_a_processing_run_killed_with_sigkill_resumes_and_completes(demo_copy):
     """On a copy of the demo: it erases a second person."""
     import os

@@ -325,3 +325,45 @@ def test_other_media_types_and_tokens_are_refused(service, tokens):
         )
         assert response.status_code == 415
     assert requests.post(url, data=b"").status_code == 401
+
+
+def test_an_erasure_removes_the_person_s_derived_objects_and_their_index_rows(
+    home, service, tokens, store, studies
+):
+    """Derived partitions are written outside any run, so the erasure rewrites them itself."""
+    from hdh_assets.gdpr.service import remove_derived_rows, remove_store_copies
+    from hdh_assets.imaging.derived import derived_files
+
+    people = studies.unique("subject_pseudonym", keep="first").sort("study_instance_uid")
+    erased, kept = people.row(2, named=True), people.row(3, named=True)
+    segs = {
+        row["subject_pseudonym"]: make_seg(_sources(home, store, row["study_instance_uid"]))
+        for row in (erased, kept)
+    }
+    operator_token = tokens.issue(None, 3600)
+    for seg in segs.values():
+        assert _post(service, operator_token, [_bytes(seg)]).status_code == 200
+    seg = segs[erased["subject_pseudonym"]]
+    seg_file = home.store / "dicom" / str(seg.StudyInstanceUID) / str(seg.SeriesInstanceUID)
+    seg_file = seg_file / f"{seg.SOPInstanceUID}.dcm"
+    assert seg_file.exists()
+
+    removed = remove_store_copies(home, erased["subject_pseudonym"])
+    dropped = remove_derived_rows(home, erased["subject_pseudonym"])
+
+    assert dropped == 1 and not seg_file.exists()
+    assert any(path.endswith(f"{seg.SOPInstanceUID}.dcm") for path in removed)
+    rows = pl.concat([pl.read_parquet(f) for f in derived_files(home.lake)])
+    assert erased["subject_pseudonym"] not in set(rows["subject_pseudonym"])
+    assert kept["subject_pseudonym"] in set(rows["subject_pseudonym"])  # the other stays
+    # Without any exclusion recorded, the service no longer lists the erased SEG
+    operator = client(service.dicomweb, operator_token)
+    listed = {
+        s["0020000E"]["Value"][0] for s in operator.search_for_series(erased["study_instance_uid"])
+    }
+    assert str(seg.SeriesInstanceUID) not in listed
+    other = segs[kept["subject_pseudonym"]]
+    listed = {
+        s["0020000E"]["Value"][0] for s in operator.search_for_series(kept["study_instance_uid"])
+    }
+    assert str(other.SeriesInstanceUID) in listed
