@@ -30,6 +30,7 @@ from resources.pseudonymisation import PseudonymisationKeyResource
 from resources.rights_registry import RIGHTS_DB_ENV, RIGHTS_KEY_ENV, RightsRegistryResource
 from resources.spark import spark_resource
 from sensors.automation import automation_sensor, claims_months_sensor
+from sensors.imaging import dicomweb_health_sensor
 from sensors.landing import landing_sensor
 from sensors.rights import rights_sensor
 from sensors.workspaces import workspace_drift_schedule, workspace_specs_sensor
@@ -84,6 +85,7 @@ def build_definitions(home: HdhHome | None = None) -> dg.Definitions:
             automation_sensor,
             rights_sensor,
             workspace_specs_sensor,
+            dicomweb_health_sensor,
         ],
         schedules=[workspace_drift_schedule],
         resources=build_resources(home),

@@ -16,7 +16,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = "hdh_cli"
-CODE_LOCATION = ("hdh_assets", "resources", "sensors", "jobs", "portal", "synthetic", "dicomweb")
+CODE_LOCATION = (
+    "hdh_assets",
+    "resources",
+    "sensors",
+    "jobs",
+    "portal",
+    "synthetic",
+    "dicomweb",
+    "viewer",
+)
 PRODUCT_PACKAGES = (*CODE_LOCATION, CLI)
 
 
