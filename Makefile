@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # An exported HDH_HOME wins; otherwise the platform lives in ./.hdh
 export HDH_HOME ?= $(CURDIR)/.hdh
 
-.PHONY: install system-deps viewer-deps demo test test-fast docs ui lint format bench clean
+.PHONY: install system-deps viewer-deps identity-deps demo test test-fast docs ui lint format bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,13 +22,18 @@ viewer/node_modules/.package-lock.json: viewer/package-lock.json
 
 viewer-deps: viewer/node_modules/.package-lock.json  ## the OHIF viewer (@ohif/app's prebuilt dist)
 
+identity/node_modules/.package-lock.json: identity/package-lock.json
+	npm ci --prefix identity --no-audit --no-fund
+
+identity-deps: identity/node_modules/.package-lock.json  ## the development OpenID Connect provider (oidc-provider)
+
 system-deps:  ## Debian packages for the tests and the demo (tools/system-packages.txt)
 	@tools/system-deps.sh
 
 demo: install system-deps viewer-deps  ## generate the synthetic sample, materialise every asset, print a summary
 	$(BIN)/hdh demo
 
-test: install system-deps viewer-deps  ## the whole test suite (Spark, PostgreSQL, browser and R tests included)
+test: install system-deps viewer-deps identity-deps  ## the whole test suite (Spark, PostgreSQL, browser and R tests included)
 	$(BIN)/pytest
 
 test-fast: install  ## everything but Spark and the slow subprocess tests
@@ -37,7 +42,7 @@ test-fast: install  ## everything but Spark and the slow subprocess tests
 docs: install  ## the documentation site in .site/, links checked (--strict)
 	$(BIN)/mkdocs build --strict
 
-ui: install viewer-deps  ## Dagster webserver and daemon on http://127.0.0.1:3000, rights portal on :3001
+ui: install viewer-deps identity-deps  ## Dagster webserver and daemon on http://127.0.0.1:3000, rights portal on :3001
 	$(BIN)/hdh ui
 
 lint: install

@@ -25,6 +25,7 @@ CODE_LOCATION = (
     "synthetic",
     "dicomweb",
     "viewer",
+    "auth",
 )
 PRODUCT_PACKAGES = (*CODE_LOCATION, CLI)
 
