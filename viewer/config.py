@@ -1,9 +1,14 @@
 """The viewer's ``app-config.js``, rendered for one DICOMweb data source (pure: text in, text out).
 
 OHIF reads ``window.config`` from ``/app-config.js`` before its bundle starts. The platform's
-data source is a DICOMweb one (QIDO-RS, WADO-RS, bulk data) at ``root``, normally the same-origin
-proxy path ``/dicom-web`` of ``server.py``, so the browser holds no token. Values are written
-with ``json.dumps``: a title or root cannot break out of the JavaScript.
+data source is a DICOMweb one (QIDO-RS, WADO-RS, bulk data, STOW-RS) at ``root``, normally the
+same-origin proxy path ``/dicom-web`` of ``server.py``, so the browser holds no token. Values are
+written with ``json.dumps``: a title or root cannot break out of the JavaScript.
+
+Saving. OHIF's segmentation panel stores a SEG with ``dataSource.store.dicom`` (STOW-RS to
+``wadoRoot/studies``) into the active data source; ``supportsStow`` marks this one as a store
+target. ``dicomUploadEnabled`` (the study list's upload of arbitrary local DICOM files) stays off:
+the service takes derived objects only and would refuse the images such an upload carries.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ def data_source(root: str, title: str, options: ViewerOptions) -> dict:
             "acceptHeader": [ACCEPT_ANY_TRANSFER_SYNTAX],
             "bulkDataURI": {"enabled": True, "relativeResolution": "studies"},
             "omitQuotationForMultipartRequest": True,
+            "supportsStow": True,
+            "dicomUploadEnabled": False,
         },
     }
 

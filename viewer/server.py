@@ -5,8 +5,13 @@ proxy to the DICOMweb service that holds the project's token.
 - ``/dicom-web/...`` (GET and HEAD) is forwarded to the DICOMweb service with
   ``Authorization: Bearer <token of the project>`` added here: the browser never sees a token,
   and the viewer and its data are one origin (no CORS). The browser's ``Host`` is passed on, so
-  the URLs the service writes into its answers (bulk data, retrieve URLs) point back here. Any
-  other path, a dot segment or another method is refused before anything is forwarded;
+  the URLs the service writes into its answers (bulk data, retrieve URLs) point back here;
+- ``POST /dicom-web/studies`` and ``POST /dicom-web/studies/{study}`` (STOW-RS: a segmentation
+  the viewer saves) are forwarded the same way (no query), once received whole (at most
+  ``MAX_STOW_BYTES``, 413 beyond, counted as it arrives when it declares no length) and
+  cleaned of the viewer's free text (``saving.py``). The service decides what it stores
+  (``dicomweb/stow.py``); the proxy only narrows what may reach it. Any other path, a dot
+  segment or another method is refused before anything is forwarded;
 - every other path is a file of ``@ohif/app``'s ``dist/``, or ``index.html`` for the viewer's
   client routes (``/viewer?StudyInstanceUIDs=...``): OHIF's index.html and bundle load from
   ``/``, so the viewer needs the root of its own host and port.
@@ -17,21 +22,26 @@ One server serves one project (``project=None``: an operator's all-studies token
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import unquote
 
 import httpx
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from dicomweb.errors import DicomWebError
 from viewer.config import ViewerOptions, render_app_config
+from viewer.saving import clean_body
 
 VIEWER_DIR = Path(__file__).resolve().parent
 DIST = VIEWER_DIR / "node_modules" / "@ohif" / "app" / "dist"
@@ -40,6 +50,9 @@ TOKEN_TTL = 3600
 RENEW_BEFORE = 300
 # What the browser may ask of the service, and what comes back; nothing else crosses.
 FORWARDED_REQUEST = ("accept", "accept-encoding", "range", "if-none-match", "if-modified-since")
+# STOW-RS targets: all studies, or one study named by a DICOM UID (digits and dots, 64 at most).
+STOW_PATH = re.compile(r"studies(/[0-9][0-9.]{0,63})?")
+MAX_STOW_BYTES = 512 * 1024**2
 FORWARDED_RESPONSE = (
     "content-type",
     "content-length",
@@ -96,6 +109,33 @@ def _refused(path: str) -> bool:
     return any(s in (".", "..") for s in segments) or "\x00" in path
 
 
+class TooLarge(Exception):
+    """A STOW body went past the cap while it was streamed (no or a false Content-Length)."""
+
+
+async def _capped(chunks: AsyncIterator[bytes], cap: int) -> AsyncIterator[bytes]:
+    """The body as it arrives, stopped once it passes ``cap`` bytes: a declared length is
+    checked before forwarding, this catches a body without one (chunked) or longer than it."""
+    total = 0
+    async for chunk in chunks:
+        total += len(chunk)
+        if total > cap:
+            raise TooLarge
+        yield chunk
+
+
+def _stow_refusal(request: Request, cap: int) -> Response | None:
+    """Why a STOW request is not forwarded at all: no multipart body, or one declared too long."""
+    if not request.headers.get("content-type", "").lower().startswith("multipart/related"):
+        return PlainTextResponse("STOW-RS takes a multipart/related body", 415)
+    length = request.headers.get("content-length")
+    if length is not None and not length.isdigit():
+        return PlainTextResponse("Content-Length is not a number", 400)
+    if length is not None and int(length) > cap:
+        return PlainTextResponse(f"a STOW body is {cap} bytes at most", 413)
+    return None
+
+
 def create_app(
     dicomweb_url: str,
     token: callable,
@@ -103,6 +143,7 @@ def create_app(
     options: ViewerOptions | None = None,
     dist: Path = DIST,
     transport: httpx.AsyncBaseTransport | None = None,
+    max_stow_bytes: int = MAX_STOW_BYTES,
 ) -> Starlette:
     """``dicomweb_url``: the service's root (``http://host:port/dicom-web``); ``token()``: the
     bearer token to add (see ``TokenSource``)."""
@@ -124,15 +165,34 @@ def create_app(
         raw_path = request.scope.get("raw_path", b"").decode("latin-1")
         if _refused(rest) or _refused(raw_path):
             return PlainTextResponse("refused: a dot segment", 400)
-        if request.method not in ("GET", "HEAD"):
-            return PlainTextResponse("the viewer proxy is read only", 405)
+        stow = request.method == "POST"
+        if stow and not STOW_PATH.fullmatch(rest):
+            return PlainTextResponse("the viewer proxy stores to /studies[/{study}] only", 405)
+        if request.method not in ("GET", "HEAD", "POST"):
+            return PlainTextResponse("the viewer proxy reads and stores only", 405)
         url = f"{upstream_root}/{rest}" if rest else upstream_root
         headers = {k: v for k, v in request.headers.items() if k in FORWARDED_REQUEST}
+        body = None
+        if stow:
+            refusal = _stow_refusal(request, max_stow_bytes)
+            if refusal is not None:
+                return refusal
+            try:
+                received = b"".join([c async for c in _capped(request.stream(), max_stow_bytes)])
+                body, media = await run_in_threadpool(
+                    clean_body, received, request.headers.get("content-type")
+                )
+            except TooLarge:
+                return PlainTextResponse(f"a STOW body is {max_stow_bytes} bytes at most", 413)
+            except DicomWebError as error:
+                return PlainTextResponse(error.message, error.status)
+            headers.update({"content-type": media, "content-length": str(len(body))})
         headers["authorization"] = f"Bearer {token()}"
         headers["host"] = request.headers.get("host", "")
         headers["x-forwarded-proto"] = request.url.scheme
+        params = None if stow else request.query_params.multi_items()
         upstream = client.build_request(
-            request.method, url, params=request.query_params.multi_items(), headers=headers
+            request.method, url, params=params, headers=headers, content=body
         )
         try:
             answer = await client.send(upstream, stream=True)

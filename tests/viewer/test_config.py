@@ -67,3 +67,9 @@ def test_a_hostile_title_stays_a_string():
     result = evaluate(render_app_config("/dicom-web", title))
     assert result["title"] == title
     assert result["config"]["dataSources"][0]["configuration"]["friendlyName"] == title
+
+
+def test_the_data_source_is_a_store_target_but_not_an_upload_one():
+    settings = evaluate(render_app_config())["config"]["dataSources"][0]["configuration"]
+    assert settings["supportsStow"] is True  # segmentations are saved to it (STOW-RS)
+    assert settings["dicomUploadEnabled"] is False  # no upload of arbitrary local files
