@@ -83,17 +83,21 @@ class Access:
         return self.home.workspaces / project / GRANTS
 
     def visible(self, claims: Claims, view: IndexView) -> frozenset[str] | None:
-        """None for an operator (every study of the view), else the project's studies."""
+        """None for an operator (every study of the view), else the studies of the caller's
+        projects (several for a person who belongs to several)."""
         if claims.all:
             return None
-        root = self.grants_root(claims.project)
+        return frozenset().union(*(self.project_visible(p, view) for p in claims.projects))
+
+    def project_visible(self, project: str, view: IndexView) -> frozenset[str]:
+        root = self.grants_root(project)
         manifest = root / MANIFEST
         stamp = (manifest.stat().st_mtime_ns, manifest.stat().st_size) if manifest.is_file() else ()
         with self._lock:
-            cached = self._cache.get(claims.project)
+            cached = self._cache.get(project)
             if cached and cached[0] == stamp and cached[1] is view:
                 return cached[2]
         studies = project_studies(root, view)
         with self._lock:
-            self._cache[claims.project] = (stamp, view, studies)
+            self._cache[project] = (stamp, view, studies)
         return studies

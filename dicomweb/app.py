@@ -1,6 +1,8 @@
 """The DICOMweb application: QIDO-RS and WADO-RS under ``/dicom-web``, behind bearer tokens.
 
-Every route needs a valid token (401 otherwise). A study the token may not see answers exactly
+Every route needs a valid token (401 otherwise): the platform's own (``tokens.py``), or an
+access token of the single sign-on provider when one is configured (``provider_tokens.py``). A
+study the token may not see answers exactly
 as an unknown one (404), so a token never learns what exists beyond its grants. Request counts
 per route kind and status class are kept for operators at ``/dicom-web/health``.
 """
@@ -27,6 +29,7 @@ from dicomweb.errors import DicomWebError, not_found
 from dicomweb.headers import StoredFiles, bulk_value, dataset_json
 from dicomweb.index import IndexSource, IndexView
 from dicomweb.media import Offer, choose, multipart_chunks, multipart_type, new_boundary, part_type
+from dicomweb.provider_tokens import NoAccess, ProviderTokens, is_jwt
 from dicomweb.qido import MAX_RESULTS, Searcher, parse_query
 from dicomweb.stow import MAX_BODY_BYTES, Stower, boundary_of
 from dicomweb.tokens import Claims, InvalidToken, Tokens
@@ -104,8 +107,18 @@ def create_app(
     tokens: Tokens | None = None,
     max_results: int = MAX_RESULTS,
     public_url: str | None = None,
+    provider: ProviderTokens | bool | None = True,
 ) -> Starlette:
+    """``provider``: the single sign-on provider's tokens, accepted beside the platform's
+    (``True``: as configured by ``HDH_OIDC_ISSUER``, none when unset; ``None``: never)."""
     tokens = tokens or Tokens.for_home(home)
+    provider = ProviderTokens.from_env() if provider is True else provider
+
+    def verify(token: str) -> Claims:
+        if provider is not None and is_jwt(token):
+            return provider.verify(token)
+        return tokens.verify(token)
+
     index = IndexSource(home)
     files = StoredFiles(home.store / "dicom")
     access = Access(home)
@@ -119,7 +132,9 @@ def create_app(
         if scheme.lower() != "bearer" or not token:
             raise DicomWebError(401, "a bearer token is required")
         try:
-            claims = tokens.verify(token)
+            claims = verify(token)
+        except NoAccess as error:
+            raise DicomWebError(403, str(error)) from None
         except InvalidToken as error:
             raise DicomWebError(401, f"invalid token: {error}") from None
         view = index.current()
@@ -271,7 +286,7 @@ def create_app(
         try:
             if scheme.lower() != "bearer":
                 raise InvalidToken("no bearer token")
-            tokens.verify(token)
+            verify(token)
             boundary_of(request.headers.get("content-type"))
         except (InvalidToken, DicomWebError):
             return await stow_handler(request)  # answers the 401 or 415 without the body

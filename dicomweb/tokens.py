@@ -36,12 +36,25 @@ class InvalidToken(Exception):
 
 @dataclass(frozen=True)
 class Claims:
+    """Who is asking: every study (``all``), or the studies of one or more projects. A platform
+    token names one project; a person signed in at the provider may belong to several."""
+
     project: str | None  # None with all=True: an operator token
     all: bool
     expires: int
+    others: frozenset[str] = frozenset()  # further projects (a provider's token)
+
+    @property
+    def projects(self) -> frozenset[str]:
+        named = frozenset() if self.project is None else frozenset({self.project})
+        return named | self.others
 
     def describe(self) -> str:
-        return "all studies" if self.all else f"project {self.project}"
+        if self.all:
+            return "all studies"
+        return ("project " if len(self.projects) == 1 else "projects ") + ", ".join(
+            sorted(self.projects)
+        )
 
 
 def _b64(data: bytes) -> str:
