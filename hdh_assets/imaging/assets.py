@@ -14,6 +14,7 @@ from hdh_assets.gdpr.exclusions import excluded_pseudonyms
 from hdh_assets.imaging.aggregates import series_table, studies_table
 from hdh_assets.imaging.index import INDEX
 from hdh_assets.imaging.ingest import IngestSettings, ingest_batch
+from hdh_assets.imaging.model_outputs.assets import assets as model_output_assets
 from hdh_assets.imaging.previews import render_preview
 from hdh_assets.imaging.viewer import (
     STUDIES_LINKED,
@@ -411,3 +412,4 @@ def dicom_previews(
 
 
 assets = [landed_dicom_files, dicom_ingestion, dicom_series, dicom_studies, dicom_previews]
+assets += model_output_assets  # SEGs of the masks research projects deliver, and their agreement
