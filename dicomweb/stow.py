@@ -69,7 +69,6 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import fcntl
 import hashlib
 import io
 import json
@@ -77,8 +76,6 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -90,6 +87,7 @@ from dicomweb.errors import DicomWebError
 from dicomweb.headers import StoredFiles
 from dicomweb.index import INSTANCES_PATH, IndexSource, IndexView
 from dicomweb.tokens import Claims
+from hdh_assets.imaging.derived import DERIVED_BATCH, store_lock
 from resources.home import HdhHome
 
 log = logging.getLogger("hdh.dicomweb.stow")
@@ -134,8 +132,6 @@ PATIENT_KEYWORDS = (  # Patient module attributes a derived object copies from i
 )
 REFERENCE_SEQUENCE_UIDS = ("SeriesInstanceUID", "StudyInstanceUID")  # checked inside sequences
 _REMAPPED = re.compile(r"^2\.25\.[0-9]{1,40}$")
-DERIVED_BATCH = "derived-{date}"
-LOCK_NAME = ".stow.lock"
 MAX_BODY_BYTES = 2 * 1024**3
 DICOM_JSON = "application/dicom+json"
 
@@ -441,22 +437,12 @@ class Stower:
         return body
 
     # writing ----------------------------------------------------------------------------------
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.store_root.mkdir(parents=True, exist_ok=True)
-        with open(self.store_root / LOCK_NAME, "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
     def _write(self, parts: list[Part]) -> None:
         """Store the parts and index them (module docstring: lock, then files, then index)."""
         from hdh_assets.imaging.index import INDEX, INDEX_SCHEMA
 
         try:
-            with self._locked():
+            with store_lock(self.store_root):
                 current = self.index.current().instances
                 taken = dict(current.select("sop_instance_uid", "sha256").iter_rows())
                 present = set(current["study_instance_uid"])  # an erasure may have come since
