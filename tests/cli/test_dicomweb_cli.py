@@ -131,14 +131,29 @@ def test_ui_starts_the_dicomweb_service_beside_the_portal(home, monkeypatch):
         raise SystemExit(0)  # instead of replacing the test's process with dagster dev
 
     monkeypatch.setattr(os, "execv", execv)
-    result = CliRunner().invoke(cli, ["ui", "--portal-port", "4001", "--dicomweb-port", "4002"])
+    monkeypatch.setenv("HDH_VIEWER_URL", "")  # restored after the test, whatever ui sets
+    monkeypatch.delenv("HDH_VIEWER_URL")
+    # two provisioned projects (a grants manifest each) and a workspace that holds none
+    for project in ("beta", "alpha"):
+        grants = home.workspaces / project / "grants"
+        grants.mkdir(parents=True)
+        (grants / "manifest.json").write_text('{"grants": []}')
+    (home.workspaces / "unprovisioned").mkdir()
+    ports = ["--portal-port", "4001", "--dicomweb-port", "4002", "--viewer-port", "4003"]
+    result = CliRunner().invoke(cli, ["ui", *ports])
     assert result.exit_code == 0, result.output
+    service = ["--dicomweb-url", "http://127.0.0.1:4002/dicom-web"]
     assert [a[1:] for a in started] == [
         ["portal", "--host", "127.0.0.1", "--port", "4001"],
         ["dicomweb", "--host", "127.0.0.1", "--port", "4002"],
+        ["viewer", "--all", "--host", "127.0.0.1", "--port", "4003", *service],
+        ["viewer", "--project", "alpha", "--host", "127.0.0.1", "--port", "4004", *service],
+        ["viewer", "--project", "beta", "--host", "127.0.0.1", "--port", "4005", *service],
     ]
     assert "DICOMweb on http://127.0.0.1:4002/dicom-web" in result.output
+    assert "Viewer on http://127.0.0.1:4004 (project alpha)" in result.output
     assert os.environ["HDH_DICOMWEB_URL"] == "http://127.0.0.1:4002/dicom-web"
+    assert os.environ["HDH_VIEWER_URL"] == "http://127.0.0.1:4003"
 
     started.clear()
     result = CliRunner().invoke(cli, ["ui", "--portal-port", "0", "--dicomweb-port", "0"])
