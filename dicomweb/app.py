@@ -110,9 +110,10 @@ def create_app(
     provider: ProviderTokens | bool | None = True,
 ) -> Starlette:
     """``provider``: the single sign-on provider's tokens, accepted beside the platform's
-    (``True``: as configured by ``HDH_OIDC_ISSUER``, none when unset; ``None``: never)."""
+    (``True``: ``HDH_OIDC_ISSUER``'s provider, or the development provider once it runs for
+    this home; ``None``: never)."""
     tokens = tokens or Tokens.for_home(home)
-    provider = ProviderTokens.from_env() if provider is True else provider
+    provider = ProviderTokens.for_home(home) if provider is True else provider
 
     def verify(token: str) -> Claims:
         if provider is not None and is_jwt(token):

@@ -13,9 +13,11 @@ from __future__ import annotations
 import threading
 
 from auth.oidc import KeySet, OidcError, TokenVerificationError, discover, verify_access_token
+from auth.provider import SettingsSource, provider_settings
 from auth.roles import DATA_REFERENT, OPERATOR, GroupsClaimError, access_for
 from auth.settings import OidcSettings
 from dicomweb.tokens import Claims, InvalidToken
+from resources.home import HdhHome
 
 STAFF_ROLES = (OPERATOR, DATA_REFERENT)
 
@@ -30,34 +32,36 @@ def is_jwt(token: str) -> bool:
 
 
 class ProviderTokens:
-    """Verifies the provider's access tokens for this service (keys fetched once, refreshed on
-    an unknown key id)."""
+    """Verifies the provider's access tokens for this service (keys fetched once per issuer,
+    refreshed on an unknown key id). The provider is asked for when a token arrives, so the
+    development provider may start after the service."""
 
-    def __init__(self, settings: OidcSettings):
-        if settings.issuer is None:
-            raise ValueError("provider tokens need HDH_OIDC_ISSUER")
-        self.settings = settings
-        self._keys: KeySet | None = None
+    def __init__(self, settings: OidcSettings | SettingsSource):
+        self._source: SettingsSource = (
+            (lambda: settings) if isinstance(settings, OidcSettings) else settings
+        )
+        self._keys: dict[str, KeySet] = {}
         self._lock = threading.Lock()
 
     @classmethod
-    def from_env(cls) -> ProviderTokens | None:
-        """None when no provider is configured: only the platform's tokens are accepted."""
-        settings = OidcSettings.from_env()
-        return cls(settings) if settings.issuer else None
+    def for_home(cls, home: HdhHome) -> ProviderTokens:
+        """``HDH_OIDC_ISSUER``'s provider, or the development provider started for ``home``."""
+        return cls(provider_settings(home.secrets))
 
-    def _keyset(self) -> KeySet:
+    def _keyset(self, issuer: str) -> KeySet:
         with self._lock:
-            if self._keys is None:
-                self._keys = KeySet(discover(self.settings.issuer).jwks_uri)
-            return self._keys
+            if issuer not in self._keys:
+                self._keys[issuer] = KeySet(discover(issuer).jwks_uri)
+            return self._keys[issuer]
 
     def verify(self, token: str, now: float | None = None) -> Claims:
-        settings = self.settings
+        settings = self._source()
+        if settings is None or not settings.issuer:
+            raise InvalidToken("no identity provider is configured for this service")
         try:
             claims = verify_access_token(
                 token,
-                self._keyset(),
+                self._keyset(settings.issuer),
                 issuer=settings.issuer,
                 audience=settings.dicomweb_audience,
                 leeway=settings.clock_skew_seconds,

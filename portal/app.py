@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from hdh_assets.gdpr.rights import InvalidRequest, RequestType, Status, validate_submission
 from portal.dpo import DpoPages
+from portal.dpo_auth import DpoAuth, auth_from_env
 from portal.i18n import LANGUAGES, TEXT, field_message, pick_language
 from portal.security import CSRF_COOKIE, CSRF_FIELD, SECURITY_HEADERS, CsrfTokens, RateLimiter
 from resources.home import HdhHome
@@ -48,7 +49,8 @@ class PortalSettings:
     submissions_per_minute: int = 10
     status_checks_per_minute: int = 30
     operator_logins_per_minute: int = 10
-    operator_session_hours: int = 8
+    operator_session_hours: int = 8  # the DPO's sessions, provider or break-glass
+    sign_ins_per_minute: int = 30
     max_body_bytes: int = MAX_BODY_BYTES
 
 
@@ -61,7 +63,9 @@ def create_app(
     pseudonym_of: Callable[[str], str],
     secret: bytes,
     settings: PortalSettings | None = None,
+    auth: DpoAuth | None = None,
 ) -> Starlette:
+    """The portal; ``auth`` says how the DPO signs in (default: no way in, the pages stay shut)."""
     settings = settings or PortalSettings()
     templates = _environment()
     csrf = CsrfTokens(secret)
@@ -224,7 +228,7 @@ def create_app(
         }
         return page("status.html", lang, request_view=view, unknown=False)
 
-    dpo = DpoPages(registry, templates, csrf, read_form, secret, settings)
+    dpo = DpoPages(registry, templates, csrf, read_form, settings, auth)
     return Starlette(
         routes=[
             *dpo.routes(),
@@ -251,4 +255,5 @@ def app_from_env(home: HdhHome | None = None) -> Starlette:
         RightsRegistry.from_env(home),
         pseudonymiser.subject_pseudonym,
         secret.encode() if secret else load_demo_key(home, "portal-demo.key"),
+        auth=auth_from_env(home.secrets),
     )

@@ -1,66 +1,84 @@
-"""The DPO's pages: local operator accounts, the request list, one request, its decisions.
+"""The DPO's pages: sign-in through the OpenID Connect provider, the request list, one request,
+its decisions.
 
-An operator signs in with a local account (``hdh rights operator add``); the session is a signed,
-dated cookie scoped to ``/dpo``. Every decision posts a form with a CSRF token and lands in the
-registry's audit log as ``dpo:<operator>``. The identity the person gave is decrypted only on an
-explicit request, and that read is audited too. Nothing identifying reaches a log line.
+Sign-in is the authorization code flow with PKCE, state and nonce (kept server-side, bound to
+the browser by a random cookie, used once); the ID token is verified against the provider's keys
+and only members of the DPO group get in. The session is server-side (``dpo_sessions``), so
+signing out here, or at the provider through a back-channel logout, ends it at once. Local
+operator accounts remain only as a break-glass option, off unless configured, each sign-in
+audited. Every decision posts a form with a CSRF token and lands in the registry's audit log as
+``dpo:<username>``. The identity the person gave is decrypted only on an explicit request, and
+that read is audited too. Nothing identifying reaches a log line.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import logging
-import time
+import re
 from collections.abc import Awaitable, Callable
 
+import sqlalchemy as sa
 from jinja2 import Environment
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from auth.oidc import (
+    KeySet,
+    OidcError,
+    Pkce,
+    ProviderMetadata,
+    TokenRequestError,
+    TokenVerificationError,
+    authorization_url,
+    discover,
+    end_session_url,
+    exchange_code,
+    new_nonce,
+    new_state,
+    verify_id_token,
+    verify_logout_token,
+)
+from auth.roles import DPO, GroupsClaimError, access_for
+from auth.settings import OidcSettings
 from hdh_assets.gdpr.rights import TransitionRefused
+from portal.dpo_auth import APP, CALLBACK_PATH, SIGNED_OUT_PATH, DpoAuth
+from portal.dpo_sessions import (
+    BREAK_GLASS,
+    OIDC,
+    PENDING_SECONDS,
+    DpoSession,
+    PendingSignIn,
+    SessionStore,
+    same_state,
+)
 from portal.security import CSRF_COOKIE, CSRF_FIELD, SECURITY_HEADERS, CsrfTokens, RateLimiter
-from resources.rights_registry import RightsRegistry, UnknownRequest
+from resources.rights_registry import RightsRegistry, UnknownRequest, audit_table
 
 log = logging.getLogger("hdh.portal.dpo")
 SESSION_COOKIE = "hdh_dpo"
+PENDING_COOKIE = "hdh_dpo_sign_in"
 DPO_FIELDS = ("username", "password", "reason")
 ACTIONS = ("verify", "reject", "extend", "retry", "identity")
+BREAK_GLASS_ACTOR = "dpo:break-glass"
+_ERROR_CODE = re.compile(r"^[a-z_]{1,64}$")
 
 
-class OperatorSessions:
-    """``operator:expiry:signature``, signed with the portal's secret (a separate domain from
-    the CSRF tokens, so one can never stand for the other) and with the account's stamp (a
-    digest of its password hash): a new password or a removed account ends every session."""
-
-    def __init__(self, secret: bytes, hours: int, stamp_of: Callable[[str], str | None]):
-        self._secret, self.max_age, self._stamp_of = secret, hours * 3600, stamp_of
-
-    def _sign(self, operator: str, expiry: int, stamp: str) -> str:
-        message = f"dpo-session|{operator}|{expiry}|{stamp}".encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
-
-    def issue(self, operator: str, now: float | None = None) -> str:
-        expiry = int((now or time.time()) + self.max_age)
-        stamp = self._stamp_of(operator) or ""
-        return f"{operator}:{expiry}:{self._sign(operator, expiry, stamp)}"
-
-    def operator(self, cookie: str | None, now: float | None = None) -> str | None:
-        try:
-            operator, expiry, signature = (cookie or "").split(":")
-            valid_until = int(expiry)
-        except ValueError:
-            return None
-        if (now or time.time()) >= valid_until:
-            return None
-        stamp = self._stamp_of(operator)
-        if stamp is None:  # the account is gone
-            return None
-        if not hmac.compare_digest(signature, self._sign(operator, valid_until, stamp)):
-            return None
-        return operator
+def account_audit(registry: RightsRegistry) -> list[dict]:
+    """The audit entries tied to no request: break-glass sign-ins, accepted and refused."""
+    query = sa.select(audit_table).where(audit_table.c.request_id.is_(None))
+    with registry.engine.connect() as db:
+        return [
+            {
+                "at": r.at.replace(tzinfo=dt.UTC).isoformat(timespec="seconds"),
+                "actor": r.actor,
+                "action": r.action,
+                "detail": r.detail,
+            }
+            for r in db.execute(query.order_by(audit_table.c.id))
+        ]
 
 
 class DpoPages:
@@ -70,38 +88,83 @@ class DpoPages:
         templates: Environment,
         csrf: CsrfTokens,
         read_form: Callable[[Request, tuple[str, ...]], Awaitable[dict[str, str] | None]],
-        secret: bytes,
         settings,
+        auth: DpoAuth | None = None,
     ):
         self.registry, self.templates, self.csrf = registry, templates, csrf
         self.read_form = read_form
-        self.sessions = OperatorSessions(
-            secret, settings.operator_session_hours, registry.operator_stamp
-        )
+        self.auth = auth or DpoAuth()
+        self.sessions = SessionStore(registry.engine, settings.operator_session_hours)
         self.logins = RateLimiter(settings.operator_logins_per_minute)
+        self.sign_ins = RateLimiter(settings.sign_ins_per_minute)
+        self._keys: dict[str, KeySet] = {}
 
     def routes(self) -> list[Route]:
         return [
             Route("/dpo", self.requests_page, methods=["GET"]),
             Route("/dpo/login", self.login_page, methods=["GET"]),
-            Route("/dpo/login", self.login, methods=["POST"]),
+            Route("/dpo/login", self.break_glass_login, methods=["POST"]),
+            Route("/dpo/auth/start", self.start_sign_in, methods=["GET"]),
+            Route(CALLBACK_PATH, self.callback, methods=["GET"]),
             Route("/dpo/logout", self.logout, methods=["POST"]),
+            Route(SIGNED_OUT_PATH, self.signed_out, methods=["GET"]),
+            Route("/dpo/backchannel-logout", self.backchannel_logout, methods=["POST"]),
             Route("/dpo/requests/{request_id}", self.request_page, methods=["GET"]),
             Route("/dpo/requests/{request_id}/{action}", self.decide, methods=["POST"]),
         ]
 
     # -- rendering -----------------------------------------------------------------------
-    def page(self, name: str, status_code: int = 200, **values) -> Response:
+    def page(
+        self, name: str, status_code: int = 200, session: DpoSession | None = None, **values
+    ) -> Response:
         token = self.csrf.issue()
-        html = self.templates.get_template(name).render(csrf_field=CSRF_FIELD, csrf=token, **values)
+        html = self.templates.get_template(name).render(
+            csrf_field=CSRF_FIELD,
+            csrf=token,
+            operator=session.username if session else None,
+            operator_name=session.name if session else None,
+            break_glass_session=bool(session and session.method == BREAK_GLASS),
+            **values,
+        )
         response = HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
         response.set_cookie(
             CSRF_COOKIE, token, httponly=True, samesite="strict", max_age=self.csrf.max_age
         )
         return response
 
-    def signed_in(self, request: Request) -> str | None:
-        return self.sessions.operator(request.cookies.get(SESSION_COOKIE))
+    def message(
+        self, status_code: int, message: str, session: DpoSession | None = None, **values
+    ) -> Response:
+        return self.page("dpo_message.html", status_code, session, message=message, **values)
+
+    def not_configured(self) -> Response:
+        return self.message(
+            503,
+            "Sign-in is not configured: these pages stay closed until an identity provider is "
+            "set up for the portal.",
+            title="Sign-in is not configured",
+        )
+
+    def base_url(self, request: Request) -> str:
+        """The portal's address: configured, else the one this request reached."""
+        return self.auth.base_url or str(request.base_url).rstrip("/")
+
+    def _cookie(self, response: Response, request: Request, name: str, value: str, **kw) -> None:
+        secure = self.base_url(request).startswith("https://")
+        response.set_cookie(name, value, httponly=True, samesite="lax", secure=secure, **kw)
+
+    def signed_in(self, request: Request) -> DpoSession | None:
+        session = self.sessions.get(request.cookies.get(SESSION_COOKIE))
+        if session is None:
+            return None
+        if session.method == OIDC:  # only while a provider is configured
+            return session if self.auth.provider() is not None else None
+        # Break-glass: only while it is enabled, and a new password or a removed account ends it.
+        if not self.auth.break_glass:
+            return None
+        if session.stamp is None or session.stamp != self.registry.operator_stamp(session.username):
+            return None
+        return session
 
     async def posted(self, request: Request) -> dict[str, str] | None:
         """The form's fields when its CSRF token holds, else None."""
@@ -112,72 +175,311 @@ class DpoPages:
             return None
         return fields
 
-    # -- signing in and out --------------------------------------------------------------
-    async def login_page(self, request: Request) -> Response:
-        return self.page("dpo_login.html")
-
-    async def login(self, request: Request) -> Response:
-        client = request.client.host if request.client else "unknown"
-        if not self.logins.allow(client):
-            log.warning("dpo: sign-in rate limit reached")
-            return self.page("dpo_login.html", 429, error="Too many attempts; wait a minute.")
-        fields = await self.posted(request)
-        if fields is None:
-            return self.page("dpo_login.html", 403, error="The form expired; sign in again.")
-        username = fields.get("username", "").strip().lower()
-        if not self.registry.check_operator(username, fields.get("password", "")):
-            log.info("dpo: sign-in refused")
-            return self.page("dpo_login.html", 401, error="Unknown operator or wrong password.")
-        log.info("dpo: operator signed in")
+    def _start_session(self, request: Request, token: str) -> Response:
+        self.sessions.end(request.cookies.get(SESSION_COOKIE))  # never two for one browser
         response = RedirectResponse("/dpo", 303, headers=SECURITY_HEADERS)
-        response.set_cookie(
-            SESSION_COOKIE,
-            self.sessions.issue(username),
-            httponly=True,
-            samesite="strict",
-            path="/dpo",
-            max_age=self.sessions.max_age,
+        self._cookie(
+            response, request, SESSION_COOKIE, token, path="/dpo", max_age=self.sessions.max_age
         )
         return response
 
+    # -- the provider --------------------------------------------------------------------
+    async def _metadata(self, settings: OidcSettings) -> ProviderMetadata:
+        return await run_in_threadpool(discover, settings.issuer)
+
+    def _key_set(self, metadata: ProviderMetadata) -> KeySet:
+        keys = self._keys.get(metadata.jwks_uri)
+        if keys is None:
+            keys = self._keys[metadata.jwks_uri] = KeySet(metadata.jwks_uri)
+        return keys
+
+    def _unreachable(self) -> Response:
+        log.warning("dpo: the identity provider cannot be reached")
+        return self.message(503, "The identity provider cannot be reached; try again shortly.")
+
+    # -- signing in ----------------------------------------------------------------------
+    async def login_page(self, request: Request) -> Response:
+        if self.signed_in(request) is not None:
+            return RedirectResponse("/dpo", 303)
+        provider = self.auth.provider()
+        if provider is None and not self.auth.break_glass:
+            return self.not_configured()
+        return self.page(
+            "dpo_login.html", provider=provider is not None, break_glass=self.auth.break_glass
+        )
+
+    async def start_sign_in(self, request: Request) -> Response:
+        settings = self.auth.provider()
+        if settings is None:
+            return self.not_configured()
+        if not self.sign_ins.allow(request.client.host if request.client else "unknown"):
+            log.warning("dpo: sign-in rate limit reached")
+            return self.message(429, "Too many sign-ins; wait a minute.")
+        try:
+            metadata = await self._metadata(settings)
+        except OidcError:
+            return self._unreachable()
+        state, nonce, pkce = new_state(), new_nonce(), Pkce.create()
+        binding = self.sessions.begin_sign_in(PendingSignIn(state, nonce, pkce.verifier))
+        url = authorization_url(
+            metadata,
+            client_id=settings.client(APP).client_id,
+            redirect_uri=self.base_url(request) + CALLBACK_PATH,
+            state=state,
+            nonce=nonce,
+            code_challenge=pkce.challenge,
+            scopes=settings.scopes,
+        )
+        response = RedirectResponse(url, 303, headers=SECURITY_HEADERS)
+        self._cookie(
+            response, request, PENDING_COOKIE, binding, path="/dpo/auth", max_age=PENDING_SECONDS
+        )
+        return response
+
+    async def callback(self, request: Request) -> Response:
+        settings = self.auth.provider()
+        if settings is None:
+            return self.not_configured()
+        pending = self.sessions.take_sign_in(request.cookies.get(PENDING_COOKIE))
+        response = await self._finish_sign_in(request, settings, pending)
+        response.delete_cookie(PENDING_COOKIE, path="/dpo/auth")
+        return response
+
+    async def _finish_sign_in(
+        self, request: Request, settings: OidcSettings, pending: PendingSignIn | None
+    ) -> Response:
+        params = request.query_params
+        again = {"again": True}
+        if pending is None:
+            log.info("dpo: sign-in refused: no pending sign-in for this browser")
+            return self.message(400, "This sign-in expired or was already used.", **again)
+        if not same_state(pending.state, params.get("state")):
+            log.warning("dpo: sign-in refused: state mismatch")
+            return self.message(400, "This answer does not belong to your sign-in.", **again)
+        error = params.get("error")
+        if error:
+            code = error if _ERROR_CODE.match(error) else "error"
+            log.info("dpo: the provider did not sign in (%s)", code)
+            return self.message(
+                401, f"The identity provider did not sign you in ({code}).", **again
+            )
+        try:
+            metadata = await self._metadata(settings)
+        except OidcError:
+            return self._unreachable()
+        if params.get("iss") is not None and params.get("iss") != metadata.issuer:
+            log.warning("dpo: sign-in refused: the answer names another issuer")
+            return self.message(400, "This answer comes from another provider.", **again)
+        client = settings.client(APP)
+        try:
+            tokens = await run_in_threadpool(
+                lambda: exchange_code(
+                    metadata,
+                    client,
+                    code=params.get("code", ""),
+                    redirect_uri=self.base_url(request) + CALLBACK_PATH,
+                    code_verifier=pending.verifier,
+                )
+            )
+            if not tokens.id_token:
+                raise TokenVerificationError("malformed", "the token endpoint sent no ID token")
+            id_token = tokens.id_token
+            claims = await run_in_threadpool(
+                lambda: verify_id_token(
+                    id_token,
+                    self._key_set(metadata),
+                    issuer=metadata.issuer,
+                    client_id=client.client_id,
+                    nonce=pending.nonce,
+                    leeway=settings.clock_skew_seconds,
+                )
+            )
+        except TokenRequestError as refused:
+            log.warning("dpo: the provider refused the code (%s)", refused.error or "no code")
+            return self.message(400, "The identity provider refused this sign-in.", **again)
+        except TokenVerificationError as refused:
+            log.warning("dpo: ID token refused (%s)", refused.check)
+            return self.message(400, "The identity provider's answer failed a check.", **again)
+        except OidcError:
+            return self._unreachable()
+        try:
+            access = access_for(claims, settings)
+        except GroupsClaimError:
+            log.warning("dpo: sign-in refused: unusable groups claim")
+            access = None
+        if access is None or not access.has_role(DPO):
+            log.info("dpo: sign-in refused: not in the DPO group")
+            return self.message(
+                403,
+                f"Your account does not have the DPO role (group “{settings.dpo_group}” at the "
+                "identity provider): these pages are for the data protection officer only.",
+                title="DPO role needed",
+                missing_role=DPO,
+            )
+        username = claims.get("preferred_username")
+        username = username if isinstance(username, str) and username else claims["sub"]
+        name = claims.get("name") if isinstance(claims.get("name"), str) else None
+        sid = claims.get("sid") if isinstance(claims.get("sid"), str) else None
+        token = self.sessions.create(
+            method=OIDC,
+            subject=claims["sub"],
+            sid=sid,
+            username=username,
+            name=name,
+            id_token=id_token,
+        )
+        log.info("dpo: signed in through the identity provider")
+        return self._start_session(request, token)
+
+    async def break_glass_login(self, request: Request) -> Response:
+        if not self.auth.break_glass:
+            return Response("not found", 404)
+        client = request.client.host if request.client else "unknown"
+        if not self.logins.allow(client):
+            log.warning("dpo: break-glass sign-in rate limit reached")
+            return self._login_error(429, "Too many attempts; wait a minute.")
+        fields = await self.posted(request)
+        if fields is None:
+            return self._login_error(403, "The form expired; sign in again.")
+        username = fields.get("username", "").strip().lower()
+        if not self.registry.check_operator(username, fields.get("password", "")):
+            log.info("dpo: break-glass sign-in refused")
+            self._audit_account(BREAK_GLASS_ACTOR, "break_glass_sign_in_refused")
+            return self._login_error(401, "Unknown operator or wrong password.")
+        token = self.sessions.create(
+            method=BREAK_GLASS,
+            subject=username,
+            username=username,
+            stamp=self.registry.operator_stamp(username),
+        )
+        self._audit_account(f"{BREAK_GLASS_ACTOR}:{username}", "break_glass_sign_in")
+        log.warning("dpo: break-glass sign-in with a local operator account")
+        return self._start_session(request, token)
+
+    def _login_error(self, status_code: int, error: str) -> Response:
+        provider = self.auth.provider() is not None
+        return self.page(
+            "dpo_login.html", status_code, provider=provider, break_glass=True, error=error
+        )
+
+    def _audit_account(self, actor: str, action: str) -> None:
+        with self.registry.engine.begin() as db:
+            db.execute(
+                audit_table.insert().values(
+                    request_id=None,
+                    at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                    actor=actor,
+                    action=action,
+                    detail={"method": "local operator account"},
+                )
+            )
+
+    # -- signing out ---------------------------------------------------------------------
     async def logout(self, request: Request) -> Response:
-        response = RedirectResponse("/dpo/login", 303, headers=SECURITY_HEADERS)
+        cookie = request.cookies.get(SESSION_COOKIE)
+        session = self.signed_in(request)
+        if session is not None and await self.posted(request) is None:
+            return self.message(403, "The form expired; sign out again.", session)
+        self.sessions.end(cookie)
+        target = SIGNED_OUT_PATH
+        settings = self.auth.provider() if session and session.method == OIDC else None
+        if settings is not None:
+            try:
+                metadata = await self._metadata(settings)
+                target = end_session_url(
+                    metadata,
+                    id_token_hint=session.id_token,
+                    client_id=settings.client(APP).client_id,
+                    post_logout_redirect_uri=self.base_url(request) + SIGNED_OUT_PATH,
+                )
+            except OidcError:
+                log.warning("dpo: signed out here only: no end_session endpoint reachable")
+        if session is not None:
+            log.info("dpo: signed out")
+        response = RedirectResponse(target, 303, headers=SECURITY_HEADERS)
         response.delete_cookie(SESSION_COOKIE, path="/dpo")
         return response
 
+    async def signed_out(self, request: Request) -> Response:
+        return self.message(200, "You are signed out.", title="Signed out", again=True)
+
+    async def backchannel_logout(self, request: Request) -> Response:
+        """OpenID Connect Back-Channel Logout: the provider ends sessions server to server."""
+        settings = self.auth.provider()
+        if settings is None:
+            return self._logout_refused("no identity provider is configured")
+        fields = await self.read_form(request, ("logout_token",))
+        token = (fields or {}).get("logout_token")
+        if not token:
+            return self._logout_refused("logout_token is missing")
+        try:
+            metadata = await self._metadata(settings)
+            logout = await run_in_threadpool(
+                lambda: verify_logout_token(
+                    token,
+                    self._key_set(metadata),
+                    issuer=metadata.issuer,
+                    client_id=settings.client(APP).client_id,
+                    leeway=settings.clock_skew_seconds,
+                )
+            )
+        except TokenVerificationError as refused:
+            log.warning("dpo: logout token refused (%s)", refused.check)
+            return self._logout_refused(f"the logout token failed the {refused.check} check")
+        except OidcError:
+            log.warning("dpo: logout token not checked: the provider cannot be reached")
+            return self._logout_refused("the provider's keys cannot be fetched", 503)
+        if not logout.jti:
+            return self._logout_refused("the logout token has no jti")
+        expires = float(logout.claims["exp"]) + settings.clock_skew_seconds
+        if not self.sessions.first_use_of_logout_token(logout.jti, expires):
+            log.warning("dpo: logout token refused (replayed)")
+            return self._logout_refused("this logout token was already used")
+        ended = self.sessions.end_for(sid=logout.sid, sub=logout.sub)
+        log.info("dpo: back-channel logout ended %d session(s)", ended)
+        return Response(status_code=200, headers={"Cache-Control": "no-store"})
+
+    @staticmethod
+    def _logout_refused(description: str, status_code: int = 400) -> Response:
+        return JSONResponse(
+            {"error": "invalid_request", "error_description": description},
+            status_code,
+            headers={"Cache-Control": "no-store"},
+        )
+
     # -- the requests --------------------------------------------------------------------
     async def requests_page(self, request: Request) -> Response:
-        operator = self.signed_in(request)
-        if operator is None:
+        session = self.signed_in(request)
+        if session is None:
             return RedirectResponse("/dpo/login", 303)
         now = dt.datetime.now(dt.UTC)
         rows = [
             {**r.to_json(), "urgency": r.urgency(now) or ""}
             for r in sorted(self.registry.list(), key=lambda r: r.deadline)
         ]
-        return self.page("dpo_requests.html", operator=operator, rows=rows)
+        return self.page("dpo_requests.html", 200, session, rows=rows)
 
     async def request_page(self, request: Request, **shown) -> Response:
-        operator = self.signed_in(request)
-        if operator is None:
+        session = self.signed_in(request)
+        if session is None:
             return RedirectResponse("/dpo/login", 303)
         request_id = request.path_params["request_id"]
         try:
             found = self.registry.get(request_id)
         except UnknownRequest:
-            return self.page("dpo_message.html", 404, operator=operator, message="No such request.")
+            return self.message(404, "No such request.", session)
         return self.page(
             "dpo_request.html",
             shown.pop("status_code", 200),
-            operator=operator,
+            session,
             request_view=found.to_json(),
             audit=self.registry.audit(request_id),
             **shown,
         )
 
     async def decide(self, request: Request) -> Response:
-        operator = self.signed_in(request)
-        if operator is None:
+        session = self.signed_in(request)
+        if session is None:
             return RedirectResponse("/dpo/login", 303)
         action, request_id = request.path_params["action"], request.path_params["request_id"]
         if action not in ACTIONS:
@@ -187,7 +489,7 @@ class DpoPages:
             return await self.request_page(
                 request, status_code=403, error="The form expired; try again."
             )
-        actor = f"dpo:{operator}"
+        actor = session.actor
         reason = fields.get("reason", "").strip()[:500]
         try:
             if action == "identity":
@@ -202,7 +504,7 @@ class DpoPages:
             else:
                 self.registry.extend(request_id, reason, actor)
         except UnknownRequest:
-            return self.page("dpo_message.html", 404, operator=operator, message="No such request.")
+            return self.message(404, "No such request.", session)
         except (TransitionRefused, ValueError) as refused:
             return await self.request_page(request, status_code=409, error=str(refused))
         log.info("dpo: %s on %s by an operator", action, request_id)

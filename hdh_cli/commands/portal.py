@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from hdh_cli.console import console, platform_home
@@ -17,6 +19,10 @@ def portal(host: str, port: int) -> None:
     from portal.app import app_from_env
 
     home = platform_home().ensure()
+    if host not in ("0.0.0.0", "::"):
+        # The DPO's sign-in returns here: the address the provider has registered, whatever
+        # name a browser used to reach the portal. Behind a proxy, HDH_PORTAL_URL says it.
+        os.environ.setdefault("HDH_PORTAL_URL", f"http://{host}:{port}")
     console.print(f"Rights portal on http://{host}:{port}/fr/request (HDH_HOME={home.root})")
     # Access logs hold method and path only: every form is posted, so no identifier is in them.
     uvicorn.run(app_from_env(home), host=host, port=port, log_level="info")

@@ -208,7 +208,7 @@ def rights_rectify(
 
 @rights.group("operator")
 def rights_operator() -> None:
-    """Local accounts of the DPO's web pages (http://127.0.0.1:3001/dpo)."""
+    """Break-glass local accounts of the DPO's pages (/dpo), used only with HDH_PORTAL_BREAK_GLASS=1."""
 
 
 @rights_operator.command("add")
@@ -224,7 +224,10 @@ def rights_operator_add(username: str, password_stdin: bool, by: str | None) -> 
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     _rights_call(lambda: _registry().add_operator(username, password, _actor(by)))
-    console.print(f"operator {username} can sign in at /dpo")
+    console.print(
+        f"operator {username} can sign in at /dpo while break-glass is on "
+        "(HDH_PORTAL_BREAK_GLASS=1)"
+    )
 
 
 @rights_operator.command("remove")

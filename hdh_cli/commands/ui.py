@@ -22,9 +22,18 @@ WORKSPACE_FILE = Path(__file__).resolve().parents[2] / "workspace.yaml"
 @click.option(
     "--viewer-port", default=3003, show_default=True, help="0: no viewer (needs the DICOMweb one)."
 )
-def ui(host: str, port: int, portal_port: int, dicomweb_port: int, viewer_port: int) -> None:
+@click.option(
+    "--identity-port",
+    default=3010,
+    show_default=True,
+    help="The development sign-in provider, when HDH_OIDC_ISSUER names none (0: none).",
+)
+def ui(
+    host: str, port: int, portal_port: int, dicomweb_port: int, viewer_port: int, identity_port: int
+) -> None:
     """Dagster webserver and daemon (sensors, schedules), the rights portal, the DICOMweb
-    service and the viewer beside them."""
+    service and the viewer beside them, and the development sign-in provider when no real one
+    is configured."""
     import subprocess
 
     from hdh_cli.instance import prepare_dagster_home
@@ -32,6 +41,9 @@ def ui(host: str, port: int, portal_port: int, dicomweb_port: int, viewer_port: 
     home = platform_home().ensure()
     scripts = os.path.dirname(sys.executable)
     hdh = os.path.join(scripts, "hdh")
+    if identity_port:
+        apps = {"portal": portal_port, "viewer": viewer_port}
+        start_development_provider(home, host, identity_port, apps)
     # The portal, the DICOMweb service and the viewer stay in this process group, so stopping
     # the group stops every server.
     if portal_port:
@@ -75,3 +87,29 @@ def ui(host: str, port: int, portal_port: int, dicomweb_port: int, viewer_port: 
     console.print(f"Dagster UI on http://{host}:{port} (HDH_HOME={home.root})")
     # Replace this process, so the caller (make, a test) holds the pid of the server itself.
     os.execv(command[0], command)
+
+
+def start_development_provider(home, host: str, port: int, app_ports: dict[str, int]) -> None:
+    """Unless ``HDH_OIDC_ISSUER`` names a provider: the development one (npm oidc-provider),
+    in this process group, and its demo accounts printed. The applications find it through
+    its configuration under ``HDH_HOME/secrets``; nothing opens without a sign-in meanwhile."""
+    from auth import dev_provider
+    from auth.settings import OidcSettings
+
+    settings = OidcSettings.from_env()
+    if not settings.development:
+        console.print(f"Sign-in: {settings.issuer}")
+        return
+    urls = {app: f"http://{host}:{p}" for app, p in app_ports.items() if p}
+    try:
+        provider = dev_provider.start(home.secrets, port=port, host=host, app_urls=urls)
+    except dev_provider.DevProviderError as error:
+        raise click.ClickException(str(error)) from None
+    console.print(
+        f"[bold red]DEVELOPMENT[/] sign-in provider on {provider.issuer} "
+        "(set HDH_OIDC_ISSUER for a real one); demo accounts:"
+    )
+    for account in dev_provider.demo_accounts(home.secrets, settings):
+        console.print(
+            f"  {account.username} / {account.password}  (groups: {', '.join(account.groups)})"
+        )

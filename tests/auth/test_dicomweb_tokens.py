@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 from starlette.testclient import TestClient
 
+from auth.provider import DevProviderSettings
 from dicomweb.app import create_app
 from dicomweb.provider_tokens import ProviderTokens
 from dicomweb.tokens import Tokens
@@ -104,3 +105,18 @@ def test_without_a_configured_provider_its_tokens_are_not_accepted(platform, acc
             headers={"Authorization": f"Bearer {access_tokens['referent']}"},
         )
     assert answer.status_code == 401
+
+
+def test_the_development_provider_is_found_once_it_runs_for_the_home(
+    platform, access_tokens, provider_secrets, settings, tmp_path
+):
+    """hdh ui starts the development provider for HDH_HOME: the service finds it there."""
+    home, _ = platform
+    running = ProviderTokens(DevProviderSettings(provider_secrets, settings))
+    not_started = ProviderTokens(DevProviderSettings(tmp_path / "no-secrets", settings))
+    header = {"Authorization": f"Bearer {access_tokens['referent']}"}
+    with TestClient(create_app(home, Tokens(b"k" * 32), provider=running)) as client:
+        assert client.get("/dicom-web/studies", headers=header).status_code == 200
+    with TestClient(create_app(home, Tokens(b"k" * 32), provider=not_started)) as client:
+        answer = client.get("/dicom-web/studies", headers=header)
+    assert answer.status_code == 401 and "no identity provider" in answer.text

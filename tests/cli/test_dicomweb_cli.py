@@ -140,6 +140,7 @@ def test_ui_starts_the_dicomweb_service_beside_the_portal(home, monkeypatch):
         (grants / "manifest.json").write_text('{"grants": []}')
     (home.workspaces / "unprovisioned").mkdir()
     ports = ["--portal-port", "4001", "--dicomweb-port", "4002", "--viewer-port", "4003"]
+    ports += ["--identity-port", "0"]
     result = CliRunner().invoke(cli, ["ui", *ports])
     assert result.exit_code == 0, result.output
     service = ["--dicomweb-url", "http://127.0.0.1:4002/dicom-web"]
@@ -156,7 +157,9 @@ def test_ui_starts_the_dicomweb_service_beside_the_portal(home, monkeypatch):
     assert os.environ["HDH_VIEWER_URL"] == "http://127.0.0.1:4003"
 
     started.clear()
-    result = CliRunner().invoke(cli, ["ui", "--portal-port", "0", "--dicomweb-port", "0"])
+    result = CliRunner().invoke(
+        cli, ["ui", "--portal-port", "0", "--dicomweb-port", "0", "--identity-port", "0"]
+    )
     assert result.exit_code == 0, result.output
     assert started == []
 

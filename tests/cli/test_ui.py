@@ -64,7 +64,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_portal(tmp_path):
     port, portal_port, dicomweb_port = _free_port(), _free_port(), _free_port()
-    viewer_port = _free_port()
+    viewer_port, identity_port = _free_port(), _free_port()
     env = {**os.environ, "HDH_HOME": str(tmp_path / "hdh"), "HDH_PSEUDONYM_KEY": "cd" * 32}
     env.pop("DAGSTER_HOME", None)
     hdh = str(Path(sys.executable).with_name("hdh"))
@@ -79,6 +79,8 @@ def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_p
             str(dicomweb_port),
             "--viewer-port",
             str(viewer_port),
+            "--identity-port",
+            str(identity_port),
         ],
         env=env,
         stdout=log,
@@ -138,9 +140,18 @@ def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_p
         ) as page:
             html = page.read().decode()
         assert "Vos droits sur vos données de santé" in html and 'name="nir"' in html
+        # The DPO's pages need a sign-in at the development provider that ui started; no
+        # password form of the platform's own (break-glass is off).
         with urllib.request.urlopen(f"http://127.0.0.1:{portal_port}/dpo", timeout=30) as page:
-            assert page.url.endswith("/dpo/login")  # the DPO's pages need an operator
-            assert 'name="password"' in page.read().decode()
+            assert page.url.endswith("/dpo/login")
+            html = page.read().decode()
+        assert 'id="sign-in"' in html and 'name="password"' not in html
+        issuer = f"http://127.0.0.1:{identity_port}"
+        discovery = f"{issuer}/.well-known/openid-configuration"
+        with urllib.request.urlopen(discovery, timeout=30) as answer:
+            assert json.loads(answer.read())["issuer"] == issuer
+        printed = (tmp_path / "ui.log").read_text()
+        assert "DEVELOPMENT" in printed and "referent / " in printed
         # So does the DICOMweb service, which answers nobody without a token.
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(

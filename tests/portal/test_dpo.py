@@ -1,7 +1,10 @@
-"""The DPO's pages: local accounts, signed sessions, decisions with CSRF, audited identity reads."""
+"""The DPO's pages without a provider: sign-in not configured, break-glass local accounts
+(off by default, audited), server-side sessions, decisions with CSRF, audited identity reads.
+Sign-in through the OpenID Connect provider is in ``test_dpo_oidc.py``."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -9,10 +12,15 @@ import time
 import pytest
 from starlette.testclient import TestClient
 
+from auth import dev_provider
+from auth.settings import OidcSettings
 from hdh_assets.gdpr.rights import Status, validate_submission
 from portal.app import PortalSettings, create_app
-from portal.dpo import SESSION_COOKIE, OperatorSessions
+from portal.dpo import SESSION_COOKIE, account_audit
+from portal.dpo_auth import DpoAuth, auth_from_env
+from portal.dpo_sessions import BREAK_GLASS, SessionStore
 from resources.rights_registry import RightsRegistry, hash_password, password_matches
+from tests.oidc_fixtures import free_port
 
 PASSWORD = "correct horse battery"
 PERSON = ("erasure", "Laurent", "Hélène", "2012-02-06", "2 12 02 31 972 987 79", "h@example.fr")
@@ -32,9 +40,13 @@ def request_id(registry):
     return request_id
 
 
-def _client(registry, **settings) -> TestClient:
+def _client(registry, break_glass: bool = True, **settings) -> TestClient:
     app = create_app(
-        registry, lambda nir: "pseudo", b"portal secret " * 3, PortalSettings(**settings)
+        registry,
+        lambda nir: "pseudo",
+        b"portal secret " * 3,
+        PortalSettings(**settings),
+        DpoAuth(break_glass=break_glass),
     )
     return TestClient(app, raise_server_exceptions=False)
 
@@ -50,6 +62,77 @@ def _sign_in(client, username="alice", password=PASSWORD):
         data={"username": username, "password": password, "csrf_token": token},
         follow_redirects=False,
     )
+
+
+def test_without_a_provider_nor_break_glass_sign_in_is_not_configured_and_nothing_opens(
+    registry, request_id
+):
+    client = TestClient(
+        create_app(registry, lambda nir: "pseudo", b"portal secret " * 3),
+        raise_server_exceptions=False,
+    )
+    page = client.get("/dpo")
+    assert page.status_code == 503 and "Sign-in is not configured" in page.text
+    assert str(page.url).endswith("/dpo/login")
+    assert 'type="password"' not in page.text
+    assert client.get("/dpo/auth/start", follow_redirects=False).status_code == 503
+    assert client.get("/dpo/auth/callback?code=x&state=y").status_code == 503
+    assert (
+        client.post("/dpo/login", data={"username": "alice", "password": PASSWORD}).status_code
+        == 404
+    )
+    assert client.post("/dpo/backchannel-logout", data={"logout_token": "x"}).status_code == 400
+    for path in ("/dpo", f"/dpo/requests/{request_id}"):
+        response = client.get(path, follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == "/dpo/login"
+
+
+def test_break_glass_is_off_by_default_and_then_has_no_password_form(registry, request_id):
+    client = _client(registry, break_glass=False)
+    assert (
+        client.post(
+            "/dpo/login", data={"username": "alice", "password": PASSWORD}, follow_redirects=False
+        ).status_code
+        == 404
+    )
+    assert 'type="password"' not in client.get("/dpo/login").text
+    assert account_audit(registry) == []
+
+
+def test_a_break_glass_sign_in_is_labelled_and_audited(registry, request_id):
+    client = _client(registry)
+    login = client.get("/dpo/login")
+    assert 'id="break-glass"' in login.text and "Break-glass sign-in" in login.text
+    assert "recorded in the audit log" in login.text
+    assert 'id="sign-in"' not in login.text  # no provider configured here
+    _sign_in(client, password="not the password")
+    response = _sign_in(client)
+    assert response.status_code == 303
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/dpo" in cookie
+    listing = client.get("/dpo")
+    assert listing.status_code == 200 and 'id="break-glass-session"' in listing.text
+    entries = [(a["actor"], a["action"]) for a in account_audit(registry)]
+    assert entries == [
+        ("dpo:break-glass", "break_glass_sign_in_refused"),
+        ("dpo:break-glass:alice", "break_glass_sign_in"),
+    ]
+    # Turning break-glass off ends its sessions.
+    off = _client(registry, break_glass=False)
+    off.cookies.set(SESSION_COOKIE, client.cookies[SESSION_COOKIE], path="/dpo")
+    assert off.get("/dpo", follow_redirects=False).status_code == 303
+
+
+def test_sign_out_ends_the_session_at_once(registry):
+    client = _client(registry)
+    _sign_in(client)
+    cookie = client.cookies[SESSION_COOKIE]
+    token = _csrf(client, "/dpo")
+    response = client.post("/dpo/logout", data={"csrf_token": token}, follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/dpo/signed-out"
+    assert "You are signed out" in client.get("/dpo/signed-out").text
+    client.cookies.set(SESSION_COOKIE, cookie, path="/dpo")
+    assert client.get("/dpo", follow_redirects=False).status_code == 303
 
 
 def test_pages_need_a_signed_in_operator(registry, request_id):
@@ -87,7 +170,8 @@ def test_an_operator_verifies_rejects_and_extends_and_the_audit_log_names_them(
     assert registry.get(request_id).status is Status.VERIFIED
     assert registry.get(request_id).extension_reason == "complex"
     actors = {(a["action"], a["actor"]) for a in registry.audit(request_id)}
-    assert {("verified", "dpo:alice"), ("extended", "dpo:alice")} <= actors
+    actor = "dpo:break-glass:alice"
+    assert {("verified", actor), ("extended", actor)} <= actors
     # a second verification is refused with the reason, not a server error
     again = client.post(f"{page}/verify", data={"csrf_token": _csrf(client, page)})
     assert again.status_code == 409
@@ -109,25 +193,39 @@ def test_the_identity_is_shown_only_on_demand_and_the_read_is_audited(registry, 
     assert "Laurent" not in client.get(page).text
     shown = client.post(f"{page}/identity", data={"csrf_token": _csrf(client, page)})
     assert shown.status_code == 200 and "Laurent" in shown.text and "212023197298779" in shown.text
-    assert ("identity_read", "dpo:alice") in {
+    assert ("identity_read", "dpo:break-glass:alice") in {
         (a["action"], a["actor"]) for a in registry.audit(request_id)
     }
     assert "Laurent" not in caplog.text and "2120231972987" not in caplog.text
 
 
-def test_a_forged_or_expired_session_is_not_accepted():
-    stamps = {"alice": "stamp-1"}
-    sessions = OperatorSessions(b"secret", hours=8, stamp_of=stamps.get)
-    cookie = sessions.issue("alice", now=1_000)
-    assert sessions.operator(cookie, now=1_001) == "alice"
-    assert sessions.operator(cookie, now=1_000 + 8 * 3600 + 1) is None
-    _, expiry, signature = cookie.split(":")
-    assert sessions.operator(f"admin:{expiry}:{signature}", now=1_001) is None
-    assert sessions.operator(f"alice:{int(expiry) + 10**6}:{signature}", now=1_001) is None
-    assert OperatorSessions(b"other", 8, stamps.get).operator(cookie, now=1_001) is None
-    assert sessions.operator("garbage", now=time.time()) is None
-    stamps["alice"] = "stamp-2"  # a new password ends the session
-    assert sessions.operator(cookie, now=1_001) is None
+def test_a_forged_or_expired_session_is_not_accepted(registry):
+    sessions = SessionStore(registry.engine, hours=8)
+    cookie = sessions.create(method=BREAK_GLASS, subject="alice", username="alice", now=1_000)
+    assert sessions.get(cookie, now=1_001).username == "alice"
+    assert sessions.get(cookie, now=1_000 + 8 * 3600) is None
+    assert sessions.get(cookie[:-1] + ("A" if cookie[-1] != "A" else "B"), now=1_001) is None
+    assert sessions.get("garbage", now=time.time()) is None and sessions.get(None) is None
+    with registry.engine.connect() as db:  # the database holds a digest, not the cookie
+        assert cookie not in str(db.exec_driver_sql("select * from portal_dpo_sessions").all())
+
+
+def test_the_provider_comes_from_the_environment_or_the_started_development_provider(tmp_path):
+    secrets_dir = tmp_path / "secrets"
+    configured = auth_from_env(secrets_dir, {"HDH_OIDC_ISSUER": "https://idp.example/realms/hdh"})
+    assert configured.provider().issuer == "https://idp.example/realms/hdh"
+    assert not configured.break_glass and configured.base_url is None
+    development = auth_from_env(
+        secrets_dir, {"HDH_PORTAL_BREAK_GLASS": "1", "HDH_PORTAL_URL": "https://portal.example/"}
+    )
+    assert development.break_glass and development.base_url == "https://portal.example"
+    assert development.provider() is None  # not started for this home: no provider
+    config = dev_provider.render_config(secrets_dir, port=3999)
+    (secrets_dir / dev_provider.CONFIG_FILE).write_text(json.dumps(config))
+    started = development.provider()
+    assert started.issuer == "http://127.0.0.1:3999"
+    portal = started.client("portal")
+    assert portal.client_id == "hdh-portal" and portal.client_secret
 
 
 def test_a_password_reset_or_a_removed_account_ends_open_sessions(registry, request_id):
@@ -160,3 +258,21 @@ def test_accounts_need_a_proper_name_and_a_long_password(registry):
     assert registry.check_operator("alice", "a new long password")
     assert not registry.check_operator("alice", PASSWORD)
     assert [o["username"] for o in registry.operators()] == ["alice"]
+
+
+def test_with_the_provider_down_break_glass_is_the_labelled_way_in(registry, request_id):
+    down = OidcSettings(issuer=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    app = create_app(
+        registry,
+        lambda nir: "pseudo",
+        b"portal secret " * 3,
+        auth=DpoAuth.with_provider(down, break_glass=True),
+    )
+    client = TestClient(app, raise_server_exceptions=False)
+    login = client.get("/dpo/login")
+    assert 'id="sign-in"' in login.text and 'id="break-glass"' in login.text
+    start = client.get("/dpo/auth/start", follow_redirects=False)
+    assert start.status_code == 503 and "cannot be reached" in start.text
+    assert "Traceback" not in start.text
+    assert _sign_in(client).status_code == 303
+    assert client.get("/dpo").status_code == 200

@@ -1,0 +1,235 @@
+"""Server-side state of the DPO's sign-in, in the rights registry's database.
+
+Sessions live in a table rather than in a signed cookie so that signing out (here, or at the
+provider through a back-channel logout) ends them at once. The browser holds only a random id;
+the table keeps its SHA-256, so a copy of the database opens no session. Pending sign-ins (state,
+nonce, PKCE verifier) are kept the same way, bound to the browser by their own random cookie, and
+used once. Seen logout token ids are kept until the token expires, to refuse a replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+OIDC = "oidc"
+BREAK_GLASS = "break-glass"
+PENDING_SECONDS = 600  # the provider's own interaction lasts 10 minutes
+
+metadata = sa.MetaData()
+sessions_table = sa.Table(
+    "portal_dpo_sessions",
+    metadata,
+    sa.Column("id_sha256", sa.String(64), primary_key=True),
+    sa.Column("method", sa.String(20), nullable=False),
+    sa.Column("subject", sa.String(255), nullable=False, index=True),
+    sa.Column("sid", sa.String(255), nullable=True, index=True),
+    sa.Column("username", sa.String(255), nullable=False),
+    sa.Column("name", sa.String(255), nullable=True),
+    sa.Column("id_token", sa.Text, nullable=True),  # the hint of the RP-initiated logout
+    sa.Column("stamp", sa.String(64), nullable=True),  # break-glass: the account's password stamp
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("expires_at", sa.Integer, nullable=False, index=True),
+)
+pending_table = sa.Table(
+    "portal_dpo_pending_sign_ins",
+    metadata,
+    sa.Column("id_sha256", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(128), nullable=False),
+    sa.Column("nonce", sa.String(128), nullable=False),
+    sa.Column("verifier", sa.String(128), nullable=False),
+    sa.Column("expires_at", sa.Integer, nullable=False, index=True),
+)
+logout_tokens_table = sa.Table(
+    "portal_dpo_logout_tokens",
+    metadata,
+    sa.Column("jti_sha256", sa.String(64), primary_key=True),
+    sa.Column("expires_at", sa.Integer, nullable=False, index=True),
+)
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _now(now: float | None) -> int:
+    return int(time.time() if now is None else now)
+
+
+@dataclass(frozen=True)
+class DpoSession:
+    """Who is signed in, how, and until when."""
+
+    method: str
+    subject: str
+    sid: str | None
+    username: str
+    name: str | None
+    expires_at: int
+    id_token: str | None = field(default=None, repr=False)
+    stamp: str | None = field(default=None, repr=False)
+
+    @property
+    def actor(self) -> str:
+        """The audit log's name for this person; break-glass use stays visible in it."""
+        if self.method == BREAK_GLASS:
+            return f"dpo:break-glass:{self.username}"
+        return f"dpo:{self.username}"
+
+
+@dataclass(frozen=True)
+class PendingSignIn:
+    """What the callback checks: the request's state, the ID token's nonce, the PKCE verifier."""
+
+    state: str = field(repr=False)
+    nonce: str = field(repr=False)
+    verifier: str = field(repr=False)
+
+
+class SessionStore:
+    """Sessions, pending sign-ins and seen logout tokens, on the registry's engine."""
+
+    def __init__(self, engine: sa.Engine, hours: int = 8):
+        self.engine = engine
+        self.max_age = hours * 3600
+        metadata.create_all(engine)
+
+    # -- sessions ------------------------------------------------------------------------
+    def create(
+        self,
+        *,
+        method: str,
+        subject: str,
+        username: str,
+        sid: str | None = None,
+        name: str | None = None,
+        id_token: str | None = None,
+        stamp: str | None = None,
+        now: float | None = None,
+    ) -> str:
+        """A new session; returns the cookie value (never stored as such)."""
+        token = secrets.token_urlsafe(32)
+        at = _now(now)
+        with self.engine.begin() as db:
+            db.execute(sessions_table.delete().where(sessions_table.c.expires_at <= at))
+            db.execute(
+                sessions_table.insert().values(
+                    id_sha256=_digest(token),
+                    method=method,
+                    subject=subject[:255],
+                    sid=sid[:255] if sid else None,
+                    username=username[:255],
+                    name=name[:255] if name else None,
+                    id_token=id_token,
+                    stamp=stamp,
+                    created_at=at,
+                    expires_at=at + self.max_age,
+                )
+            )
+        return token
+
+    def get(self, token: str | None, now: float | None = None) -> DpoSession | None:
+        """The live session of a cookie value, or None (unknown, ended or expired)."""
+        if not token or len(token) > 128:
+            return None
+        with self.engine.connect() as db:
+            row = db.execute(
+                sa.select(sessions_table).where(sessions_table.c.id_sha256 == _digest(token))
+            ).first()
+        if row is None or row.expires_at <= _now(now):
+            return None
+        return DpoSession(
+            method=row.method,
+            subject=row.subject,
+            sid=row.sid,
+            username=row.username,
+            name=row.name,
+            expires_at=row.expires_at,
+            id_token=row.id_token,
+            stamp=row.stamp,
+        )
+
+    def end(self, token: str | None) -> None:
+        if token:
+            with self.engine.begin() as db:
+                db.execute(
+                    sessions_table.delete().where(sessions_table.c.id_sha256 == _digest(token))
+                )
+
+    def end_for(self, *, sid: str | None, sub: str | None) -> int:
+        """End the sessions a back-channel logout names: its ``sid`` (of ``sub`` if given), or
+        every provider session of ``sub``. Break-glass sessions are not the provider's to end."""
+        query = sessions_table.delete().where(sessions_table.c.method == OIDC)
+        if sid:
+            query = query.where(sessions_table.c.sid == sid)
+            if sub:
+                query = query.where(sessions_table.c.subject == sub)
+        elif sub:
+            query = query.where(sessions_table.c.subject == sub)
+        else:
+            return 0
+        with self.engine.begin() as db:
+            return db.execute(query).rowcount
+
+    # -- pending sign-ins ----------------------------------------------------------------
+    def begin_sign_in(self, pending: PendingSignIn, now: float | None = None) -> str:
+        """Keep a sign-in's secrets; returns the value of the cookie binding it to the browser."""
+        token = secrets.token_urlsafe(32)
+        at = _now(now)
+        with self.engine.begin() as db:
+            db.execute(pending_table.delete().where(pending_table.c.expires_at <= at))
+            db.execute(
+                pending_table.insert().values(
+                    id_sha256=_digest(token),
+                    state=pending.state,
+                    nonce=pending.nonce,
+                    verifier=pending.verifier,
+                    expires_at=at + PENDING_SECONDS,
+                )
+            )
+        return token
+
+    def take_sign_in(self, token: str | None, now: float | None = None) -> PendingSignIn | None:
+        """The pending sign-in of this browser, removed: a callback is accepted once."""
+        if not token or len(token) > 128:
+            return None
+        key = _digest(token)
+        with self.engine.begin() as db:
+            row = db.execute(
+                sa.select(pending_table).where(pending_table.c.id_sha256 == key)
+            ).first()
+            if row is None:
+                return None
+            deleted = db.execute(pending_table.delete().where(pending_table.c.id_sha256 == key))
+        if deleted.rowcount != 1 or row.expires_at <= _now(now):
+            return None  # expired, or another request took it first
+        return PendingSignIn(row.state, row.nonce, row.verifier)
+
+    # -- back-channel logout tokens ------------------------------------------------------
+    def first_use_of_logout_token(
+        self, jti: str, expires_at: float, now: float | None = None
+    ) -> bool:
+        """True the first time a logout token id is seen; it is remembered until it expires."""
+        at = _now(now)
+        with self.engine.begin() as db:
+            db.execute(logout_tokens_table.delete().where(logout_tokens_table.c.expires_at <= at))
+        try:
+            with self.engine.begin() as db:
+                db.execute(
+                    logout_tokens_table.insert().values(
+                        jti_sha256=_digest(jti), expires_at=max(int(expires_at), at + 1)
+                    )
+                )
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+
+def same_state(expected: str, given: str | None) -> bool:
+    """Constant-time comparison of the ``state`` sent and the one that came back."""
+    return bool(given) and hmac.compare_digest(expected.encode(), (given or "").encode())
