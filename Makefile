@@ -42,7 +42,7 @@ test-fast: install  ## everything but Spark and the slow subprocess tests
 docs: install  ## the documentation site in .site/, links checked (--strict)
 	$(BIN)/mkdocs build --strict
 
-ui: install viewer-deps identity-deps  ## Dagster webserver and daemon on http://127.0.0.1:3000, rights portal on :3001
+ui: install system-deps viewer-deps identity-deps  ## the Dagster UI behind sign-in on http://127.0.0.1:3080/dagster/, portal :3001, DICOMweb :3002, viewers :3003+
 	$(BIN)/hdh ui
 
 lint: install

@@ -26,6 +26,7 @@ CODE_LOCATION = (
     "dicomweb",
     "viewer",
     "auth",
+    "gateway",
 )
 PRODUCT_PACKAGES = (*CODE_LOCATION, CLI)
 

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from dicomweb_client.api import DICOMwebClient
 
 from dicomweb.tokens import InvalidToken, Tokens
+from hdh_cli.commands.ui import WORKSPACE_FILE
 from hdh_cli.main import cli
 from resources.home import HdhHome
 from tests.cli.test_read_only_commands import RUN_THEN_LIST_MODULES, UNLOADED
@@ -127,10 +128,8 @@ def test_ui_starts_the_dicomweb_service_beside_the_portal(home, monkeypatch):
     monkeypatch.setenv("HDH_DICOMWEB_URL", "")  # restored after the test, whatever ui sets
     monkeypatch.delenv("HDH_DICOMWEB_URL")
 
-    def execv(path, args):
-        raise SystemExit(0)  # instead of replacing the test's process with dagster dev
-
-    monkeypatch.setattr(os, "execv", execv)
+    # ui supervises what it started until interrupted: here it returns at once
+    monkeypatch.setattr("hdh_cli.commands.ui.supervise", lambda children, gateway: None)
     monkeypatch.setenv("HDH_VIEWER_URL", "")  # restored after the test, whatever ui sets
     monkeypatch.delenv("HDH_VIEWER_URL")
     # two provisioned projects (a grants manifest each) and a workspace that holds none
@@ -140,16 +139,18 @@ def test_ui_starts_the_dicomweb_service_beside_the_portal(home, monkeypatch):
         (grants / "manifest.json").write_text('{"grants": []}')
     (home.workspaces / "unprovisioned").mkdir()
     ports = ["--portal-port", "4001", "--dicomweb-port", "4002", "--viewer-port", "4003"]
-    ports += ["--identity-port", "0"]
+    ports += ["--identity-port", "0", "--gateway-port", "0"]
     result = CliRunner().invoke(cli, ["ui", *ports])
     assert result.exit_code == 0, result.output
     service = ["--dicomweb-url", "http://127.0.0.1:4002/dicom-web"]
-    assert [a[1:] for a in started] == [
+    assert [[Path(a[0]).name, *a[1:]] if "dagster" in a[0] else a[1:] for a in started] == [
         ["portal", "--host", "127.0.0.1", "--port", "4001"],
         ["dicomweb", "--host", "127.0.0.1", "--port", "4002"],
         ["viewer", "--all", "--host", "127.0.0.1", "--port", "4003", *service],
         ["viewer", "--project", "alpha", "--host", "127.0.0.1", "--port", "4004", *service],
         ["viewer", "--project", "beta", "--host", "127.0.0.1", "--port", "4005", *service],
+        ["dagster-webserver", "-h", "127.0.0.1", "-p", "3000", "-w", str(WORKSPACE_FILE)],
+        ["dagster-daemon", "run", "-w", str(WORKSPACE_FILE)],
     ]
     assert "DICOMweb on http://127.0.0.1:4002/dicom-web" in result.output
     assert "Viewer on http://127.0.0.1:4004 (project alpha)" in result.output
@@ -161,7 +162,7 @@ def test_ui_starts_the_dicomweb_service_beside_the_portal(home, monkeypatch):
         cli, ["ui", "--portal-port", "0", "--dicomweb-port", "0", "--identity-port", "0"]
     )
     assert result.exit_code == 0, result.output
-    assert started == []
+    assert [Path(a[0]).name for a in started] == ["dagster-webserver", "dagster-daemon"]
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -40,12 +40,17 @@ def _free_port() -> int:
 
 def _graphql(port: int, query: str) -> dict:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
+        f"http://127.0.0.1:{port}/dagster/graphql",  # the gateway's prefix
         data=json.dumps({"query": query}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())["data"]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # a redirect is raised as an HTTPError, to be read
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -64,7 +69,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_portal(tmp_path):
     port, portal_port, dicomweb_port = _free_port(), _free_port(), _free_port()
-    viewer_port, identity_port = _free_port(), _free_port()
+    viewer_port, identity_port, gateway_port = _free_port(), _free_port(), _free_port()
     env = {**os.environ, "HDH_HOME": str(tmp_path / "hdh"), "HDH_PSEUDONYM_KEY": "cd" * 32}
     env.pop("DAGSTER_HOME", None)
     hdh = str(Path(sys.executable).with_name("hdh"))
@@ -81,6 +86,8 @@ def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_p
             str(viewer_port),
             "--identity-port",
             str(identity_port),
+            "--gateway-port",
+            str(gateway_port),
         ],
         env=env,
         stdout=log,
@@ -132,7 +139,7 @@ def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_p
             {"assetKey": {"path": ["clinical", "observations"]}, "columnName": "value_quantity"}
         ]
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as page:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/dagster/", timeout=30) as page:
             assert b"Dagster" in page.read()
         # The rights portal runs beside it (make ui starts both).
         with urllib.request.urlopen(
@@ -152,6 +159,24 @@ def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_p
             assert json.loads(answer.read())["issuer"] == issuer
         printed = (tmp_path / "ui.log").read_text()
         assert "DEVELOPMENT" in printed and "referent / " in printed
+        # The gateway in front of the Dagster UI: a page goes to the provider's sign-in, an
+        # API call without a session gets 401 (a script cannot follow a sign-in page).
+        gateway = f"http://127.0.0.1:{gateway_port}/dagster"
+        no_redirect = urllib.request.build_opener(_NoRedirect)
+        with pytest.raises(urllib.error.HTTPError) as sign_in:
+            no_redirect.open(f"{gateway}/", timeout=30)
+        assert sign_in.value.code == 302
+        assert sign_in.value.headers["Location"].startswith(f"{issuer}/auth?")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            no_redirect.open(
+                urllib.request.Request(
+                    f"{gateway}/graphql",
+                    data=json.dumps({"query": "{ version }"}).encode(),
+                    headers={"Content-Type": "application/json", "Accept": "application/json"},
+                ),
+                timeout=30,
+            )
+        assert refused.value.code == 401
         # So does the DICOMweb service, which answers nobody without a token.
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(
