@@ -66,7 +66,10 @@ def demo(
                 f"{len(e['raw_copies_removed'])} landed or quarantined files cleaned, "
                 f"{e['studies_no_longer_served']} studies no longer served to viewers)"
             )
-        console.print("Open the Dagster UI with [bold]make ui[/] (http://127.0.0.1:3000).")
+        console.print(
+            "Open the Dagster UI with [bold]make ui[/] (http://127.0.0.1:3080/dagster/, signed in "
+            "with a demo account it prints)."
+        )
         if report.viewer:
             v = report.viewer
             console.print(
