@@ -36,7 +36,7 @@ demo: install system-deps viewer-deps  ## generate the synthetic sample, materia
 test: install system-deps viewer-deps identity-deps  ## the whole test suite (Spark, PostgreSQL, browser and R tests included)
 	$(BIN)/pytest
 
-test-fast: install  ## everything but Spark and the slow subprocess tests
+test-fast: install viewer-deps identity-deps  ## everything but Spark and the slow subprocess tests
 	$(BIN)/pytest -m "not spark and not slow"
 
 docs: install  ## the documentation site in .site/, links checked (--strict)
