@@ -46,11 +46,23 @@ LOG_FILE = "oidc-dev-provider.log"
 # Where `make ui` serves each application, and the path its sign-in comes back to.
 DEFAULT_APP_URLS = {
     "portal": "http://127.0.0.1:3001",
-    "gateway": "http://127.0.0.1:3004",
+    "gateway": "http://127.0.0.1:3080",
     "viewer": "http://127.0.0.1:3003",
     "jupyterhub": "http://127.0.0.1:8000",
 }
-CALLBACK_PATHS = {"jupyterhub": "/hub/oauth_callback"}
+# OHIF's own client comes back to /callback, and renews its token in a hidden frame.
+CALLBACK_PATHS = {
+    "jupyterhub": "/hub/oauth_callback",
+    "viewer": "/callback",
+    "portal": "/dpo/auth/callback",
+}
+EXTRA_REDIRECT_PATHS = {"viewer": ("/silent-refresh.html",)}
+POST_LOGOUT_PATHS = {"portal": "/dpo/signed-out"}
+# Where a sign-out elsewhere reaches the application (OpenID Connect back-channel logout).
+BACKCHANNEL_LOGOUT_PATHS = {
+    "portal": "/dpo/backchannel-logout",
+    "gateway": "/auth/callback?logout=backchannel",
+}
 DEFAULT_CALLBACK_PATH = "/auth/callback"
 PUBLIC_APPS = frozenset({"viewer"})  # runs in the browser: no secret, PKCE only
 
@@ -256,8 +268,19 @@ def platform_clients(
             DevClient(
                 client_id=registered.client_id,
                 client_secret=None if app in PUBLIC_APPS else registered.client_secret,
-                redirect_uris=(base + CALLBACK_PATHS.get(app, DEFAULT_CALLBACK_PATH),),
-                post_logout_redirect_uris=(base + "/",),
+                redirect_uris=tuple(
+                    base + path
+                    for path in (
+                        CALLBACK_PATHS.get(app, DEFAULT_CALLBACK_PATH),
+                        *EXTRA_REDIRECT_PATHS.get(app, ()),
+                    )
+                ),
+                post_logout_redirect_uris=(base + POST_LOGOUT_PATHS.get(app, "/"),),
+                backchannel_logout_uri=(
+                    base + BACKCHANNEL_LOGOUT_PATHS[app]
+                    if app in BACKCHANNEL_LOGOUT_PATHS
+                    else None
+                ),
                 name=f"HDH {app}",
             )
         )

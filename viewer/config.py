@@ -9,6 +9,13 @@ Saving. OHIF's segmentation panel stores a SEG with ``dataSource.store.dicom`` (
 ``wadoRoot/studies``) into the active data source; ``supportsStow`` marks this one as a store
 target. ``dicomUploadEnabled`` (the study list's upload of arbitrary local DICOM files) stays off:
 the service takes derived objects only and would refuse the images such an upload carries.
+
+Signing in. With a ``SignIn``, OHIF's own OpenID Connect client (``oidc``: oidc-client-ts, the
+authorization code flow with PKCE, for ``response_type`` ``code``) signs the person in at the
+provider and sends their access token with every DICOMweb request, which the proxy passes on
+and the service checks. The token is asked for the DICOMweb resource (RFC 8707) at both the
+authorization and the token endpoint, so that it is a JWT the service can verify; such a token
+is no credential for the provider's userinfo endpoint, so the profile comes from the ID token.
 """
 
 from __future__ import annotations
@@ -19,6 +26,47 @@ from dataclasses import dataclass, field
 DATA_SOURCE = "@ohif/extension-default.dataSourcesModule.dicomweb"
 SOURCE_NAME = "hdh"
 ACCEPT_ANY_TRANSFER_SYNTAX = "multipart/related; type=application/octet-stream; transfer-syntax=*"
+# OHIF's routes for the provider's answers; the provider registers them for the viewer client.
+CALLBACK_PATH = "/callback"
+SILENT_RENEW_PATH = "/silent-refresh.html"
+SIGNED_OUT_PATH = "/"
+DEFAULT_SCOPE = "openid profile email groups"
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """The provider the viewer signs people in with, as the viewer's public client."""
+
+    issuer: str
+    client_id: str
+    audience: str  # the DICOMweb service's resource indicator: its tokens' ``aud``
+    scope: str = DEFAULT_SCOPE
+    # Off: the development provider has no revocation endpoint, and a JWT access token cannot
+    # be revoked anyway; signing out ends the session at the provider.
+    revoke_on_sign_out: bool = False
+    extra: dict = field(default_factory=dict)  # further oidc-client-ts settings, merged last
+
+
+def oidc_config(sign_in: SignIn) -> list[dict]:
+    """OHIF's ``oidc`` setting (it uses the first entry): the keys are oidc-client-ts settings,
+    passed on as they are; the paths are made absolute on the viewer's origin by OHIF."""
+    return [
+        {
+            "authority": sign_in.issuer,
+            "client_id": sign_in.client_id,
+            "redirect_uri": CALLBACK_PATH,
+            "silent_redirect_uri": SILENT_RENEW_PATH,
+            "post_logout_redirect_uri": SIGNED_OUT_PATH,
+            "response_type": "code",
+            "scope": sign_in.scope,
+            "resource": sign_in.audience,
+            "extraTokenParams": {"resource": sign_in.audience},
+            "loadUserInfo": False,
+            "automaticSilentRenew": True,
+            "revokeAccessTokenOnSignout": sign_in.revoke_on_sign_out,
+            **sign_in.extra,
+        }
+    ]
 
 
 @dataclass(frozen=True)
@@ -65,10 +113,15 @@ def data_source(root: str, title: str, options: ViewerOptions) -> dict:
 
 
 def render_app_config(
-    root: str = "/dicom-web", title: str = "HDH imaging", options: ViewerOptions | None = None
+    root: str = "/dicom-web",
+    title: str = "HDH imaging",
+    options: ViewerOptions | None = None,
+    sign_in: SignIn | None = None,
 ) -> str:
-    """The text of ``app-config.js`` for a DICOMweb data source at ``root``."""
+    """The text of ``app-config.js`` for a DICOMweb data source at ``root``; with ``sign_in``
+    the viewer signs people in before it shows anything."""
     options = options or ViewerOptions()
+    oidc = {"oidc": oidc_config(sign_in)} if sign_in else {}
     config = {
         "name": "hdh",
         "routerBasename": "/",
@@ -86,6 +139,7 @@ def render_app_config(
         "showErrorDetails": "always",
         "defaultDataSourceName": SOURCE_NAME,
         "dataSources": [data_source(root, title, options)],
+        **oidc,
         **options.extra,
     }
     body = json.dumps(config, indent=2, ensure_ascii=True)

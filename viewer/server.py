@@ -1,5 +1,5 @@
 """The viewer's server: OHIF's prebuilt files, the platform's app-config.js, and a same-origin
-proxy to the DICOMweb service that holds the project's token.
+proxy to the DICOMweb service that holds the project's token, or passes on the person's.
 
 - ``/app-config.js`` is rendered by ``config.render_app_config`` (the bundled one is never sent);
 - ``/dicom-web/...`` (GET and HEAD) is forwarded to the DICOMweb service with
@@ -17,6 +17,14 @@ proxy to the DICOMweb service that holds the project's token.
   ``/``, so the viewer needs the root of its own host and port.
 
 One server serves one project (``project=None``: an operator's all-studies token).
+
+Sign-in mode (``sign_in``): no token is held here. OHIF signs the person in at the provider
+(``config.SignIn``) and sends ``Authorization: Bearer <their access token>`` to ``/dicom-web``;
+the proxy passes that header on, and only that one (a Bearer credential, once), and answers 401
+without forwarding anything when it is missing. The service verifies the token and decides what
+the person sees (``dicomweb/provider_tokens.py``). STOW bodies are cleaned in both modes.
+``/silent-refresh.html`` is then served here: the one in ``dist/`` is written for the legacy
+client OHIF no longer uses with the code flow, and loads a script from a CDN.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -35,12 +43,20 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from auth.dev_provider import DEV_HOST, DEV_PORT
+from auth.settings import OidcSettings
 from dicomweb.errors import DicomWebError
-from viewer.config import ViewerOptions, render_app_config
+from viewer.config import SILENT_RENEW_PATH, SignIn, ViewerOptions, render_app_config
 from viewer.saving import clean_body
 
 VIEWER_DIR = Path(__file__).resolve().parent
@@ -64,6 +80,16 @@ FORWARDED_RESPONSE = (
     "cache-control",
     "warning",
 )
+# What oidc-client-ts's own silent callback does: hand the provider's answer (the URL of the
+# frame) to the viewer's window, which checks its state and exchanges the code.
+SILENT_RENEW_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Signing in</title></head><body><script>
+window.parent.postMessage(
+  { source: "oidc-client", url: window.location.href, keepOpen: false },
+  window.location.origin
+);
+</script></body></html>
+"""
 MISSING_DIST = (
     "The OHIF viewer is not installed: {0} is missing. `make viewer-deps` installs it "
     "(npm ci --prefix viewer)."
@@ -136,21 +162,38 @@ def _stow_refusal(request: Request, cap: int) -> Response | None:
     return None
 
 
+def browser_bearer(request: Request) -> str | None:
+    """The browser's own access token: exactly one ``Authorization: Bearer <token>`` header,
+    else None (another scheme, such as Basic, is never passed on)."""
+    values = request.headers.getlist("authorization")
+    if len(values) != 1:
+        return None
+    scheme, _, credentials = values[0].strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() != "bearer" or not credentials or any(c.isspace() for c in credentials):
+        return None
+    return credentials
+
+
 def create_app(
     dicomweb_url: str,
-    token: callable,
+    token: Callable[[], str] | None,
     title: str = "HDH imaging",
     options: ViewerOptions | None = None,
     dist: Path = DIST,
     transport: httpx.AsyncBaseTransport | None = None,
     max_stow_bytes: int = MAX_STOW_BYTES,
+    sign_in: SignIn | None = None,
 ) -> Starlette:
     """``dicomweb_url``: the service's root (``http://host:port/dicom-web``); ``token()``: the
-    bearer token to add (see ``TokenSource``)."""
+    bearer token to add (see ``TokenSource``), or None with ``sign_in``: the person's token,
+    sent by the viewer, is passed on instead."""
+    if (token is None) == (sign_in is None):
+        raise ValueError("either a token source or a sign-in, not both, not neither")
     if not (dist / "index.html").is_file():
         raise FileNotFoundError(MISSING_DIST.format(dist))
     upstream_root = dicomweb_url.rstrip("/")
-    app_config = render_app_config(PROXY_ROOT, title, options)
+    app_config = render_app_config(PROXY_ROOT, title, options, sign_in)
     client = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(120, connect=10))
 
     async def config_js(request: Request) -> Response:
@@ -170,6 +213,16 @@ def create_app(
             return PlainTextResponse("the viewer proxy stores to /studies[/{study}] only", 405)
         if request.method not in ("GET", "HEAD", "POST"):
             return PlainTextResponse("the viewer proxy reads and stores only", 405)
+        if token is None:
+            bearer = browser_bearer(request)
+            if bearer is None:
+                return PlainTextResponse(
+                    "sign in first: the viewer sends your access token",
+                    401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        else:
+            bearer = token()
         url = f"{upstream_root}/{rest}" if rest else upstream_root
         headers = {k: v for k, v in request.headers.items() if k in FORWARDED_REQUEST}
         body = None
@@ -187,7 +240,7 @@ def create_app(
             except DicomWebError as error:
                 return PlainTextResponse(error.message, error.status)
             headers.update({"content-type": media, "content-length": str(len(body))})
-        headers["authorization"] = f"Bearer {token()}"
+        headers["authorization"] = f"Bearer {bearer}"
         headers["host"] = request.headers.get("host", "")
         headers["x-forwarded-proto"] = request.url.scheme
         params = None if stow else request.query_params.multi_items()
@@ -211,10 +264,21 @@ def create_app(
         yield
         await client.aclose()
 
+    async def silent_renew(request: Request) -> Response:
+        # Framed by the viewer only: its URL carries an authorization code.
+        headers = {
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": "frame-ancestors 'self'",
+            "Referrer-Policy": "no-referrer",
+        }
+        return HTMLResponse(SILENT_RENEW_PAGE, headers=headers)
+
     methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+    signing_in = [Route(SILENT_RENEW_PATH, silent_renew)] if sign_in else []
     app = Starlette(
         routes=[
             Route("/app-config.js", config_js),
+            *signing_in,
             Route(PROXY_ROOT, proxy, methods=methods, name="proxy-root"),
             Route(PROXY_ROOT + "/{rest:path}", proxy, methods=methods),
             Mount("/", ViewerFiles(directory=dist, html=True, check_dir=True)),
@@ -231,13 +295,49 @@ def serve(
     port: int = 3003,
     dicomweb_url: str = "http://127.0.0.1:3002/dicom-web",
     title: str | None = None,
+    sign_in: bool = False,
+    issuer: str | None = None,
+    client_id: str | None = None,
+    audience: str | None = None,
 ) -> None:
-    """Run the viewer for ``project`` with uvicorn until interrupted."""
+    """Run the viewer for ``project`` with uvicorn until interrupted. ``sign_in``: people sign
+    in at the provider and see what their own token grants (``project`` names the tab only);
+    ``issuer``, ``client_id`` and ``audience`` default to the deployment's settings
+    (``HDH_OIDC_*``; no issuer set: the development provider)."""
     import uvicorn
 
-    from dicomweb.tokens import Tokens
-
-    tokens = Tokens.for_home(home)
     title = title or (f"HDH imaging: {project}" if project else "HDH imaging")
-    app = create_app(dicomweb_url, TokenSource(tokens.issue, project), title)
+    if sign_in:
+        app = create_app(
+            dicomweb_url,
+            None,
+            title,
+            sign_in=sign_in_settings(issuer, client_id, audience, home.secrets),
+        )
+    else:
+        from dicomweb.tokens import Tokens
+
+        tokens = Tokens.for_home(home)
+        app = create_app(dicomweb_url, TokenSource(tokens.issue, project), title)
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def sign_in_settings(
+    issuer: str | None = None,
+    client_id: str | None = None,
+    audience: str | None = None,
+    secrets_dir: Path | None = None,
+) -> SignIn:
+    """What the viewer signs in with: the arguments, else the deployment's ``HDH_OIDC_*``
+    settings, else the development provider running for this home (``secrets_dir``), else the
+    development provider's default address."""
+    settings = OidcSettings.from_env()
+    if not settings.issuer and secrets_dir is not None:
+        from auth.provider import provider_settings
+
+        settings = provider_settings(secrets_dir)() or settings
+    return SignIn(
+        issuer=issuer or settings.issuer or f"http://{DEV_HOST}:{DEV_PORT}",
+        client_id=client_id or settings.client("viewer").client_id,
+        audience=audience or settings.dicomweb_audience,
+    )

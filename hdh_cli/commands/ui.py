@@ -21,6 +21,7 @@ from hdh_cli.console import console, platform_home
 
 WORKSPACE_FILE = Path(__file__).resolve().parents[2] / "workspace.yaml"
 DAGSTER_PREFIX = "/dagster"  # where the gateway serves the Dagster UI
+CODE_SERVER_SECONDS = 180  # loading the code location, on a busy machine
 
 
 @click.command()
@@ -86,8 +87,11 @@ def ui(
     gateway = None
     if gateway_port and settings is not None:
         gateway = start_gateway(settings, host, port, gateway_port)
+    # One code server that the webserver and the daemon share, as `dagster dev` runs it: the
+    # code location loads once, and no server shuts itself down for a missed heartbeat.
+    workspace_file = start_code_server(scripts, children)
     prefix = ["--path-prefix", DAGSTER_PREFIX] if gateway else []
-    workspace = ["-w", str(WORKSPACE_FILE)]
+    workspace = ["-w", str(workspace_file)]
     webserver = [os.path.join(scripts, "dagster-webserver"), "-h", host, "-p", str(port)]
     children.append(subprocess.Popen([*webserver, *prefix, *workspace]))
     children.append(subprocess.Popen([os.path.join(scripts, "dagster-daemon"), "run", *workspace]))
@@ -99,6 +103,39 @@ def ui(
     else:
         console.print(f"Dagster UI on http://{host}:{port} (HDH_HOME={home.root})")
     supervise(children, gateway)
+
+
+def start_code_server(scripts: str, children: list[subprocess.Popen]) -> Path:
+    """The code location's gRPC server on a free loopback port, and a workspace file naming it
+    (under ``DAGSTER_HOME``); waits until it answers."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        grpc_port = probe.getsockname()[1]
+    dagster = os.path.join(scripts, "dagster")
+    module = ["-m", "hdh_assets.definitions", "--location-name", "hdh"]
+    where = ["-h", "127.0.0.1", "-p", str(grpc_port)]
+    server = subprocess.Popen([dagster, "code-server", "start", *where, *module])
+    children.append(server)
+    workspace_file = Path(os.environ["DAGSTER_HOME"]) / "workspace-ui.yaml"
+    workspace_file.write_text(
+        f"# Written by hdh ui: the code server it started (from {WORKSPACE_FILE.name}).\n"
+        "load_from:\n"
+        "  - grpc_server:\n"
+        "      host: 127.0.0.1\n"
+        f"      port: {grpc_port}\n"
+        "      location_name: hdh\n"
+    )
+    check = [dagster, "api", "grpc-health-check", *where]
+    deadline = time.monotonic() + CODE_SERVER_SECONDS
+    while subprocess.run(check, capture_output=True).returncode != 0:
+        if server.poll() is not None or time.monotonic() > deadline:
+            for child in children:
+                child.kill()
+            raise click.ClickException("the code server did not start (see its output above)")
+        time.sleep(1)
+    return workspace_file
 
 
 def start_viewers(

@@ -20,7 +20,6 @@ from click.testing import CliRunner
 from dicomweb_client.api import DICOMwebClient
 
 from dicomweb.tokens import InvalidToken, Tokens
-from hdh_cli.commands.ui import WORKSPACE_FILE
 from hdh_cli.main import cli
 from resources.home import HdhHome
 from tests.cli.test_read_only_commands import RUN_THEN_LIST_MODULES, UNLOADED
@@ -130,6 +129,8 @@ def test_ui_starts_the_dicomweb_service_beside_the_portal(home, monkeypatch):
 
     # ui supervises what it started until interrupted: here it returns at once
     monkeypatch.setattr("hdh_cli.commands.ui.supervise", lambda children, gateway: None)
+    workspace = "/dagster-home/workspace-ui.yaml"  # the shared code server's, as ui writes it
+    monkeypatch.setattr("hdh_cli.commands.ui.start_code_server", lambda *args: workspace)
     monkeypatch.setenv("HDH_VIEWER_URL", "")  # restored after the test, whatever ui sets
     monkeypatch.delenv("HDH_VIEWER_URL")
     # two provisioned projects (a grants manifest each) and a workspace that holds none
@@ -149,8 +150,8 @@ def test_ui_starts_the_dicomweb_service_beside_the_portal(home, monkeypatch):
         ["viewer", "--all", "--host", "127.0.0.1", "--port", "4003", *service],
         ["viewer", "--project", "alpha", "--host", "127.0.0.1", "--port", "4004", *service],
         ["viewer", "--project", "beta", "--host", "127.0.0.1", "--port", "4005", *service],
-        ["dagster-webserver", "-h", "127.0.0.1", "-p", "3000", "-w", str(WORKSPACE_FILE)],
-        ["dagster-daemon", "run", "-w", str(WORKSPACE_FILE)],
+        ["dagster-webserver", "-h", "127.0.0.1", "-p", "3000", "-w", workspace],
+        ["dagster-daemon", "run", "-w", workspace],
     ]
     assert "DICOMweb on http://127.0.0.1:4002/dicom-web" in result.output
     assert "Viewer on http://127.0.0.1:4004 (project alpha)" in result.output
