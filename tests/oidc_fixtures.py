@@ -7,28 +7,19 @@ from __future__ import annotations
 
 import html
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urljoin
 
 import httpx
 import pytest
-import uvicorn
 
 from auth import dev_provider
+from tests.dicomweb.servers import free_port as free_port  # one home, used from here
 
 FORM = re.compile(r'<form[^>]*action="([^"]+)"', re.I)
 HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', re.I)
 PROVIDER_BANNER = "DEVELOPMENT identity provider"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def require_node() -> None:
@@ -40,22 +31,16 @@ def require_node() -> None:
 
 
 @contextmanager
-def serve(app, port: int, host: str = "127.0.0.1") -> Iterator[str]:
+def serve(app, port: int) -> Iterator[str]:
     """``app`` on a real server in a thread (redirects cross hosts: a test client cannot follow
     them); yields its base URL and stops it on exit."""
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"the test server did not start on port {port}")
-        time.sleep(0.02)
+    from tests.dicomweb.servers import start_service
+
+    running = start_service(app, port, lifespan="auto")
     try:
-        yield f"http://{host}:{port}"
+        yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
-        thread.join(10)
+        running.stop()
 
 
 def follow(browser: httpx.Client, response: httpx.Response, stop_at: str | None = None):

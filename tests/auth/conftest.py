@@ -4,7 +4,6 @@ HTTP server standing in for a relying party's back-channel logout endpoint."""
 from __future__ import annotations
 
 import queue
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,15 +17,10 @@ from auth import dev_provider
 from auth.dev_provider import DevClient, DevProvider
 from auth.oidc import KeySet, ProviderMetadata, fetch_metadata
 from auth.settings import OidcClient, OidcSettings
+from tests.dicomweb.servers import free_port
 
 PORTAL = OidcClient("test-portal", "test-portal-secret")
 VIEWER = OidcClient("test-viewer")  # public: PKCE only
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class _Receiver(BaseHTTPRequestHandler):

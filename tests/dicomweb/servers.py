@@ -130,16 +130,17 @@ class Service:
         self.thread.join(timeout=20)
 
 
-def start_service(app) -> Service:
-    port = free_port()
+def start_service(app, port: int | None = None, lifespan: str = "off") -> Service:
+    """``app`` under uvicorn in a thread on ``port`` (a free one by default), once it listens."""
+    port = port or free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan)
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the DICOMweb service did not start")
+            raise RuntimeError(f"the test server did not start on port {port}")
         time.sleep(0.02)
     return Service(server, thread, port)

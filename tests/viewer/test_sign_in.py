@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ from urllib.parse import urlsplit
 import httpx
 import polars as pl
 import pytest
-import uvicorn
 
 from auth import dev_provider
 from auth.dev_provider import DevClient, DevProvider, DevProviderError
@@ -57,22 +55,6 @@ class SignInSite:
 def origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
-
-
-def serve_on(app, port: int) -> uvicorn.Server:
-    """``app`` under uvicorn in a thread on ``port`` (the provider registered that address)."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the viewer did not start")
-        time.sleep(0.02)
-    server.thread = thread  # type: ignore[attr-defined]
-    return server
 
 
 def project_studies(dicomweb: str, project: str) -> dict[str, int]:
@@ -132,14 +114,14 @@ def site(viewer_store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sig
         sign_in = SignIn(
             provider.issuer, settings.client("viewer").client_id, settings.dicomweb_audience
         )
-        viewer = serve_on(
+        viewer = start_service(
             create_app(dicomweb.dicomweb, None, "Imaging (signed in)", sign_in=sign_in),
             viewer_port,
         )
         renewing_sign_in = dataclasses.replace(
             sign_in, client_id=RENEWING_CLIENT, extra=RENEW_BEFORE_EXPIRY
         )
-        renewing = serve_on(
+        renewing = start_service(
             create_app(dicomweb.dicomweb, None, "Imaging (renewing)", sign_in=renewing_sign_in),
             renewing_port,
         )
@@ -150,8 +132,7 @@ def site(viewer_store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sig
             viewer_url, renewing_url, provider.issuer, dicomweb.dicomweb, passwords, granted
         )
         for server in (viewer, renewing):
-            server.should_exit = True
-            server.thread.join(timeout=20)  # type: ignore[attr-defined]
+            server.stop()
         dicomweb.stop()
     finally:
         provider.stop()
