@@ -22,7 +22,7 @@ from dicomweb_client.api import DICOMwebClient
 from dicomweb.tokens import InvalidToken, Tokens
 from hdh_cli.main import cli
 from resources.home import HdhHome
-from tests.cli.test_read_only_commands import RUN_THEN_LIST_MODULES, UNLOADED
+from tests.cli.test_read_only_commands import assert_loads_nothing_heavy
 from tests.dicomweb.conftest import ingest
 from tests.dicomweb.servers import free_port
 
@@ -98,26 +98,7 @@ def test_token_loads_neither_spark_nor_the_definitions(home, tmp_path):
         ["dicomweb", "token", "--project", PROJECT],
         ["dicomweb", "--help"],
     ]
-    report = tmp_path / "report.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            RUN_THEN_LIST_MODULES,
-            json.dumps(commands),
-            json.dumps(UNLOADED),
-            str(report),
-        ],
-        cwd=tmp_path,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    outcome = json.loads(report.read_text())
-    assert outcome["exit_codes"] == [0] * len(commands), result.stderr[-3000:]
-    assert outcome["loaded"] == []
+    assert_loads_nothing_heavy(commands, tmp_path)
 
 
 def test_ui_starts_the_dicomweb_service_beside_the_portal(home, monkeypatch):

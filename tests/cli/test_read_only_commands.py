@@ -50,26 +50,7 @@ def test_read_only_commands_load_neither_spark_nor_the_definitions(hdh_home, tmp
         ["rights", "show", request_id, "--json"],
         ["rights", "operator", "list", "--json"],
     ]
-    report = tmp_path / "report.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            RUN_THEN_LIST_MODULES,
-            json.dumps(commands),
-            json.dumps(UNLOADED),
-            str(report),
-        ],
-        cwd=tmp_path,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    outcome = json.loads(report.read_text())
-    assert outcome["exit_codes"] == [0] * len(commands), result.stderr[-3000:]
-    assert outcome["loaded"] == []
+    result = assert_loads_nothing_heavy(commands, tmp_path)
     assert "Warning" not in result.stderr, result.stderr
 
 
@@ -92,3 +73,29 @@ def test_an_unreadable_catalog_is_rebuilt(hdh_home):
     catalog_path(hdh_home).parent.mkdir(parents=True, exist_ok=True)
     catalog_path(hdh_home).write_text("{half written")
     assert "claims/events" in asset_catalog(hdh_home).names()
+
+
+def assert_loads_nothing_heavy(commands: list[list[str]], folder) -> subprocess.CompletedProcess:
+    """Run ``commands`` in one fresh interpreter and assert each succeeded without importing
+    any module of ``UNLOADED`` (Spark, the code location's definitions)."""
+    report = folder / "report.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            RUN_THEN_LIST_MODULES,
+            json.dumps(commands),
+            json.dumps(UNLOADED),
+            str(report),
+        ],
+        cwd=folder,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(report.read_text())
+    assert outcome["exit_codes"] == [0] * len(commands), result.stderr[-3000:]
+    assert outcome["loaded"] == []
+    return result
