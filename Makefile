@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # An exported HDH_HOME wins; otherwise the platform lives in ./.hdh
 export HDH_HOME ?= $(CURDIR)/.hdh
 
-.PHONY: install system-deps viewer-deps identity-deps demo test test-fast docs ui lint format bench clean
+.PHONY: install system-deps viewer-deps identity-deps jupyterhub-deps demo test test-fast docs ui lint format bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,16 +27,21 @@ identity/node_modules/.package-lock.json: identity/package-lock.json
 
 identity-deps: identity/node_modules/.package-lock.json  ## the development OpenID Connect provider (oidc-provider)
 
+jupyterhub/node_modules/.package-lock.json: jupyterhub/package-lock.json
+	npm ci --prefix jupyterhub --no-audit --no-fund
+
+jupyterhub-deps: jupyterhub/node_modules/.package-lock.json  ## JupyterHub's proxy (configurable-http-proxy) for the workspace sign-in test
+
 system-deps:  ## Debian packages for the tests and the demo (tools/system-packages.txt)
 	@tools/system-deps.sh
 
 demo: install system-deps viewer-deps  ## generate the synthetic sample, materialise every asset, print a summary
 	$(BIN)/hdh demo
 
-test: install system-deps viewer-deps identity-deps  ## the whole test suite (Spark, PostgreSQL, browser and R tests included)
+test: install system-deps viewer-deps identity-deps jupyterhub-deps  ## the whole test suite (Spark, PostgreSQL, browser and R tests included)
 	$(BIN)/pytest
 
-test-fast: install viewer-deps identity-deps  ## everything but Spark and the slow subprocess tests
+test-fast: install viewer-deps identity-deps jupyterhub-deps  ## everything but Spark and the slow subprocess tests
 	$(BIN)/pytest -m "not spark and not slow"
 
 docs: install  ## the documentation site in .site/, links checked (--strict)

@@ -272,8 +272,9 @@ def workspace_data_grants(context: dg.AssetExecutionContext, hdh_home: HomeResou
     description=(
         "The project's Kubernetes objects: namespace with restricted pod security, quota and "
         "limits, default-deny network policies with explicit allows, service account without "
-        "token, RBAC for members, work and read-only grants volumes, JupyterLab (Python and R) "
-        "and RStudio behind oauth2-proxy single sign-on. Every object is validated strictly "
+        "token, RBAC for members, work and read-only grants volumes, and JupyterHub signing "
+        "members in at the platform's provider and starting each member's JupyterLab (Python "
+        "and R, RStudio inside when asked). Every object is validated strictly "
         "against the configured Kubernetes version; an expired project renders nothing."
     ),
     metadata={

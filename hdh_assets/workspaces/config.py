@@ -4,16 +4,20 @@
 directory; approvals are read from ``approvals.yaml`` beside it). ``HDH_KUBECONFIG`` (and
 ``HDH_KUBE_CONTEXT``): deliver to a cluster by server-side apply instead of the GitOps
 repository ``HDH_HOME/gitops``. ``HDH_KUBERNETES_VERSION``: the version manifests are validated
-against.
+against. The single sign-on settings (``HDH_OIDC_ISSUER``, ``HDH_OIDC_GROUPS_CLAIM``,
+``HDH_OIDC_PROJECT_GROUP``, ``HDH_OIDC_SCOPES``, ``HDH_OIDC_JUPYTERHUB_CLIENT_ID``) are those of
+:mod:`auth.settings`, so every project's Hub trusts the provider the platform does.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from auth.settings import OidcSettings
 from hdh_assets.workspaces.delivery import DeliveryTarget, delivery_target
 from hdh_assets.workspaces.manifests import RenderSettings
 from hdh_assets.workspaces.specs import (
@@ -44,9 +48,22 @@ def specs_dir() -> Path:
     return local if local.exists() else EXAMPLE_SPECS
 
 
-def render_settings() -> RenderSettings:
-    settings = RenderSettings()
-    version = os.environ.get(KUBERNETES_VERSION_ENV)
+def render_settings(environ: Mapping[str, str] | None = None) -> RenderSettings:
+    """The rendering defaults, with the Kubernetes version and the sign-in settings of the
+    environment; without ``HDH_OIDC_ISSUER`` the cluster's provider default stays (the
+    development provider on this machine is not reachable from a cluster)."""
+    env = os.environ if environ is None else environ
+    oidc = OidcSettings.from_env(env)
+    settings = replace(
+        RenderSettings(),
+        member_group_template=oidc.project_group,
+        oidc_groups_claim=oidc.groups_claim,
+        oidc_scopes=tuple(oidc.scopes),
+        jupyterhub_client_id=oidc.client("jupyterhub").client_id,
+    )
+    if oidc.issuer:
+        settings = replace(settings, oidc_issuer_url=oidc.issuer)
+    version = env.get(KUBERNETES_VERSION_ENV)
     return replace(settings, kubernetes_version=version) if version else settings
 
 

@@ -41,8 +41,11 @@ JUPYTER_COMMAND: tuple[str, ...] = (
 APT_PACKAGES: tuple[str, ...] = ("r-base-core", "r-cran-irkernel")
 # Compilers and headers for CRAN source packages, only installed when there are some to build.
 R_BUILD_APT_PACKAGES: tuple[str, ...] = ("r-base-dev",)
-# What JupyterLab needs to offer the kernels; always in requirements.txt.
-JUPYTER_REQUIREMENTS: tuple[str, ...] = ("jupyterlab>=4.4", "ipykernel>=6.29")
+# What JupyterLab needs to offer the kernels, and to run as a member's server of the Hub
+# (jupyterhub-singleuser, the same major version as the Hub); always in requirements.txt.
+JUPYTER_REQUIREMENTS: tuple[str, ...] = ("jupyterlab>=4.4", "ipykernel>=6.29", "jupyterhub>=6.1,<7")
+# RStudio inside each member's Jupyter server, behind the Hub's sign-in (only when asked).
+RSTUDIO_REQUIREMENTS: tuple[str, ...] = ("jupyter-server-proxy>=4.4", "jupyter-rsession-proxy>=2.2")
 DEFAULT_PIP_INDEX = "https://pypi.org/simple"
 DEFAULT_CRAN_MIRROR = "https://cloud.r-project.org"
 
@@ -79,6 +82,7 @@ class ImageDefinition:
 
     python_packages: tuple[str, ...]  # pip requirement strings, normalised and sorted
     r_packages: tuple[str, ...]  # CRAN package names, sorted
+    rstudio: bool = False  # RStudio Server, opened through jupyter-rsession-proxy
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "python_packages", normalise_requirements(self.python_packages))
@@ -87,7 +91,8 @@ class ImageDefinition:
     @property
     def requirements(self) -> tuple[str, ...]:
         """What requirements.txt installs: Jupyter's own requirements merged with the project's."""
-        return normalise_requirements((*JUPYTER_REQUIREMENTS, *self.python_packages))
+        extra = RSTUDIO_REQUIREMENTS if self.rstudio else ()
+        return normalise_requirements((*JUPYTER_REQUIREMENTS, *extra, *self.python_packages))
 
     @property
     def cran_packages(self) -> tuple[str, ...]:
@@ -122,11 +127,14 @@ class ImageDefinition:
         return f"{registry}/{IMAGE_NAME}:{self.digest}"
 
 
-def image_definition(python_packages: Sequence[str], r_packages: Sequence[str]) -> ImageDefinition:
+def image_definition(
+    python_packages: Sequence[str], r_packages: Sequence[str], *, rstudio: bool = False
+) -> ImageDefinition:
     """Validate and normalise a workspace's approved packages into an image definition."""
     return ImageDefinition(
         python_packages=tuple(_strings(python_packages, "python_packages")),
         r_packages=tuple(_strings(r_packages, "r_packages")),
+        rstudio=rstudio,
     )
 
 
@@ -228,18 +236,38 @@ def _dockerfile(definition: ImageDefinition) -> str:
         f'RUN Rscript -e "{installspec}" \\\n'
         " && jupyter kernelspec list\n"
         "\n"
-        f"RUN useradd --create-home --uid {WORKSPACE_UID} --user-group --shell /bin/bash "
+        + (_rstudio_server() if definition.rstudio else "")
+        + f"RUN useradd --create-home --uid {WORKSPACE_UID} --user-group --shell /bin/bash "
         f"{WORKSPACE_USER}\n"
         f"USER {WORKSPACE_UID}:{WORKSPACE_UID}\n"
         f"WORKDIR /home/{WORKSPACE_USER}\n"
         f"EXPOSE {JUPYTER_PORT}\n"
         "\n"
-        "# Users sign in at the oauth2-proxy in front of this server. Jupyter's own token stays on\n"
-        "# (it is not disabled with --IdentityProvider.token=''), because the server listens on\n"
-        "# all interfaces: the deployment sets JUPYTER_TOKEN from a secret and the proxy sends it\n"
-        "# as 'Authorization: token ...'. Without JUPYTER_TOKEN, Jupyter makes a random token,\n"
-        "# so a missing secret locks the server instead of opening it.\n"
+        "# In a workspace the Hub starts this image with jupyterhub-singleuser: members sign in at\n"
+        "# the Hub. Run alone, Jupyter's own token stays on (it is not disabled with\n"
+        "# --IdentityProvider.token=''), because the server listens on all interfaces: without\n"
+        "# JUPYTER_TOKEN, Jupyter makes a random token, so nothing is ever left open.\n"
         f"CMD {json.dumps(list(JUPYTER_COMMAND))}\n"
+    )
+
+
+def _rstudio_server() -> str:
+    """RStudio Server from Posit's .deb (in no Debian or PyPI registry): the build names the
+    file and its sha256, from the package proxy, so the image is what was approved."""
+    return (
+        "# RStudio Server, opened inside Jupyter by jupyter-rsession-proxy (Posit's .deb).\n"
+        "ARG RSTUDIO_SERVER_DEB_URL\n"
+        "ARG RSTUDIO_SERVER_DEB_SHA256\n"
+        'RUN test -n "$RSTUDIO_SERVER_DEB_URL" && test -n "$RSTUDIO_SERVER_DEB_SHA256" \\\n'
+        ' && python -c "import sys, urllib.request; '
+        "urllib.request.urlretrieve(sys.argv[1], '/tmp/rstudio-server.deb')\" "
+        '"$RSTUDIO_SERVER_DEB_URL" \\\n'
+        ' && echo "$RSTUDIO_SERVER_DEB_SHA256  /tmp/rstudio-server.deb" | sha256sum -c - \\\n'
+        " && apt-get update \\\n"
+        " && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\\n"
+        "      /tmp/rstudio-server.deb \\\n"
+        " && rm -rf /var/lib/apt/lists/* /tmp/rstudio-server.deb\n"
+        "\n"
     )
 
 

@@ -3,8 +3,10 @@
 Per project, namespace ``hdh-ws-<id>`` holds: restricted pod security, a quota and limits from
 ``compute``, default-deny network policies with a few explicit openings (DNS, the sign-in
 gateway, the package proxy, the data store), a service account without API token, one Role and
-RoleBinding per member role, a work volume, the data grants read-only, and per application
-(JupyterLab, RStudio) a Deployment and Service reachable only through its own oauth2-proxy.
+RoleBinding per member role, a work volume, the data grants read-only, and JupyterHub: the
+only way in, signing members in at the platform's OpenID Connect provider (GenericOAuthenticator,
+the project's member group only) and starting each member's server (JupyterLab, and RStudio
+inside it through jupyter-rsession-proxy) with KubeSpawner.
 
 Every object carries ``app.kubernetes.io/managed-by: hdh-platform`` and
 ``hdh.platform/project: <id>`` (delivery prunes by them) and the spec digest annotation. The same
@@ -18,12 +20,12 @@ security forbids inline NFS volumes, and a claim bound to its own volume keeps o
 ever naming another project's extracts. The extracts sit there as ``<product>/<version>/``
 beside their ``manifest.json``.
 
-Secrets are referenced, never rendered: per application ``<app>-oauth2-proxy`` (keys
-``client-secret`` and ``cookie-secret``) and ``jupyterlab-token`` (key ``token``), see
-:func:`secret_requirements`.
+Secrets are referenced, never rendered: ``jupyterhub`` (keys ``client-secret``,
+``cookie-secret`` and ``proxy-auth-token``), see :func:`secret_requirements`.
 
 The objects are built in :mod:`~hdh_assets.workspaces.namespace_policy` (the namespace's
-fence) and :mod:`~hdh_assets.workspaces.workspace_apps` (what runs in it), on the names of
+fence) and :mod:`~hdh_assets.workspaces.workspace_apps` (what runs in it, the Hub's
+configuration from :mod:`~hdh_assets.workspaces.jupyterhub`), on the names of
 :mod:`~hdh_assets.workspaces.workspace_layout`; ordering, YAML and digests are those of
 :mod:`~hdh_assets.workspaces.kube_objects`, shared with delivery. Every public name stays
 importable from here.
@@ -34,6 +36,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from hdh_assets.workspaces.jupyterhub import (
+    HubSignIn,
+    cluster_config,
+    hub_sign_in,
+    jupyterhub_config,
+    sign_in_config,
+)
 from hdh_assets.workspaces.kube_objects import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -55,97 +64,96 @@ from hdh_assets.workspaces.namespace_policy import (
 )
 from hdh_assets.workspaces.specs import ProjectSpec
 from hdh_assets.workspaces.workspace_apps import (
-    application,
-    auth_proxy,
     config_maps,
     grants_volume_name,
+    hub,
+    hub_config_map,
+    hub_identity,
     ingress,
-    proxy_config,
     storage,
 )
 from hdh_assets.workspaces.workspace_layout import (
-    APP_PORTS,
     APP_UID,
     APPLICATION,
-    AUTH_PROXY,
     COMPONENT_LABEL,
     CONFIG_DIGEST_ANNOTATION,
     GRANTS_CLAIM,
     GRANTS_MOUNT,
+    HUB,
+    HUB_API_PORT,
+    HUB_DB_CLAIM,
+    HUB_NAME,
     IMAGE_ANNOTATION,
     JUPYTER_PORT,
-    JUPYTER_TOKEN_SECRET,
     NAME_LABEL,
     PROJECT_INFO_MOUNT,
-    PROXY_CONFIG_MOUNT,
     PROXY_PORT,
-    PROXY_SECRET_MOUNT,
-    PROXY_UID,
-    RSTUDIO_PORT,
+    SERVER_NAME,
     SERVICE_ACCOUNT,
     SPEC_DIGEST_ANNOTATION,
     WORK_CLAIM,
     WORK_MOUNT,
     GrantsVolume,
     RenderSettings,
-    app_host,
     app_urls,
+    hub_host,
     member_group,
-    oidc_client_id,
     secret_requirements,
     workspace_image,
 )
 
 __all__ = [
     "APPLICATION",
-    "APP_PORTS",
     "APP_UID",
-    "AUTH_PROXY",
     "COMPONENT_LABEL",
     "CONFIG_DIGEST_ANNOTATION",
     "GRANTS_CLAIM",
     "GRANTS_MOUNT",
+    "HUB",
+    "HUB_API_PORT",
+    "HUB_DB_CLAIM",
+    "HUB_NAME",
     "IMAGE_ANNOTATION",
     "JUPYTER_PORT",
-    "JUPYTER_TOKEN_SECRET",
     "MANAGED_BY",
     "MANAGED_BY_LABEL",
     "NAME_LABEL",
     "PROJECT_INFO_MOUNT",
     "PROJECT_LABEL",
-    "PROXY_CONFIG_MOUNT",
     "PROXY_PORT",
-    "PROXY_SECRET_MOUNT",
-    "PROXY_UID",
     "ROLE_RULES",
-    "RSTUDIO_PORT",
+    "SERVER_NAME",
     "SERVICE_ACCOUNT",
     "SPEC_DIGEST_ANNOTATION",
     "WORK_CLAIM",
     "WORK_MOUNT",
     "GrantsVolume",
+    "HubSignIn",
     "RenderSettings",
     "Sizes",
-    "app_host",
     "app_urls",
-    "application",
-    "auth_proxy",
+    "cluster_config",
     "config_maps",
     "grants_volume_name",
+    "hub",
+    "hub_config_map",
+    "hub_host",
+    "hub_identity",
+    "hub_sign_in",
     "ingress",
+    "jupyterhub_config",
     "limit_range",
     "manifest_digest",
     "member_group",
     "namespace",
     "network_policies",
-    "oidc_client_id",
-    "proxy_config",
     "render_project",
     "render_projects",
     "resource_quota",
     "roles",
     "secret_requirements",
     "service_account",
+    "sign_in_config",
     "sizes",
     "storage",
     "to_yaml",
@@ -165,13 +173,12 @@ def render_project(
         *network_policies(spec, settings),
         service_account(spec),
         *roles(spec),
+        *hub_identity(spec),
         *config_maps(spec, settings),
         *storage(spec, settings),
+        *hub(spec, settings),
         ingress(spec, settings),
     ]
-    for app in spec.applications.enabled():
-        objects += application(spec, app, settings)
-        objects += auth_proxy(spec, app, settings)
     return in_apply_order(objects)
 
 

@@ -1,6 +1,7 @@
 """The fence of a workspace's namespace: restricted pod security, quota and limits sized from
 ``compute``, default-deny network policies with their few openings, a service account without
-API token, and one Role and RoleBinding per member role. Nothing here runs anything.
+API token for the members' servers, and one Role and RoleBinding per member role. Nothing here
+runs anything.
 """
 
 from __future__ import annotations
@@ -9,21 +10,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hdh_assets.workspaces.kube_objects import PROJECT_LABEL, match_labels
+from hdh_assets.workspaces.kube_objects import match_labels
 from hdh_assets.workspaces.specs import ProjectSpec, format_bytes, format_cpu, parse_quantity
 from hdh_assets.workspaces.workspace_layout import (
-    APP_PORTS,
-    APPLICATION,
-    AUTH_PROXY,
-    COMPONENT_LABEL,
-    NAME_LABEL,
+    HUB_API_PORT,
+    JUPYTER_PORT,
     PROXY_PORT,
     SERVICE_ACCOUNT,
     RenderSettings,
+    hub_labels,
     kube_object,
     object_meta,
-    proxy_name,
+    server_labels,
 )
+
+HUB_CONTAINERS = 2  # the Hub and configurable-http-proxy, each at hub_cpu / hub_memory
 
 # What each role may do in its namespace, cumulatively; nobody reads Secrets or edits policy.
 _VIEW_RULES = (
@@ -77,7 +78,7 @@ ROLE_RULES: dict[str, tuple[dict[str, Any], ...]] = {
 
 @dataclass(frozen=True)
 class Sizes:
-    """The quota arithmetic: applications at ``compute`` plus one small proxy each."""
+    """The quota arithmetic: every member's server at ``compute`` at once, plus the Hub's pod."""
 
     cpu: str
     memory: str
@@ -85,25 +86,23 @@ class Sizes:
     max_cpu: str
     max_memory: str
     max_claim: str
-    apps: int
+    servers: int
 
 
 def sizes(spec: ProjectSpec, settings: RenderSettings) -> Sizes:
-    apps = len(spec.applications.enabled())
-    cpu, proxy_cpu = parse_quantity(spec.compute.cpu), parse_quantity(settings.proxy_cpu)
-    memory, proxy_memory = (
-        parse_quantity(spec.compute.memory),
-        parse_quantity(settings.proxy_memory),
-    )
+    servers = len({m.user for m in spec.members})
+    cpu, hub_cpu = parse_quantity(spec.compute.cpu), parse_quantity(settings.hub_cpu)
+    memory, hub_memory = parse_quantity(spec.compute.memory), parse_quantity(settings.hub_memory)
     work, grants = parse_quantity(spec.compute.storage), parse_quantity(settings.grants.capacity)
+    hub_db = parse_quantity(settings.hub_db_storage)
     return Sizes(
-        cpu=format_cpu(apps * (cpu + proxy_cpu)),
-        memory=format_bytes(apps * (memory + proxy_memory)),
-        storage=format_bytes(work + grants),
-        max_cpu=format_cpu(max(cpu, proxy_cpu)),
-        max_memory=format_bytes(max(memory, proxy_memory)),
-        max_claim=format_bytes(max(work, grants)),
-        apps=apps,
+        cpu=format_cpu(servers * cpu + HUB_CONTAINERS * hub_cpu),
+        memory=format_bytes(servers * memory + HUB_CONTAINERS * hub_memory),
+        storage=format_bytes(work + grants + hub_db),
+        max_cpu=format_cpu(max(cpu, hub_cpu)),
+        max_memory=format_bytes(max(memory, hub_memory)),
+        max_claim=format_bytes(max(work, grants, hub_db)),
+        servers=servers,
     )
 
 
@@ -126,9 +125,9 @@ def resource_quota(spec: ProjectSpec, settings: RenderSettings) -> dict[str, Any
         "requests.memory": size.memory,
         "limits.memory": size.memory,
         "requests.storage": size.storage,
-        "persistentvolumeclaims": "2",
-        "pods": str(2 * size.apps),  # Recreate strategy: never two generations at once
-        "services": str(2 * size.apps),
+        "persistentvolumeclaims": "3",  # work, grants, the Hub's database
+        "pods": str(size.servers + 1),  # a server per member and the Hub (Recreate: one)
+        "services": "1",
         "services.loadbalancers": "0",
         "services.nodeports": "0",
     }
@@ -139,12 +138,12 @@ def resource_quota(spec: ProjectSpec, settings: RenderSettings) -> dict[str, Any
 
 def limit_range(spec: ProjectSpec, settings: RenderSettings) -> dict[str, Any]:
     size = sizes(spec, settings)
-    proxy = {"cpu": settings.proxy_cpu, "memory": settings.proxy_memory}
+    small = {"cpu": settings.hub_cpu, "memory": settings.hub_memory}
     limits = [
         {
             "type": "Container",
-            "default": dict(proxy),
-            "defaultRequest": dict(proxy),
+            "default": dict(small),
+            "defaultRequest": dict(small),
             "max": {"cpu": size.max_cpu, "memory": size.max_memory},
         },
         {"type": "PersistentVolumeClaim", "max": {"storage": size.max_claim}},
@@ -187,9 +186,11 @@ def _in_namespace(namespace_name: str, pods: Mapping[str, str]) -> dict[str, Any
 
 
 def network_policies(spec: ProjectSpec, settings: RenderSettings) -> list[dict[str, Any]]:
-    """Deny everything, then open exactly what each kind of pod needs."""
-    apps_only = {PROJECT_LABEL: spec.id, COMPONENT_LABEL: APPLICATION}
-    proxies = {PROJECT_LABEL: spec.id, COMPONENT_LABEL: AUTH_PROXY}
+    """Deny everything, then open exactly what each kind of pod needs: the gateway reaches the
+    Hub's proxy only; the Hub reaches the provider, the API server and the servers; a server
+    reaches the Hub's API, the package proxy, the data store (and GitLab), nothing else."""
+    servers = server_labels(spec)
+    hub = hub_labels(spec)
     dns = _in_namespace("kube-system", {"k8s-app": "kube-dns"})
     policies = [
         _policy(spec, "default-deny", {}, ingress=[], egress=[]),
@@ -206,8 +207,8 @@ def network_policies(spec: ProjectSpec, settings: RenderSettings) -> list[dict[s
         ),
         _policy(
             spec,
-            "allow-gateway-to-proxies",
-            proxies,
+            "allow-gateway-to-hub",
+            hub,
             ingress=[
                 {
                     "from": [
@@ -219,19 +220,51 @@ def network_policies(spec: ProjectSpec, settings: RenderSettings) -> list[dict[s
         ),
         _policy(
             spec,
-            "allow-proxies-to-identity-provider",
-            proxies,
-            egress=[
+            "allow-hub-api-from-servers",
+            hub,
+            ingress=[
                 {
-                    "to": [_in_namespace(settings.oidc_namespace, settings.oidc_pod_labels)],
-                    "ports": _tcp(settings.oidc_port),
+                    "from": [
+                        {"podSelector": match_labels(servers)},
+                        {"podSelector": match_labels(hub)},
+                    ],
+                    "ports": _tcp(HUB_API_PORT),
                 }
             ],
         ),
         _policy(
             spec,
-            "allow-apps-to-package-proxy",
-            apps_only,
+            "allow-hub-egress",
+            hub,
+            egress=[
+                {
+                    "to": [_in_namespace(settings.oidc_namespace, settings.oidc_pod_labels)],
+                    "ports": _tcp(settings.oidc_port),
+                },
+                {
+                    "to": [{"ipBlock": {"cidr": settings.kube_api_cidr}}],
+                    "ports": _tcp(*settings.kube_api_ports),
+                },
+                {"to": [{"podSelector": match_labels(servers)}], "ports": _tcp(JUPYTER_PORT)},
+                {"to": [{"podSelector": match_labels(hub)}], "ports": _tcp(HUB_API_PORT)},
+            ],
+        ),
+        _policy(
+            spec,
+            "allow-servers-from-hub",
+            servers,
+            ingress=[{"from": [{"podSelector": match_labels(hub)}], "ports": _tcp(JUPYTER_PORT)}],
+        ),
+        _policy(
+            spec,
+            "allow-servers-to-hub-api",
+            servers,
+            egress=[{"to": [{"podSelector": match_labels(hub)}], "ports": _tcp(HUB_API_PORT)}],
+        ),
+        _policy(
+            spec,
+            "allow-servers-to-package-proxy",
+            servers,
             egress=[
                 {
                     "to": [{"ipBlock": {"cidr": settings.package_proxy_cidr}}],
@@ -241,8 +274,8 @@ def network_policies(spec: ProjectSpec, settings: RenderSettings) -> list[dict[s
         ),
         _policy(
             spec,
-            "allow-apps-to-data-store",
-            apps_only,
+            "allow-servers-to-data-store",
+            servers,
             egress=[
                 {
                     "to": [{"ipBlock": {"cidr": settings.data_store_cidr}}],
@@ -253,29 +286,7 @@ def network_policies(spec: ProjectSpec, settings: RenderSettings) -> list[dict[s
     ]
     if spec.applications.gitlab and settings.gitlab_cidr:
         rule = {"to": [{"ipBlock": {"cidr": settings.gitlab_cidr}}], "ports": _tcp(443)}
-        policies.append(_policy(spec, "allow-apps-to-gitlab", apps_only, egress=[rule]))
-    for app in spec.applications.enabled():
-        port = APP_PORTS[app]
-        app_pods = {PROJECT_LABEL: spec.id, NAME_LABEL: app}
-        proxy_pods = {PROJECT_LABEL: spec.id, NAME_LABEL: proxy_name(app)}
-        policies.append(
-            _policy(
-                spec,
-                f"allow-{app}-from-its-proxy",
-                app_pods,
-                ingress=[
-                    {"from": [{"podSelector": match_labels(proxy_pods)}], "ports": _tcp(port)}
-                ],
-            )
-        )
-        policies.append(
-            _policy(
-                spec,
-                f"allow-{app}-proxy-to-{app}",
-                proxy_pods,
-                egress=[{"to": [{"podSelector": match_labels(app_pods)}], "ports": _tcp(port)}],
-            )
-        )
+        policies.append(_policy(spec, "allow-servers-to-gitlab", servers, egress=[rule]))
     return policies
 
 

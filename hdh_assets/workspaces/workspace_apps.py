@@ -1,6 +1,7 @@
-"""What runs in a workspace: its volumes (the work claim, the read-only grants), its config,
-and per application a Deployment and Service reachable only through its own oauth2-proxy, whose
-routes the Ingress gives the sign-on gateway.
+"""What runs in a workspace: its volumes (the work claim, the read-only grants, the Hub's
+database), its config, and JupyterHub: the Hub and its proxy in one pod, the only thing the
+Ingress reaches, which signs members in at the platform's provider and starts each member's
+server (JupyterLab, and RStudio inside it when asked) with KubeSpawner.
 """
 
 from __future__ import annotations
@@ -9,37 +10,36 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
-from hdh_assets.workspaces.kube_objects import FAST_SAFE_DUMPER, match_labels, platform_labels
+from hdh_assets.workspaces.jupyterhub import (
+    HUB_SECRET_KEYS,
+    PROXY_TOKEN_ENV,
+    cluster_config,
+    hub_command,
+)
+from hdh_assets.workspaces.kube_objects import match_labels, platform_labels
 from hdh_assets.workspaces.specs import ProjectSpec, digest_of
 from hdh_assets.workspaces.workspace_layout import (
-    APP_PORTS,
-    APP_UID,
     COMPONENT_LABEL,
     CONFIG_DIGEST_ANNOTATION,
     GRANTS_CLAIM,
     GRANTS_MOUNT,
+    HUB_API_PORT,
+    HUB_CONFIG_MOUNT,
+    HUB_DB_CLAIM,
+    HUB_DB_MOUNT,
+    HUB_NAME,
+    HUB_UID,
     IMAGE_ANNOTATION,
-    JUPYTER_TOKEN_SECRET,
     NAME_LABEL,
-    PROJECT_INFO_MOUNT,
-    PROXY_CONFIG_MOUNT,
+    PROXY_API_PORT,
     PROXY_PORT,
-    PROXY_SECRET_MOUNT,
     PROXY_UID,
-    SERVICE_ACCOUNT,
     WORK_CLAIM,
-    WORK_MOUNT,
     RenderSettings,
-    app_host,
-    app_labels,
+    hub_host,
+    hub_labels,
     kube_object,
-    member_group,
     object_meta,
-    oidc_client_id,
-    proxy_labels,
-    proxy_name,
     workspace_image,
 )
 
@@ -51,7 +51,8 @@ def grants_volume_name(spec: ProjectSpec) -> str:
 
 
 def storage(spec: ProjectSpec, settings: RenderSettings) -> list[dict[str, Any]]:
-    """The work claim, and the read-only grants volume bound to this project's claim only."""
+    """The work claim, the Hub's database claim, and the read-only grants volume bound to this
+    project's claim only."""
     grants = settings.grants
     share = f"{grants.share_root.rstrip('/')}/{spec.id}/grants"
     volume = {
@@ -79,7 +80,15 @@ def storage(spec: ProjectSpec, settings: RenderSettings) -> list[dict[str, Any]]
         "volumeName": grants_volume_name(spec),
         "resources": {"requests": {"storage": grants.capacity}},
     }
+    hub_db_claim = {
+        "accessModes": ["ReadWriteOnce"],
+        "storageClassName": settings.storage_class,
+        "resources": {"requests": {"storage": settings.hub_db_storage}},
+    }
     return [
+        kube_object(
+            "v1", "PersistentVolumeClaim", object_meta(spec, HUB_DB_CLAIM), spec=hub_db_claim
+        ),
         kube_object(
             "v1",
             "PersistentVolume",
@@ -94,7 +103,8 @@ def storage(spec: ProjectSpec, settings: RenderSettings) -> list[dict[str, Any]]
 
 
 def config_maps(spec: ProjectSpec, settings: RenderSettings) -> list[dict[str, Any]]:
-    """The image's build files (the manifest says what runs) and the list of granted data."""
+    """The image's build files (the manifest says what runs), the list of granted data and the
+    Hub's ``jupyterhub_config.py``."""
     image = workspace_image(spec)
     image_meta = object_meta(spec, "workspace-image")
     image_meta["annotations"][IMAGE_ANNOTATION] = image.reference(settings.registry)
@@ -121,14 +131,25 @@ def config_maps(spec: ProjectSpec, settings: RenderSettings) -> list[dict[str, A
             object_meta(spec, "workspace-project"),
             data={"project.json": json.dumps(project, indent=2, sort_keys=True) + "\n"},
         ),
+        hub_config_map(spec, settings),
     ]
+
+
+def hub_config_map(spec: ProjectSpec, settings: RenderSettings) -> dict[str, Any]:
+    """The Hub's configuration file: sign-in and spawner, no secret."""
+    return kube_object(
+        "v1",
+        "ConfigMap",
+        object_meta(spec, HUB_NAME),
+        data={"jupyterhub_config.py": cluster_config(spec, settings)},
+    )
 
 
 def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
-# --- pods ------------------------------------------------------------------------------------
+# --- the Hub --------------------------------------------------------------------------------
 
 
 def _resources(cpu: str, memory: str) -> dict[str, Any]:
@@ -148,23 +169,81 @@ def _container_security(uid: int) -> dict[str, Any]:
     }
 
 
-def _pod_spec(
-    uid: int, containers: list[dict], volumes: list[dict], **extra: Any
-) -> dict[str, Any]:
-    return {
-        "serviceAccountName": SERVICE_ACCOUNT,
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": uid,
-            "runAsGroup": uid,
-            "fsGroup": uid,
-            "seccompProfile": {"type": "RuntimeDefault"},
+def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def hub_identity(spec: ProjectSpec) -> list[dict[str, Any]]:
+    """The Hub's own account and the least KubeSpawner needs: members' server pods in this
+    namespace (never Secrets, never another namespace)."""
+    rules = [
+        {
+            "apiGroups": [""],
+            "resources": ["pods"],
+            "verbs": ["get", "list", "watch", "create", "delete"],
         },
-        "containers": containers,
-        "volumes": volumes,
-        **extra,
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get", "list"]},
+    ]
+    ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": HUB_NAME}
+    subjects = [{"kind": "ServiceAccount", "name": HUB_NAME, "namespace": spec.namespace}]
+    return [
+        kube_object("v1", "ServiceAccount", object_meta(spec, HUB_NAME)),
+        kube_object(
+            "rbac.authorization.k8s.io/v1", "Role", object_meta(spec, HUB_NAME), rules=rules
+        ),
+        kube_object(
+            "rbac.authorization.k8s.io/v1",
+            "RoleBinding",
+            object_meta(spec, HUB_NAME),
+            roleRef=ref,
+            subjects=subjects,
+        ),
+    ]
+
+
+def _hub_container(settings: RenderSettings) -> dict[str, Any]:
+    env = [_secret_env(name, HUB_NAME, key) for name, key in sorted(HUB_SECRET_KEYS.items())]
+    return {
+        "name": "hub",
+        "image": settings.jupyterhub_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": list(hub_command()),
+        "workingDir": HUB_DB_MOUNT,
+        "env": env,
+        "ports": [{"name": "hub-api", "containerPort": HUB_API_PORT, "protocol": "TCP"}],
+        "resources": _resources(settings.hub_cpu, settings.hub_memory),
+        "securityContext": _container_security(HUB_UID),
+        "volumeMounts": [
+            {"name": "config", "mountPath": HUB_CONFIG_MOUNT, "readOnly": True},
+            {"name": "db", "mountPath": HUB_DB_MOUNT},
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/hub/health", "port": "hub-api"},
+            "periodSeconds": 10,
+        },
+    }
+
+
+def _proxy_container(settings: RenderSettings) -> dict[str, Any]:
+    return {
+        "name": "proxy",
+        "image": settings.proxy_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": [
+            "configurable-http-proxy",
+            "--ip=",
+            f"--port={PROXY_PORT}",
+            "--api-ip=127.0.0.1",
+            f"--api-port={PROXY_API_PORT}",
+            f"--default-target=http://127.0.0.1:{HUB_API_PORT}",
+            f"--error-target=http://127.0.0.1:{HUB_API_PORT}/hub/error",
+        ],
+        "env": [_secret_env(PROXY_TOKEN_ENV, HUB_NAME, HUB_SECRET_KEYS[PROXY_TOKEN_ENV])],
+        "ports": [{"name": "http", "containerPort": PROXY_PORT, "protocol": "TCP"}],
+        "resources": _resources(settings.hub_cpu, settings.hub_memory),
+        "securityContext": {**_container_security(PROXY_UID), "readOnlyRootFilesystem": True},
+        "readinessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 10},
     }
 
 
@@ -181,7 +260,7 @@ def _deployment(
     body = {
         "replicas": 1,
         "revisionHistoryLimit": 3,
-        "strategy": {"type": "Recreate"},
+        "strategy": {"type": "Recreate"},  # one Hub owns the database: never two at once
         "selector": match_labels(pod_labels),
         "template": {"metadata": template_meta, "spec": pod_spec},
     }
@@ -193,217 +272,65 @@ def _deployment(
     return kube_object("apps/v1", "Deployment", meta, spec=body)
 
 
-def _service(
-    spec: ProjectSpec, name: str, selector: Mapping[str, str], port: int, target: int
-) -> dict[str, Any]:
-    body = {
+def hub(spec: ProjectSpec, settings: RenderSettings) -> list[dict[str, Any]]:
+    """The Hub's Deployment (Hub and proxy containers; the only pod with an API token, for
+    KubeSpawner) and its Service: the proxy's port for the Ingress, the API for the servers."""
+    labels = hub_labels(spec)
+    pod = {
+        "serviceAccountName": HUB_NAME,
+        "automountServiceAccountToken": True,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": HUB_UID,
+            "runAsGroup": HUB_UID,
+            "fsGroup": HUB_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [_hub_container(settings), _proxy_container(settings)],
+        "volumes": [
+            {"name": "config", "configMap": {"name": HUB_NAME}},
+            {"name": "db", "persistentVolumeClaim": {"claimName": HUB_DB_CLAIM}},
+        ],
+    }
+    config = hub_config_map(spec, settings)
+    rollout = {
+        CONFIG_DIGEST_ANNOTATION: digest_of(config["data"]),
+        IMAGE_ANNOTATION: workspace_image(spec).reference(settings.registry),
+    }
+    service = {
         "type": "ClusterIP",
-        "selector": dict(selector),
-        "ports": [{"name": "http", "protocol": "TCP", "port": port, "targetPort": target}],
-    }
-    meta = object_meta(
-        spec,
-        name,
-        labels={NAME_LABEL: selector[NAME_LABEL], COMPONENT_LABEL: selector[COMPONENT_LABEL]},
-    )
-    return kube_object("v1", "Service", meta, spec=body)
-
-
-def _app_env(spec: ProjectSpec, settings: RenderSettings) -> list[dict[str, Any]]:
-    env = [
-        {"name": "HDH_PROJECT", "value": spec.id},
-        {"name": "HDH_GRANTS_DIR", "value": GRANTS_MOUNT},
-        {"name": "HDH_PROJECT_INFO", "value": f"{PROJECT_INFO_MOUNT}/project.json"},
-        {"name": "PIP_INDEX_URL", "value": settings.pip_index_url},
-        {"name": "HDH_CRAN_MIRROR", "value": settings.cran_mirror_url},
-    ]
-    if spec.applications.gitlab:
-        env.append({"name": "HDH_GITLAB_URL", "value": spec.applications.gitlab})
-    return env
-
-
-def _app_volumes() -> tuple[list[dict], list[dict]]:
-    volumes = [
-        {"name": "work", "persistentVolumeClaim": {"claimName": WORK_CLAIM}},
-        {"name": "grants", "persistentVolumeClaim": {"claimName": GRANTS_CLAIM, "readOnly": True}},
-        {"name": "project", "configMap": {"name": "workspace-project"}},
-    ]
-    mounts = [
-        {"name": "work", "mountPath": WORK_MOUNT},
-        {"name": "grants", "mountPath": GRANTS_MOUNT, "readOnly": True},
-        {"name": "project", "mountPath": PROJECT_INFO_MOUNT, "readOnly": True},
-    ]
-    return volumes, mounts
-
-
-def _app_container(
-    app: str, image: str, spec: ProjectSpec, settings: RenderSettings
-) -> dict[str, Any]:
-    port = APP_PORTS[app]
-    _, mounts = _app_volumes()
-    env = _app_env(spec, settings)
-    container: dict[str, Any] = {
-        "name": app,
-        "image": image,
-        "imagePullPolicy": "IfNotPresent",
-        "workingDir": WORK_MOUNT,
-        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
-        "env": env,
-        "resources": _resources(spec.compute.cpu, spec.compute.memory),
-        "securityContext": _container_security(APP_UID),
-        "volumeMounts": mounts,
-        "readinessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 10},
-    }
-    if app == "jupyterlab":
-        # Jupyter keeps its token on; the proxy sends it (see the image's Dockerfile).
-        env.insert(0, _secret_env("JUPYTER_TOKEN", JUPYTER_TOKEN_SECRET, "token"))
-    else:
-        container["command"] = list(settings.rstudio_command)
-    return container
-
-
-def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-
-
-def application(spec: ProjectSpec, app: str, settings: RenderSettings) -> list[dict[str, Any]]:
-    """The application's Deployment and its Service (reachable only from its proxy)."""
-    image = (
-        workspace_image(spec).reference(settings.registry)
-        if app == "jupyterlab"
-        else settings.rstudio_image
-    )
-    labels = app_labels(spec, app)
-    volumes, _ = _app_volumes()
-    extra: dict[str, Any] = {}
-    if (
-        app == "rstudio"
-        and spec.applications.jupyterlab
-        and settings.work_access_mode == "ReadWriteOnce"
-    ):
-        # Both applications mount the work claim: a ReadWriteOnce volume needs the same node.
-        extra["affinity"] = {
-            "podAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": [
-                    {
-                        "labelSelector": match_labels(app_labels(spec, "jupyterlab")),
-                        "topologyKey": "kubernetes.io/hostname",
-                    }
-                ]
-            }
-        }
-    pod = _pod_spec(APP_UID, [_app_container(app, image, spec, settings)], volumes, **extra)
-    port = APP_PORTS[app]
-    return [
-        _deployment(spec, app, labels, pod, {IMAGE_ANNOTATION: image}),
-        _service(spec, app, labels, port, port),
-    ]
-
-
-# --- sign-in proxies -------------------------------------------------------------------------
-
-
-def proxy_config(spec: ProjectSpec, app: str, settings: RenderSettings) -> dict[str, Any]:
-    """oauth2-proxy's alpha configuration (v7.x format): provider, upstream, injected headers."""
-    upstream = f"http://{app}.{spec.namespace}.svc.cluster.local:{APP_PORTS[app]}/"
-    headers: list[dict[str, Any]] = [
-        {"name": "X-Forwarded-User", "values": [{"claim": "user"}]},
-        {"name": "X-Forwarded-Email", "values": [{"claim": "email"}]},
-    ]
-    if app == "jupyterlab":
-        headers.append({"name": "Authorization", "values": [{"fromEnv": "UPSTREAM_AUTHORIZATION"}]})
-    return {
-        "server": {"BindAddress": f"0.0.0.0:{PROXY_PORT}"},
-        "upstreamConfig": {
-            "upstreams": [{"id": app, "path": "/", "uri": upstream, "proxyWebSockets": True}]
-        },
-        "injectRequestHeaders": headers,
-        "providers": [
+        "selector": dict(labels),
+        "ports": [
+            {"name": "http", "protocol": "TCP", "port": 80, "targetPort": PROXY_PORT},
             {
-                "id": "hdh-sso",
-                "provider": "oidc",
-                "name": "HDH single sign-on",
-                "clientID": oidc_client_id(spec, app),
-                "clientSecretFile": f"{PROXY_SECRET_MOUNT}/client-secret",
-                "allowedGroups": [member_group(spec, settings)],
-                "code_challenge_method": "S256",
-                "oidcConfig": {
-                    "issuerURL": settings.oidc_issuer_url,
-                    "emailClaim": "email",
-                    "groupsClaim": "groups",
-                    "audienceClaims": ["aud"],
-                },
-            }
-        ],
-    }
-
-
-def auth_proxy(spec: ProjectSpec, app: str, settings: RenderSettings) -> list[dict[str, Any]]:
-    """The oauth2-proxy in front of one application: config, Deployment, Service."""
-    name = proxy_name(app)
-    config_text = yaml.dump(
-        proxy_config(spec, app, settings), Dumper=FAST_SAFE_DUMPER, sort_keys=True
-    )
-    config = kube_object(
-        "v1", "ConfigMap", object_meta(spec, name), data={"oauth2-proxy.yaml": config_text}
-    )
-    env = [_secret_env("OAUTH2_PROXY_COOKIE_SECRET", name, "cookie-secret")]
-    if app == "jupyterlab":
-        env += [
-            _secret_env("JUPYTER_TOKEN", JUPYTER_TOKEN_SECRET, "token"),
-            {"name": "UPSTREAM_AUTHORIZATION", "value": "token $(JUPYTER_TOKEN)"},
-        ]
-    container = {
-        "name": "oauth2-proxy",
-        "image": settings.oauth2_proxy_image,
-        "imagePullPolicy": "IfNotPresent",
-        "args": [
-            f"--alpha-config={PROXY_CONFIG_MOUNT}/oauth2-proxy.yaml",
-            "--email-domain=*",
-            "--reverse-proxy=true",
-            "--cookie-secure=true",
-            f"--cookie-name=_hdh_{spec.id.replace('-', '_')}_{app}",
-            "--skip-provider-button=true",
-            f"--redirect-url=https://{app_host(spec, app, settings)}/oauth2/callback",
-        ],
-        "env": env,
-        "ports": [{"name": "http", "containerPort": PROXY_PORT, "protocol": "TCP"}],
-        "resources": _resources(settings.proxy_cpu, settings.proxy_memory),
-        "securityContext": {**_container_security(PROXY_UID), "readOnlyRootFilesystem": True},
-        "volumeMounts": [
-            {"name": "config", "mountPath": PROXY_CONFIG_MOUNT, "readOnly": True},
-            {"name": "secret", "mountPath": PROXY_SECRET_MOUNT, "readOnly": True},
-        ],
-        "readinessProbe": {"httpGet": {"path": "/ping", "port": "http"}, "periodSeconds": 10},
-    }
-    volumes = [
-        {"name": "config", "configMap": {"name": name}},
-        {
-            "name": "secret",
-            "secret": {
-                "secretName": name,
-                "items": [{"key": "client-secret", "path": "client-secret"}],
+                "name": "hub-api",
+                "protocol": "TCP",
+                "port": HUB_API_PORT,
+                "targetPort": HUB_API_PORT,
             },
-        },
-    ]
-    labels = proxy_labels(spec, app)
-    pod = _pod_spec(PROXY_UID, [container], volumes)
-    rollout = {CONFIG_DIGEST_ANNOTATION: digest_of(config["data"])}
+        ],
+    }
+    service_meta = object_meta(
+        spec,
+        HUB_NAME,
+        labels={NAME_LABEL: labels[NAME_LABEL], COMPONENT_LABEL: labels[COMPONENT_LABEL]},
+    )
     return [
-        config,
-        _deployment(spec, name, labels, pod, rollout),
-        _service(spec, name, labels, 80, PROXY_PORT),
+        _deployment(spec, HUB_NAME, labels, pod, rollout),
+        kube_object("v1", "Service", service_meta, spec=service),
     ]
 
 
 def ingress(spec: ProjectSpec, settings: RenderSettings) -> dict[str, Any]:
-    """Routes from the sign-on gateway to each application's proxy (never to the app itself)."""
-    rules, hosts = [], []
-    for app in spec.applications.enabled():
-        host = app_host(spec, app, settings)
-        hosts.append(host)
-        backend = {"service": {"name": proxy_name(app), "port": {"name": "http"}}}
-        path = {"path": "/", "pathType": "Prefix", "backend": backend}
-        rules.append({"host": host, "http": {"paths": [path]}})
-    body = {"ingressClassName": settings.ingress_class, "tls": [{"hosts": hosts}], "rules": rules}
+    """The route from the sign-on gateway to the Hub's proxy (never to a server directly)."""
+    host = hub_host(spec, settings)
+    backend = {"service": {"name": HUB_NAME, "port": {"name": "http"}}}
+    rules = [
+        {
+            "host": host,
+            "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]},
+        }
+    ]
+    body = {"ingressClassName": settings.ingress_class, "tls": [{"hosts": [host]}], "rules": rules}
     return kube_object("networking.k8s.io/v1", "Ingress", object_meta(spec, "workspace"), spec=body)

@@ -20,25 +20,28 @@ CONFIG_DIGEST_ANNOTATION = "hdh.platform/config-digest"
 IMAGE_ANNOTATION = "hdh.platform/image"
 NAME_LABEL = "app.kubernetes.io/name"
 COMPONENT_LABEL = "app.kubernetes.io/component"
-APPLICATION = "application"
-AUTH_PROXY = "auth-proxy"
+APPLICATION = "application"  # the members' servers (JupyterLab, RStudio inside)
+HUB = "hub"  # JupyterHub and its proxy: the only way in
 
 SERVICE_ACCOUNT = "workspace"
+HUB_NAME = "jupyterhub"  # the Hub's Deployment, Service, ConfigMap, Secret, account and Role
+HUB_DB_CLAIM = "jupyterhub-db"
+SERVER_NAME = "jupyterhub-server"  # the name label of every member's server pod
 WORK_CLAIM = "work"
 GRANTS_CLAIM = "grants"
 WORK_MOUNT = "/work"
 GRANTS_MOUNT = "/data/grants"
 PROJECT_INFO_MOUNT = "/etc/hdh"
-PROXY_PORT = 4180
-PROXY_CONFIG_MOUNT = "/etc/oauth2-proxy"
-PROXY_SECRET_MOUNT = "/etc/oauth2-proxy/secret"
-JUPYTER_TOKEN_SECRET = "jupyterlab-token"
+HUB_CONFIG_MOUNT = "/etc/jupyterhub"
+HUB_DB_MOUNT = "/srv/jupyterhub/db"
 APP_UID = 1000  # the workspace image's user (hdh_assets.workspaces.image)
-PROXY_UID = 65532  # distroless "nonroot" of the oauth2-proxy image
+HUB_UID = 1000  # the Hub image's user
+PROXY_UID = 65534  # configurable-http-proxy's image user (nobody)
 
-JUPYTER_PORT = 8888
-RSTUDIO_PORT = 8787
-APP_PORTS: dict[str, int] = {"jupyterlab": JUPYTER_PORT, "rstudio": RSTUDIO_PORT}
+JUPYTER_PORT = 8888  # a member's server
+HUB_API_PORT = 8081  # the Hub's API: the proxy and the servers talk to it
+PROXY_PORT = 8000  # configurable-http-proxy's public port: what the Ingress reaches
+PROXY_API_PORT = 8001  # configurable-http-proxy's API, for the Hub only (same pod)
 
 
 @dataclass(frozen=True)
@@ -71,20 +74,19 @@ class RenderSettings:
         default_factory=lambda: {"app.kubernetes.io/name": "keycloak"}
     )
     oidc_port: int = 8443
-    member_group_template: str = "hdh-ws-{project}-members"
-    oauth2_proxy_image: str = "quay.io/oauth2-proxy/oauth2-proxy:v7.9.0"
-    # RStudio Server runs as the workspace user with its own authentication off: only its
-    # oauth2-proxy can reach it. The image must provide rserver (the Jupyter image does not).
-    rstudio_image: str = "docker.io/rocker/rstudio:4.4.2"
-    rstudio_command: tuple[str, ...] = (
-        "/usr/lib/rstudio-server/bin/rserver",
-        "--server-daemonize=0",
-        "--www-address=0.0.0.0",
-        f"--www-port={RSTUDIO_PORT}",
-        "--auth-none=1",
-        "--server-user=rstudio",
-        "--server-data-dir=/tmp/rstudio-server",
-    )
+    # A project's member group at the provider (auth.settings' HDH_OIDC_PROJECT_GROUP).
+    member_group_template: str = "project:{project}:member"
+    oidc_groups_claim: str = "groups"
+    oidc_scopes: tuple[str, ...] = ("openid", "profile", "email", "groups")
+    # One confidential client for every project's Hub (auth.settings' jupyterhub client); each
+    # Hub's callback https://jupyterhub-<id>.<public_domain>/hub/oauth_callback is registered.
+    jupyterhub_client_id: str = "hdh-jupyterhub"
+    # JupyterHub 6.1 with oauthenticator 17.4 and kubespawner, and configurable-http-proxy 5.2.
+    jupyterhub_image: str = "registry.hdh.example/hdh/jupyterhub:6.1.1"
+    proxy_image: str = "quay.io/jupyterhub/configurable-http-proxy:5.2.0"
+    # The Kubernetes API server, which KubeSpawner (in the Hub) asks to start servers.
+    kube_api_cidr: str = "10.96.0.1/32"
+    kube_api_ports: tuple[int, ...] = (443, 6443)
     # The package proxy (approved PyPI and CRAN packages only).
     pip_index_url: str = "http://packages.hdh.internal:8081/repository/pypi/simple"
     cran_mirror_url: str = "http://packages.hdh.internal:8081/repository/cran"
@@ -97,8 +99,10 @@ class RenderSettings:
     storage_class: str = "hdh-workspace"
     work_access_mode: str = "ReadWriteOnce"
     grants: GrantsVolume = field(default_factory=GrantsVolume)
-    proxy_cpu: str = "100m"
-    proxy_memory: str = "128Mi"
+    # The Hub and its proxy, each (the members' servers are sized by the spec's ``compute``).
+    hub_cpu: str = "200m"
+    hub_memory: str = "256Mi"
+    hub_db_storage: str = "1Gi"
 
 
 # --- metadata and names ----------------------------------------------------------------------
@@ -129,49 +133,40 @@ def kube_object(
     return {"apiVersion": api_version, "kind": kind, "metadata": metadata, **body}
 
 
-def app_labels(spec: ProjectSpec, app: str) -> dict[str, str]:
-    """An application's pod labels: what its Service, policies and affinity select."""
-    return {PROJECT_LABEL: spec.id, NAME_LABEL: app, COMPONENT_LABEL: APPLICATION}
+def hub_labels(spec: ProjectSpec) -> dict[str, str]:
+    """The Hub pod's labels: what its Service, the policies and the servers' affinity select."""
+    return {PROJECT_LABEL: spec.id, NAME_LABEL: HUB_NAME, COMPONENT_LABEL: HUB}
 
 
-def proxy_name(app: str) -> str:
-    """The name of an application's proxy: its Deployment, Service, ConfigMap and Secret."""
-    return f"{app}-oauth2-proxy"
+def server_labels(spec: ProjectSpec) -> dict[str, str]:
+    """The labels of every member's server pod (KubeSpawner's): what the policies select."""
+    return {PROJECT_LABEL: spec.id, NAME_LABEL: SERVER_NAME, COMPONENT_LABEL: APPLICATION}
 
 
-def proxy_labels(spec: ProjectSpec, app: str) -> dict[str, str]:
-    """The pod labels of an application's oauth2-proxy."""
-    return {PROJECT_LABEL: spec.id, NAME_LABEL: proxy_name(app), COMPONENT_LABEL: AUTH_PROXY}
-
-
-def app_host(spec: ProjectSpec, app: str, settings: RenderSettings) -> str:
-    return f"{app}-{spec.id}.{settings.public_domain}"
+def hub_host(spec: ProjectSpec, settings: RenderSettings) -> str:
+    return f"jupyterhub-{spec.id}.{settings.public_domain}"
 
 
 def app_urls(spec: ProjectSpec, settings: RenderSettings) -> dict[str, str]:
-    """Where members open each application (for the portal's links)."""
-    return {app: f"https://{app_host(spec, app, settings)}/" for app in spec.applications.enabled()}
+    """Where members open each application (for the portal's links): their own server, through
+    the Hub's sign-in (``user-redirect`` finds the signed-in member's server)."""
+    base = f"https://{hub_host(spec, settings)}/user-redirect"
+    paths = {"jupyterlab": "/lab", "rstudio": "/rstudio/"}
+    return {app: base + paths[app] for app in spec.applications.enabled()}
 
 
 def member_group(spec: ProjectSpec, settings: RenderSettings) -> str:
-    """The identity provider's group of the project's members (oauth2-proxy lets only it in)."""
-    return settings.member_group_template.format(project=spec.id)
-
-
-def oidc_client_id(spec: ProjectSpec, app: str) -> str:
-    return f"hdh-ws-{spec.id}-{app}"
+    """The identity provider's group of the project's members (the Hub lets only it in)."""
+    return settings.member_group_template.replace("{project}", spec.id)
 
 
 def secret_requirements(spec: ProjectSpec) -> dict[str, tuple[str, ...]]:
     """Secrets (name -> keys) the namespace needs; created by the secret store, not rendered."""
-    needed = {
-        proxy_name(app): ("client-secret", "cookie-secret") for app in spec.applications.enabled()
-    }
-    if spec.applications.jupyterlab:
-        needed[JUPYTER_TOKEN_SECRET] = ("token",)
-    return dict(sorted(needed.items()))
+    return {HUB_NAME: ("client-secret", "cookie-secret", "proxy-auth-token")}
 
 
 def workspace_image(spec: ProjectSpec) -> ImageDefinition:
-    """The JupyterLab image holding exactly the project's approved packages."""
-    return image_definition(spec.packages.python, spec.packages.r)
+    """The members' server image: exactly the project's approved packages, RStudio if asked."""
+    return image_definition(
+        spec.packages.python, spec.packages.r, rstudio=spec.applications.rstudio
+    )

@@ -77,6 +77,7 @@ def test_requirements_hold_jupyter_and_the_project_packages(definition: ImageDef
     packages = [line for line in lines if not line.startswith("#")]
     assert packages == [
         "ipykernel>=6.29",
+        "jupyterhub<7,>=6.1",
         "jupyterlab>=4.4",
         "pandas",
         "polars<3,>=2",
@@ -88,8 +89,20 @@ def test_requirements_hold_jupyter_and_the_project_packages(definition: ImageDef
     bare = image_definition([], []).files()["requirements.txt"].splitlines()
     assert [line for line in bare if not line.startswith("#")] == [
         "ipykernel>=6.29",
+        "jupyterhub<7,>=6.1",
         "jupyterlab>=4.4",
     ]
+
+
+def test_rstudio_adds_its_server_and_the_jupyter_proxy(definition: ImageDefinition) -> None:
+    with_rstudio = image_definition(definition.python_packages, definition.r_packages, rstudio=True)
+    lines = with_rstudio.files()["requirements.txt"].splitlines()
+    assert {"jupyter-rsession-proxy>=2.2", "jupyter-server-proxy>=4.4"} <= set(lines)
+    dockerfile = with_rstudio.files()["Dockerfile"]
+    assert "ARG RSTUDIO_SERVER_DEB_SHA256" in dockerfile and "sha256sum -c -" in dockerfile
+    assert dockerfile.index("rstudio-server.deb") < dockerfile.index("USER ")  # root installs
+    assert "rstudio" not in definition.files()["Dockerfile"].lower()
+    assert with_rstudio.digest != definition.digest
 
 
 def test_install_r_fetches_cran_packages_and_checks_all(definition: ImageDefinition) -> None:

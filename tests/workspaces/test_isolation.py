@@ -14,9 +14,8 @@ import yaml
 from hdh_assets.workspaces.manifests import (
     PROJECT_LABEL,
     RenderSettings,
-    app_host,
+    hub_host,
     member_group,
-    oidc_client_id,
     render_projects,
     to_yaml,
 )
@@ -41,16 +40,21 @@ def rendered(specs: dict[str, ProjectSpec]) -> dict[str, list[dict]]:
 
 
 def identifying_strings(spec: ProjectSpec) -> set[str]:
-    """What names a project: id, namespace, volume, OIDC clients and group, hosts, members."""
+    """What names a project: id, namespace, volume, member group, Hub host and callback, members."""
+    host = hub_host(spec, SETTINGS)
     strings = {spec.id, spec.namespace, f"{spec.namespace}-grants", member_group(spec, SETTINGS)}
-    for app in ("jupyterlab", "rstudio"):
-        strings |= {oidc_client_id(spec, app), app_host(spec, app, SETTINGS)}
+    strings |= {host, f"https://{host}/hub/oauth_callback"}
     return strings | {member.user for member in spec.members}
 
 
 def words(text: str) -> set[str]:
-    """Every token of the text, split both at and inside dots, @ and slashes."""
-    return set(re.findall(r"[A-Za-z0-9_-]+", text)) | set(re.findall(r"[A-Za-z0-9_.@-]+", text))
+    """Every token of the text, split both at and inside dots, @, colons and slashes (a whole
+    URL is one token too)."""
+    return (
+        set(re.findall(r"[A-Za-z0-9_-]+", text))
+        | set(re.findall(r"[A-Za-z0-9_.@:-]+", text))
+        | set(re.findall(r"https://[A-Za-z0-9_.@:/-]+", text))
+    )
 
 
 def walk(value: Any) -> Iterator[tuple[str, Any]]:
@@ -138,7 +142,11 @@ def test_network_peers_are_this_project_or_shared_services(rendered: dict[str, l
                     assert peer["podSelector"]["matchLabels"][PROJECT_LABEL] == pid
                 else:
                     cidr = peer["ipBlock"]["cidr"]
-                    assert cidr in {SETTINGS.package_proxy_cidr, SETTINGS.data_store_cidr}
+                    assert cidr in {
+                        SETTINGS.package_proxy_cidr,
+                        SETTINGS.data_store_cidr,
+                        SETTINGS.kube_api_cidr,
+                    }
 
 
 def test_volumes_belong_to_the_same_project(rendered: dict[str, list[dict]]) -> None:
@@ -165,16 +173,22 @@ def test_role_bindings_bind_only_the_projects_members(
 ) -> None:
     for pid, objects in rendered.items():
         members = {(m.user, m.role) for m in specs[pid].members}
+        bindings = [o for o in objects if o["kind"] == "RoleBinding"]
         bound = {
             (subject["name"], o["roleRef"]["name"].removeprefix("workspace-"))
-            for o in objects
-            if o["kind"] == "RoleBinding"
+            for o in bindings
+            if o["metadata"]["name"] != "jupyterhub"
             for subject in o["subjects"]
         }
         assert bound == members
-        for binding in (o for o in objects if o["kind"] == "RoleBinding"):
+        for binding in bindings:
             assert binding["roleRef"]["kind"] == "Role"  # never a ClusterRole
-            assert all(s["kind"] == "User" for s in binding["subjects"])
+            if binding["metadata"]["name"] == "jupyterhub":  # KubeSpawner's, in this namespace
+                assert binding["subjects"] == [
+                    {"kind": "ServiceAccount", "name": "jupyterhub", "namespace": f"hdh-ws-{pid}"}
+                ]
+            else:
+                assert all(s["kind"] == "User" for s in binding["subjects"])
 
 
 def test_an_unapproved_grant_is_refused_and_not_rendered(tmp_path: Path) -> None:

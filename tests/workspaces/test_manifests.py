@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import random
 from collections.abc import Iterator
@@ -96,7 +97,7 @@ def test_the_default_version_is_the_newest_schema_set_shipped() -> None:
 
 def broken_objects(objects: list[dict]) -> list[tuple[dict, str]]:
     """Invalid variants of real objects, with the path the error must name."""
-    deployment = copy.deepcopy(find(objects, "Deployment", "jupyterlab"))
+    deployment = copy.deepcopy(find(objects, "Deployment", "jupyterhub"))
     deployment["spec"]["template"]["spec"]["containers"][0]["privileged"] = True
     policy = copy.deepcopy(find(objects, "NetworkPolicy", "default-deny"))
     policy["spec"]["podSelector"] = "all"
@@ -169,9 +170,13 @@ def test_the_required_objects_are_present(rendered: dict[str, list[dict]]) -> No
         ("LimitRange", "workspace-limits"),
         ("NetworkPolicy", "default-deny"),
         ("NetworkPolicy", "allow-dns"),
-        ("NetworkPolicy", "allow-gateway-to-proxies"),
-        ("NetworkPolicy", "allow-apps-to-package-proxy"),
-        ("NetworkPolicy", "allow-apps-to-data-store"),
+        ("NetworkPolicy", "allow-gateway-to-hub"),
+        ("NetworkPolicy", "allow-hub-api-from-servers"),
+        ("NetworkPolicy", "allow-hub-egress"),
+        ("NetworkPolicy", "allow-servers-from-hub"),
+        ("NetworkPolicy", "allow-servers-to-hub-api"),
+        ("NetworkPolicy", "allow-servers-to-package-proxy"),
+        ("NetworkPolicy", "allow-servers-to-data-store"),
         ("ServiceAccount", "workspace"),
         ("Role", "workspace-owner"),
         ("RoleBinding", "workspace-owner"),
@@ -181,24 +186,41 @@ def test_the_required_objects_are_present(rendered: dict[str, list[dict]]) -> No
         ("PersistentVolumeClaim", "grants"),
         ("PersistentVolume", "hdh-ws-diabetes-outcomes-grants"),
         ("ConfigMap", "workspace-image"),
-        ("Deployment", "jupyterlab"),
-        ("Service", "jupyterlab"),
-        ("Deployment", "jupyterlab-oauth2-proxy"),
-        ("Service", "jupyterlab-oauth2-proxy"),
-        ("Deployment", "rstudio"),
-        ("Service", "rstudio"),
-        ("Deployment", "rstudio-oauth2-proxy"),
-        ("Service", "rstudio-oauth2-proxy"),
+        ("ConfigMap", "jupyterhub"),
+        ("ServiceAccount", "jupyterhub"),
+        ("Role", "jupyterhub"),
+        ("RoleBinding", "jupyterhub"),
+        ("PersistentVolumeClaim", "jupyterhub-db"),
+        ("Deployment", "jupyterhub"),
+        ("Service", "jupyterhub"),
         ("Ingress", "workspace"),
     }
     assert expected <= names
     assert ("Role", "workspace-viewer") not in names  # no viewer in this team: no empty binding
+    # One way in: no application of its own, no oauth2-proxy any more.
+    assert {n for k, n in names if k in ("Deployment", "Service")} == {"jupyterhub"}
+    assert "oauth2-proxy" not in to_yaml(objects)
 
 
-def test_rstudio_only_when_enabled(rendered: dict[str, list[dict]]) -> None:
-    cardio = {o["metadata"]["name"] for o in rendered["cardio-imaging"]}
-    assert "rstudio" not in cardio and "rstudio-oauth2-proxy" not in cardio
-    assert "jupyterlab" in cardio
+def test_rstudio_only_when_enabled(
+    specs: dict[str, ProjectSpec], rendered: dict[str, list[dict]]
+) -> None:
+    for pid, wanted in (("cardio-imaging", False), ("diabetes-outcomes", True)):
+        files = find(rendered[pid], "ConfigMap", "workspace-image")["data"]
+        assert ("jupyter-rsession-proxy>=2.2" in files["requirements.txt"]) is wanted
+        assert ("rstudio-server.deb" in files["Dockerfile"]) is wanted
+        assert spawner(rendered[pid])["cmd"] == ["jupyterhub-singleuser"]
+    assert 'c.Spawner.default_url = "/lab"' in hub_config(rendered["diabetes-outcomes"])
+    rstudio_only = specs["diabetes-outcomes"].model_copy(
+        update={
+            "applications": specs["diabetes-outcomes"].applications.model_copy(
+                update={"jupyterlab": False}
+            )
+        }
+    )
+    objects = render_project(rstudio_only, SETTINGS)
+    assert 'c.Spawner.default_url = "/rstudio/"' in hub_config(objects)
+    assert validate_objects(objects) == []
 
 
 def test_every_object_is_labelled_for_pruning_and_carries_the_spec_digest(
@@ -222,17 +244,40 @@ def test_the_namespace_enforces_restricted_pod_security(rendered: dict[str, list
         assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
 
 
-def test_no_pod_gets_an_api_token(rendered: dict[str, list[dict]]) -> None:
+def test_only_the_hub_gets_an_api_token_and_only_to_start_servers(
+    rendered: dict[str, list[dict]],
+) -> None:
     for objects in rendered.values():
         assert find(objects, "ServiceAccount", "workspace")["automountServiceAccountToken"] is False
-        for name, pod in pod_specs(objects):
-            assert pod["serviceAccountName"] == "workspace", name
-            assert pod["automountServiceAccountToken"] is False, name
+        assert dict(pod_specs(objects)).keys() == {"jupyterhub"}
+        hub = dict(pod_specs(objects))["jupyterhub"]
+        assert hub["serviceAccountName"] == "jupyterhub"
+        assert hub["automountServiceAccountToken"] is True  # KubeSpawner starts the servers
+        rules = find(objects, "Role", "jupyterhub")["rules"]
+        assert {r for rule in rules for r in rule["resources"]} == {
+            "pods",
+            "events",
+            "persistentvolumeclaims",
+        }
+        assert all(rule["apiGroups"] == [""] for rule in rules)
+        assert find(objects, "RoleBinding", "jupyterhub")["roleRef"]["kind"] == "Role"
+        servers = spawner(objects)  # members' servers: the token-less account
+        assert servers["service_account"] == "workspace"
+        assert servers["automount_service_account_token"] is False
 
 
 def test_every_container_is_restricted_and_sized(rendered: dict[str, list[dict]]) -> None:
     count = 0
     for objects in rendered.values():
+        servers = spawner(objects)  # the members' servers, as KubeSpawner makes them
+        context = servers["container_security_context"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context["runAsNonRoot"] is True and context["runAsUser"] == servers["uid"] > 0
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert servers["pod_security_context"]["runAsNonRoot"] is True
+        assert servers["cpu_limit"] == servers["cpu_guarantee"] > 0
+        assert servers["mem_limit"] == servers["mem_guarantee"] > 0
         for name, pod in pod_specs(objects):
             assert pod["securityContext"]["runAsNonRoot"] is True
             assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -248,7 +293,7 @@ def test_every_container_is_restricted_and_sized(rendered: dict[str, list[dict]]
                 assert context["seccompProfile"] == {"type": "RuntimeDefault"}, name
                 resources = container["resources"]
                 assert set(resources["requests"]) == set(resources["limits"]) == {"cpu", "memory"}
-    assert count == 6  # cardio: lab + proxy; diabetes: lab, rstudio and their proxies
+    assert count == 4  # each project's Hub and its proxy
 
 
 def test_grants_are_mounted_read_only_from_this_projects_volume(
@@ -265,33 +310,30 @@ def test_grants_are_mounted_read_only_from_this_projects_volume(
     claim = find(objects, "PersistentVolumeClaim", "grants")["spec"]
     assert claim["accessModes"] == ["ReadOnlyMany"]
     assert claim["volumeName"] == "hdh-ws-diabetes-outcomes-grants"
-    mounted = 0
-    for _, pod in pod_specs(objects):
-        grant_volumes = {
-            v["name"]
-            for v in pod["volumes"]
-            if v.get("persistentVolumeClaim", {}).get("claimName") == "grants"
-        }
-        for v in pod["volumes"]:
-            if v["name"] in grant_volumes:
-                assert v["persistentVolumeClaim"]["readOnly"] is True
-        for container in pod["containers"]:
-            for mount in container.get("volumeMounts", []):
-                if mount["name"] in grant_volumes:
-                    mounted += 1
-                    assert mount == {"name": "grants", "mountPath": GRANTS_MOUNT, "readOnly": True}
-    assert mounted == 2  # JupyterLab and RStudio, not the proxies
+    servers = spawner(objects)
+    assert {
+        "name": "grants",
+        "persistentVolumeClaim": {"claimName": "grants", "readOnly": True},
+    } in (servers["volumes"])
+    assert [m for m in servers["volume_mounts"] if m["name"] == "grants"] == [
+        {"name": "grants", "mountPath": GRANTS_MOUNT, "readOnly": True}
+    ]
+    for _, pod in pod_specs(objects):  # the Hub never sees the data
+        assert all(
+            v.get("persistentVolumeClaim", {}).get("claimName") != "grants" for v in pod["volumes"]
+        )
 
 
-def test_the_quota_adds_the_applications_and_their_proxies(rendered: dict[str, list[dict]]) -> None:
+def test_the_quota_adds_every_members_server_and_the_hub(rendered: dict[str, list[dict]]) -> None:
     hard = find(rendered["diabetes-outcomes"], "ResourceQuota", "workspace-quota")["spec"]["hard"]
-    # two applications at 2 cpu / 8Gi plus two proxies at 100m / 128Mi
-    assert hard["requests.cpu"] == hard["limits.cpu"] == "4200m"
-    assert hard["requests.memory"] == hard["limits.memory"] == "16640Mi"
-    assert hard["requests.storage"] == "150Gi"  # 50Gi of work + 100Gi of grants
+    # three members' servers at 2 cpu / 8Gi plus the Hub and its proxy at 200m / 256Mi
+    assert hard["requests.cpu"] == hard["limits.cpu"] == "6400m"
+    assert hard["requests.memory"] == hard["limits.memory"] == "25088Mi"
+    assert hard["requests.storage"] == "151Gi"  # 50Gi of work + 100Gi of grants + 1Gi of Hub db
     assert hard["services.loadbalancers"] == hard["services.nodeports"] == "0"
+    assert hard["pods"] == "4" and hard["persistentvolumeclaims"] == "3"
     cardio = find(rendered["cardio-imaging"], "ResourceQuota", "workspace-quota")["spec"]["hard"]
-    assert cardio["requests.cpu"] == "4100m" and cardio["pods"] == "2"
+    assert cardio["requests.cpu"] == "12400m" and cardio["pods"] == "4"
 
 
 def test_roles_grow_from_viewer_to_owner_and_nobody_reads_secrets(
@@ -323,86 +365,143 @@ def test_roles_grow_from_viewer_to_owner_and_nobody_reads_secrets(
         } in binding["subjects"]
 
 
-# --- sign-in in front of every application --------------------------------------------------
+# --- sign-in: JupyterHub in front of every server ------------------------------------------
 
 
-def proxy_config(objects: list[dict], app: str) -> dict[str, Any]:
-    return yaml.safe_load(
-        find(objects, "ConfigMap", f"{app}-oauth2-proxy")["data"]["oauth2-proxy.yaml"]
-    )
+def hub_config(objects: list[dict]) -> str:
+    return find(objects, "ConfigMap", "jupyterhub")["data"]["jupyterhub_config.py"]
+
+
+def spawner(objects: list[dict]) -> dict[str, Any]:
+    """The KubeSpawner settings of the Hub's config (each line a literal)."""
+    values = {}
+    for line in hub_config(objects).splitlines():
+        if line.startswith("c.KubeSpawner."):
+            name, _, literal = line.removeprefix("c.KubeSpawner.").partition(" = ")
+            values[name] = ast.literal_eval(literal)
+    return values
+
+
+def server_labels(pid: str) -> dict[str, str]:
+    return {
+        PROJECT_LABEL: pid,
+        "app.kubernetes.io/name": "jupyterhub-server",
+        "app.kubernetes.io/component": "application",
+    }
 
 
 @pytest.mark.parametrize("pid", ["cardio-imaging", "diabetes-outcomes"])
-def test_an_oauth2_proxy_stands_in_front_of_every_application(
+def test_the_hub_signs_in_the_projects_group_only_at_the_provider(
     specs: dict[str, ProjectSpec], rendered: dict[str, list[dict]], pid: str
 ) -> None:
-    objects, spec = rendered[pid], specs[pid]
-    namespace = f"hdh-ws-{pid}"
+    objects = rendered[pid]
+    config = hub_config(objects)
+    compile(config, "jupyterhub_config.py", "exec")  # valid Python
+    assert "c.JupyterHub.authenticator_class = 'generic-oauth'" in config
+    assert 'c.GenericOAuthenticator.client_id = "hdh-jupyterhub"' in config
+    assert f'ISSUER = "{SETTINGS.oidc_issuer_url}"' in config
+    assert "/.well-known/openid-configuration" in config
+    assert "c.GenericOAuthenticator.authorize_url = provider['authorization_endpoint']" in config
+    assert (
+        f'c.GenericOAuthenticator.allowed_groups = {{"project:{pid}:member"}}' in config
+    )  # its own group, no other project's
+    assert 'c.GenericOAuthenticator.auth_state_groups_key = "oauth_user.groups"' in config
+    assert 'c.GenericOAuthenticator.username_claim = "preferred_username"' in config
+    assert 'scope = ["openid", "profile", "email", "groups"]' in config
+    assert "c.GenericOAuthenticator.admin_groups = set()" in config
+    assert "c.Authenticator.allow_all = False" in config
+    callback = f"https://jupyterhub-{pid}.{SETTINGS.public_domain}/hub/oauth_callback"
+    assert f'oauth_callback_url = "{callback}"' in config
+    # Secrets: from the environment, set from the Secret; nothing literal anywhere.
+    assert 'client_secret = os.environ["OAUTH_CLIENT_SECRET"]' in config
+    text = to_yaml(objects).lower()
+    assert "password" not in text
+    assert not any(o["kind"] == "Secret" for o in objects)
+    hub = dict(pod_specs(objects))["jupyterhub"]
+    for container in hub["containers"]:
+        for variable in container.get("env", []):
+            if any(word in variable["name"] for word in ("SECRET", "TOKEN")):
+                assert "value" not in variable, variable
+                assert variable["valueFrom"]["secretKeyRef"]["name"] == "jupyterhub"
     backends = {
         path["backend"]["service"]["name"]
         for rule in find(objects, "Ingress", "workspace")["spec"]["rules"]
         for path in rule["http"]["paths"]
     }
-    assert backends == {f"{app}-oauth2-proxy" for app in spec.applications.enabled()}
-    for app in spec.applications.enabled():
-        config = proxy_config(objects, app)
-        provider = config["providers"][0]
-        assert provider["provider"] == "oidc"
-        assert provider["clientID"] == f"hdh-ws-{pid}-{app}"
-        assert provider["oidcConfig"]["issuerURL"] == SETTINGS.oidc_issuer_url
-        assert provider["allowedGroups"] == [f"hdh-ws-{pid}-members"]
-        assert "clientSecret" not in provider  # a file from the Secret, never a literal
-        assert provider["clientSecretFile"].startswith("/etc/oauth2-proxy/secret/")
-        upstream = config["upstreamConfig"]["upstreams"][0]["uri"]
-        assert upstream.startswith(f"http://{app}.{namespace}.svc.cluster.local:")
-        proxy = find(objects, "Deployment", f"{app}-oauth2-proxy")["spec"]["template"]["spec"]
-        secret_volume = next(v for v in proxy["volumes"] if "secret" in v)
-        assert secret_volume["secret"]["secretName"] == f"{app}-oauth2-proxy"
-        for variable in proxy["containers"][0]["env"]:
-            assert "value" not in variable or "SECRET" not in variable["name"]
-        assert find(objects, "Service", app)["spec"]["type"] == "ClusterIP"
+    assert backends == {"jupyterhub"}
+    assert find(objects, "Service", "jupyterhub")["spec"]["type"] == "ClusterIP"
+    rollout = find(objects, "Deployment", "jupyterhub")["spec"]["template"]["metadata"]
+    assert rollout["annotations"]["hdh.platform/config-digest"]  # a new config restarts it
+
+
+def test_the_sign_in_follows_the_platforms_oidc_settings() -> None:
+    from hdh_assets.workspaces.config import render_settings
+
+    settings = render_settings(
+        {
+            "HDH_OIDC_ISSUER": "https://login.example.org/realms/x",
+            "HDH_OIDC_GROUPS_CLAIM": "roles",
+            "HDH_OIDC_PROJECT_GROUP": "ws-{project}",
+            "HDH_OIDC_JUPYTERHUB_CLIENT_ID": "hub-client",
+        }
+    )
+    spec = load_specs(REPO / "workspaces" / "projects")["cardio-imaging"]
+    config = hub_config(render_project(spec, settings))
+    assert 'ISSUER = "https://login.example.org/realms/x"' in config
+    assert 'allowed_groups = {"ws-cardio-imaging"}' in config
+    assert 'auth_state_groups_key = "oauth_user.roles"' in config
+    assert 'client_id = "hub-client"' in config
+    default = render_settings({})
+    assert default.oidc_issuer_url == SETTINGS.oidc_issuer_url  # the dev provider stays local
+    assert default.member_group_template == "project:{project}:member"
 
 
 @pytest.mark.parametrize("pid", ["cardio-imaging", "diabetes-outcomes"])
-def test_applications_accept_traffic_only_from_their_own_proxy(
-    rendered: dict[str, list[dict]], specs: dict[str, ProjectSpec], pid: str
+def test_servers_accept_traffic_only_from_the_hub(
+    rendered: dict[str, list[dict]], pid: str
 ) -> None:
     objects = rendered[pid]
-    for app in specs[pid].applications.enabled():
-        pod_labels = find(objects, "Deployment", app)["spec"]["template"]["metadata"]["labels"]
-        peers = [
-            peer
-            for policy in policies_selecting(objects, pod_labels, "Ingress")
-            for rule in policy["spec"]["ingress"]
-            for peer in rule["from"]
-        ]
-        assert peers == [
-            {
-                "podSelector": {
-                    "matchLabels": {
-                        PROJECT_LABEL: pid,
-                        "app.kubernetes.io/name": f"{app}-oauth2-proxy",
-                    }
-                }
+    labels = spawner(objects)["extra_labels"]
+    assert labels == server_labels(pid)
+    hub_labels = find(objects, "Deployment", "jupyterhub")["spec"]["template"]["metadata"]["labels"]
+    hub_selector = {
+        "podSelector": {
+            "matchLabels": {
+                PROJECT_LABEL: pid,
+                "app.kubernetes.io/name": "jupyterhub",
+                "app.kubernetes.io/component": "hub",
             }
-        ]
-        proxy_labels = find(objects, "Deployment", f"{app}-oauth2-proxy")["spec"]["template"][
-            "metadata"
-        ]["labels"]
-        sources = [
-            peer
-            for policy in policies_selecting(objects, proxy_labels, "Ingress")
-            for rule in policy["spec"]["ingress"]
-            for peer in rule["from"]
-        ]
-        assert sources == [
-            {
-                "namespaceSelector": {
-                    "matchLabels": {"kubernetes.io/metadata.name": SETTINGS.gateway_namespace}
-                },
-                "podSelector": {"matchLabels": dict(SETTINGS.gateway_pod_labels)},
-            }
-        ]
+        }
+    }
+    peers = [
+        peer
+        for policy in policies_selecting(objects, labels, "Ingress")
+        for rule in policy["spec"]["ingress"]
+        for peer in rule["from"]
+    ]
+    assert peers == [hub_selector]
+    sources = [
+        (peer, [p["port"] for p in rule["ports"]])
+        for policy in policies_selecting(objects, hub_labels, "Ingress")
+        for rule in policy["spec"]["ingress"]
+        for peer in rule["from"]
+    ]
+    gateway = {
+        "namespaceSelector": {
+            "matchLabels": {"kubernetes.io/metadata.name": SETTINGS.gateway_namespace}
+        },
+        "podSelector": {"matchLabels": dict(SETTINGS.gateway_pod_labels)},
+    }
+    assert (gateway, [8000]) in sources  # the gateway reaches the proxy, not the Hub's API
+    assert {json_key(peer) for peer, ports in sources if ports == [8081]} == {
+        json_key({"podSelector": {"matchLabels": labels}}),
+        json_key(hub_selector),
+    }
+    assert len(sources) == 3
+
+
+def json_key(value: Any) -> str:
+    return yaml.safe_dump(value, sort_keys=True)
 
 
 def test_default_deny_then_dns_package_proxy_and_data_store(
@@ -421,7 +520,7 @@ def test_default_deny_then_dns_package_proxy_and_data_store(
     assert dns["to"][0]["namespaceSelector"]["matchLabels"] == {
         "kubernetes.io/metadata.name": "kube-system"
     }
-    lab = find(objects, "Deployment", "jupyterlab")["spec"]["template"]["metadata"]["labels"]
+    lab = server_labels("cardio-imaging")
     egress = {
         peer["ipBlock"]["cidr"]
         for policy in policies_selecting(objects, lab, "Egress")
@@ -430,16 +529,25 @@ def test_default_deny_then_dns_package_proxy_and_data_store(
         if "ipBlock" in peer
     }
     assert egress == {SETTINGS.package_proxy_cidr, SETTINGS.data_store_cidr}
+    hub = find(objects, "Deployment", "jupyterhub")["spec"]["template"]["metadata"]["labels"]
+    hub_egress = {
+        peer["ipBlock"]["cidr"]
+        for policy in policies_selecting(objects, hub, "Egress")
+        for rule in policy["spec"]["egress"]
+        for peer in rule["to"]
+        if "ipBlock" in peer
+    }
+    assert hub_egress == {SETTINGS.kube_api_cidr}  # KubeSpawner, and nothing else outside
 
 
 def test_gitlab_egress_only_when_configured(specs: dict[str, ProjectSpec]) -> None:
     spec = specs["cardio-imaging"]
     assert spec.applications.gitlab
     names = {o["metadata"]["name"] for o in render_project(spec, SETTINGS)}
-    assert "allow-apps-to-gitlab" not in names
+    assert "allow-servers-to-gitlab" not in names
     with_gitlab = RenderSettings(gitlab_cidr="10.40.0.5/32")
     objects = render_project(spec, with_gitlab)
-    assert find(objects, "NetworkPolicy", "allow-apps-to-gitlab")
+    assert find(objects, "NetworkPolicy", "allow-servers-to-gitlab")
     assert validate_objects(objects) == []
 
 
@@ -448,6 +556,7 @@ def test_every_referenced_secret_is_announced(
 ) -> None:
     for pid, objects in rendered.items():
         referenced: dict[str, set[str]] = {}
+        assert "secret" not in json_key(spawner(objects)).lower()  # servers hold none
         for _, pod in pod_specs(objects):
             for container in pod["containers"]:
                 for variable in container.get("env", []):
@@ -456,7 +565,7 @@ def test_every_referenced_secret_is_announced(
                         referenced.setdefault(ref["name"], set()).add(ref["key"])
             for volume in pod["volumes"]:
                 if "secret" in volume:
-                    keys = {item["key"] for item in volume["secret"]["items"]}
+                    keys = {item["key"] for item in volume["secret"].get("items", [])}
                     referenced.setdefault(volume["secret"]["secretName"], set()).update(keys)
         announced = {name: set(keys) for name, keys in secret_requirements(specs[pid]).items()}
         assert referenced == announced
@@ -467,17 +576,18 @@ def test_the_image_is_the_one_of_the_approved_packages(
     specs: dict[str, ProjectSpec], rendered: dict[str, list[dict]]
 ) -> None:
     spec, objects = specs["diabetes-outcomes"], rendered["diabetes-outcomes"]
-    image = image_definition(spec.packages.python, spec.packages.r)
+    image = image_definition(spec.packages.python, spec.packages.r, rstudio=True)
     config = find(objects, "ConfigMap", "workspace-image")
     assert config["data"] == image.files()
     reference = image.reference(SETTINGS.registry)
     assert reference.endswith(f":{image.digest}")
-    container = find(objects, "Deployment", "jupyterlab")["spec"]["template"]["spec"]["containers"][
-        0
-    ]
     assert (
-        container["image"] == reference == config["metadata"]["annotations"]["hdh.platform/image"]
+        spawner(objects)["image"]
+        == reference
+        == config["metadata"]["annotations"]["hdh.platform/image"]
     )
+    hub = find(objects, "Deployment", "jupyterhub")["spec"]["template"]["metadata"]
+    assert hub["annotations"]["hdh.platform/image"] == reference  # a new image restarts the Hub
 
 
 def test_app_urls_match_the_ingress(
@@ -488,8 +598,12 @@ def test_app_urls_match_the_ingress(
         r["host"]
         for r in find(rendered["diabetes-outcomes"], "Ingress", "workspace")["spec"]["rules"]
     ]
-    assert list(urls.values()) == [f"https://{h}/" for h in hosts]
-    assert urls["jupyterlab"] == "https://jupyterlab-diabetes-outcomes.workspaces.hdh.example/"
+    assert hosts == ["jupyterhub-diabetes-outcomes.workspaces.hdh.example"]
+    assert urls == {
+        "jupyterlab": f"https://{hosts[0]}/user-redirect/lab",
+        "rstudio": f"https://{hosts[0]}/user-redirect/rstudio/",
+    }
+    assert list(app_urls(specs["cardio-imaging"], SETTINGS)) == ["jupyterlab"]
 
 
 # --- determinism ----------------------------------------------------------------------------
