@@ -161,26 +161,35 @@ def served_studies(home: HdhHome) -> set[str]:
 
 
 def project_viewer(home: HdhHome, host: str = "127.0.0.1") -> dict | None:
-    """The first project (alphabetically) that sees a study, where ``make ui`` serves its viewer,
-    and the link that opens one of its studies; None when no project sees any."""
+    """A project that sees a study (the development provider's demo member's project first),
+    the viewer ``make ui`` serves (signed in), whom to sign in as, and the link that opens one
+    of its studies; None when no project sees any."""
+    from auth.dev_provider import EXAMPLE_PROJECT, demo_accounts
+    from auth.settings import OidcSettings
     from dicomweb.access import Access
     from dicomweb.index import IndexSource
     from dicomweb.tokens import Claims
-    from hdh_assets.imaging.viewer import study_link
-    from viewer.projects import project_ports, provisioned_projects
+    from hdh_assets.imaging.viewer import study_link, viewer_url
+    from viewer.projects import provisioned_projects
 
     view = IndexSource(home).current()
     access = Access(home)
-    for project, port in project_ports(provisioned_projects(home.workspaces)).items():
+    projects = sorted(provisioned_projects(home.workspaces), key=lambda p: p != EXAMPLE_PROJECT)
+    settings = OidcSettings.from_env()
+    for project in projects:
         studies = sorted(access.visible(Claims(project=project, all=False, expires=0), view))
-        if studies:
-            url = f"http://{host}:{port}"
-            return {
-                "project": project,
-                "url": url,
-                "studies": len(studies),
-                "study": study_link(studies[0], url),
-            }
+        if not studies:
+            continue
+        group = settings.project_group_for(project)
+        members = [a.username for a in demo_accounts(home.secrets, settings) if group in a.groups]
+        url = viewer_url()
+        return {
+            "project": project,
+            "url": url,
+            "studies": len(studies),
+            "study": study_link(studies[0], url),
+            "sign_in_as": members[0] if members and settings.development else None,
+        }
     return None
 
 

@@ -72,8 +72,9 @@ def demo(
         )
         if report.viewer:
             v = report.viewer
+            who = f"as {v['sign_in_as']}, " if v["sign_in_as"] else "as a member, "
             console.print(
-                f"Then project {v['project']}'s images ({v['studies']} studies) in the viewer: "
-                f"{v['url']}, one study at {v['study']}"
+                f"Then project {v['project']}'s images ({v['studies']} studies) in the viewer at "
+                f"{v['url']}: sign in {who}one study at {v['study']}"
             )
     sys.exit(0 if report.success else 1)

@@ -82,7 +82,8 @@ def ui(
         # The imaging assets' metadata name the service where this one listens.
         os.environ.setdefault(DICOMWEB_URL_ENV, url)
         if viewer_port:
-            children += start_viewers(hdh, home, host, viewer_port, url)
+            signed_in = settings is not None
+            children += start_viewers(hdh, home, host, viewer_port, url, signed_in)
     prepare_dagster_home(home)
     gateway = None
     if gateway_port and settings is not None:
@@ -139,13 +140,22 @@ def start_code_server(scripts: str, children: list[subprocess.Popen]) -> Path:
 
 
 def start_viewers(
-    hdh: str, home, host: str, viewer_port: int, dicomweb_url: str
+    hdh: str, home, host: str, viewer_port: int, dicomweb_url: str, signed_in: bool
 ) -> list[subprocess.Popen]:
-    """The operators' viewer (every study), then one per provisioned project, each reading
-    through the DICOMweb service with its own token."""
+    """With a sign-in provider: one viewer where each person signs in and sees what their own
+    groups grant. Without one: the operators' viewer (every study), then one per provisioned
+    project, each holding its project's token."""
     from hdh_assets.imaging.viewer import VIEWER_URL_ENV
     from viewer.projects import project_ports, provisioned_projects
 
+    os.environ.setdefault(VIEWER_URL_ENV, f"http://{host}:{viewer_port}")
+    if signed_in:
+        where = ["--host", host, "--port", str(viewer_port), "--dicomweb-url", dicomweb_url]
+        console.print(
+            f"Viewer on http://{host}:{viewer_port} (sign in: a project member sees the "
+            "project's studies, data referents and operators every study)"
+        )
+        return [subprocess.Popen([hdh, "viewer", "--sign-in", *where])]
     scopes = {"--all": viewer_port}
     scopes.update(project_ports(provisioned_projects(home.workspaces), viewer_port))
     started = []
@@ -155,7 +165,6 @@ def start_viewers(
         started.append(subprocess.Popen([hdh, "viewer", *which, *where]))
         shown = "every study" if scope == "--all" else f"project {scope}"
         console.print(f"Viewer on http://{host}:{scope_port} ({shown})")
-    os.environ.setdefault(VIEWER_URL_ENV, f"http://{host}:{viewer_port}")
     return started
 
 

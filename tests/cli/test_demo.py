@@ -438,7 +438,8 @@ def test_the_erased_person_s_studies_are_no_longer_served_and_a_project_viewer_i
     assert others and pseudonym not in {s["00100020"]["Value"][0] for s in others}
     # make demo names a project's viewer and one of its studies, which the project does see
     viewer = report["viewer"]
-    assert viewer["url"] == "http://127.0.0.1:3004" and viewer["studies"] >= 1
+    assert viewer["url"] == "http://127.0.0.1:3003" and viewer["studies"] >= 1
+    assert viewer["project"] == "cardio-imaging" and viewer["sign_in_as"] == "claire.martin"
     study = viewer["study"].split("StudyInstanceUIDs=")[1]
     seen = {s["0020000D"]["Value"][0] for s in _qido(home, "/studies", viewer["project"])}
     assert study in seen and len(seen) == viewer["studies"]
