@@ -396,7 +396,13 @@ class DpoPages:
                 log.warning("dpo: signed out here only: no end_session endpoint reachable")
         if session is not None:
             log.info("dpo: signed out")
-        response = RedirectResponse(target, 303, headers=SECURITY_HEADERS)
+        if target == SIGNED_OUT_PATH:
+            response = RedirectResponse(target, 303, headers=SECURITY_HEADERS)
+        else:
+            # The provider is another origin: a browser refuses to follow a form's redirect
+            # there (the pages' Content-Security-Policy says form-action 'self'), so this page
+            # navigates on (meta refresh, with a link) instead of redirecting.
+            response = self.page("dpo_signing_out.html", 200, end_session=target)
         response.delete_cookie(SESSION_COOKIE, path="/dpo")
         return response
 
