@@ -4,7 +4,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.dicomweb.servers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -30,12 +31,6 @@ PRODUCT_QUERY = """
 DAEMONS_QUERY = (
     "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _graphql(port: int, query: str) -> dict:
@@ -68,8 +63,8 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_portal(tmp_path):
-    port, portal_port, dicomweb_port = _free_port(), _free_port(), _free_port()
-    viewer_port, identity_port, gateway_port = _free_port(), _free_port(), _free_port()
+    port, portal_port, dicomweb_port = free_port(), free_port(), free_port()
+    viewer_port, identity_port, gateway_port = free_port(), free_port(), free_port()
     env = {**os.environ, "HDH_HOME": str(tmp_path / "hdh"), "HDH_PSEUDONYM_KEY": "cd" * 32}
     env.pop("DAGSTER_HOME", None)
     hdh = str(Path(sys.executable).with_name("hdh"))

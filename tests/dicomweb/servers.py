@@ -28,10 +28,19 @@ MISSING = (
 )
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A loopback port free now and never handed out before in this run: tests pick several
+    ports before starting anything on them, and the system may offer a just-closed one again."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def _wait_for(url: str, process: subprocess.Popen | None, log: Path | None, seconds: float):

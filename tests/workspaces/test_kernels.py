@@ -7,7 +7,6 @@ skip fails the run (tests/no_silent_skip.py)."""
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from hdh_assets.workspaces.kernels import (
     missing_apt_packages,
     run_cell,
 )
+from tests.dicomweb.servers import free_port
 
 pytestmark = pytest.mark.kernels
 
@@ -148,12 +148,6 @@ def test_a_cell_past_its_timeout_is_stopped(python_env: KernelEnvironment) -> No
 # JupyterLab itself, started with the image's command: it offers the R kernel and runs R cells.
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
     headers = {"Authorization": f"token {token}"} if token else {}
     request = urllib.request.Request(url, headers=headers)
@@ -178,7 +172,7 @@ def _post(url: str, token: str, body: dict) -> dict:
 @pytest.fixture
 def jupyterlab(full_env: KernelEnvironment, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """The Dockerfile's CMD on a free port, with the environment's kernels first on its path."""
-    port, token = _free_port(), uuid.uuid4().hex
+    port, token = free_port(), uuid.uuid4().hex
     command = [
         str(Path(sys.executable).parent / "jupyter"),
         *(f"--port={port}" if arg.startswith("--port=") else arg for arg in JUPYTER_COMMAND[1:]),
