@@ -13,7 +13,6 @@ login form is counted per browser: a page of the provider's ``/interaction/<uid>
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -22,8 +21,8 @@ import httpx
 import jwt
 import pytest
 
+from tests.browser import chromium_browser
 from tests.sso.conftest import Platform
-from tests.viewer.test_browser import CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -33,15 +32,8 @@ SECONDS = 60_000  # Playwright's milliseconds, for what waits on a busy machine
 
 @pytest.fixture(scope="module")
 def browser():
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian chromium not installed (make system-deps installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+    with chromium_browser() as launched:
         yield launched
-        launched.close()
 
 
 class Person:

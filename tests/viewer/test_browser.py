@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -21,12 +20,12 @@ from playwright.sync_api import Error as PlaywrightError
 from dicomweb.app import create_app as create_dicomweb
 from dicomweb.stow import split_parts
 from dicomweb.tokens import Tokens
+from tests.browser import chromium_browser
 from tests.dicomweb.servers import start_service
 from tests.viewer.conftest import PROJECT, TOKEN_KEY
 from viewer.server import DIST, TokenSource, create_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-CHROMIUM_ARGS = ["--no-sandbox", "--enable-unsafe-swiftshader", "--use-angle=swiftshader"]
 RENDER_SECONDS = 120
 SEG_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 REPORT_NAME = "HDH brush test"
@@ -54,20 +53,13 @@ def viewer_url(servers) -> str:
 
 @pytest.fixture(scope="module")
 def page(viewer_url):
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian chromium not installed (make system-deps installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+    with chromium_browser() as browser:
         context = browser.new_context(viewport={"width": 1400, "height": 900})
         page = context.new_page()
         page.requests_seen = []
         page.on("request", lambda r: page.requests_seen.append(r))
         yield page
         context.close()
-        browser.close()
 
 
 def dismiss(page) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,10 +23,11 @@ from auth.settings import OidcSettings
 from dicomweb.app import create_app as create_dicomweb
 from dicomweb.provider_tokens import ProviderTokens
 from dicomweb.tokens import Tokens
+from tests.browser import chromium_browser
 from tests.dicomweb.servers import free_port, start_service
 from tests.dicomweb.test_access import grant
 from tests.viewer.conftest import TOKEN_KEY
-from tests.viewer.test_browser import CHROMIUM_ARGS, dismiss, grey, instances, viewport_shot
+from tests.viewer.test_browser import dismiss, grey, instances, viewport_shot
 from viewer.config import SignIn
 from viewer.server import DIST, create_app
 
@@ -140,15 +140,8 @@ def site(viewer_store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sig
 
 @pytest.fixture(scope="module")
 def browser():
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian chromium not installed (make system-deps installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+    with chromium_browser() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
