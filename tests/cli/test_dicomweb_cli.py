@@ -7,7 +7,6 @@ and the index partition, no Dagster, no Spark), from a few of pydicom's test fil
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from resources.home import HdhHome
 from tests.cli.test_read_only_commands import assert_loads_nothing_heavy
 from tests.dicomweb.conftest import ingest
 from tests.dicomweb.servers import free_port
+from tests.processes import TERMINATE_FIRST, stop_group
 
 PROJECT = "cardio-imaging"  # one of the example specs
 FILES = ("CT_small.dcm", "MR_small.dcm")
@@ -147,18 +147,6 @@ def test_ui_starts_the_dicomweb_service_beside_the_portal(home, monkeypatch):
     assert [Path(a[0]).name for a in started] == ["dagster-webserver", "dagster-daemon"]
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """Stop the group started here, by the pid it was started with."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if process.poll() is not None:
-            return
-        os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def test_the_service_answers_qido_for_a_token_only(home, tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -207,6 +195,6 @@ def test_the_service_answers_qido_for_a_token_only(home, tmp_path):
         project = {"Authorization": f"Bearer {_token('--project', PROJECT)}"}
         assert requests.get(url, headers=project, timeout=30).json() == []
     finally:
-        _stop(process)
+        stop_group(process, TERMINATE_FIRST)
         log.close()
     assert "DICOMweb on http://127.0.0.1:" in (tmp_path / "dicomweb.log").read_text()

@@ -1,9 +1,7 @@
 """`hdh ui` (what `make ui` runs) serves the Dagster UI with the daemon, on the platform instance."""
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.dicomweb.servers import free_port
+from tests.processes import stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -46,20 +45,6 @@ def _graphql(port: int, query: str) -> dict:
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None  # a redirect is raised as an HTTPError, to be read
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Stop the server group we started, by its pid (dagster dev may ignore SIGTERM)."""
-    for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        if process.poll() is not None:
-            break
-        os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # children the server left behind, if any
 
 
 def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_portal(tmp_path):
@@ -203,6 +188,6 @@ def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_p
         assert healthy.get("SENSOR"), healthy
         assert (tmp_path / "hdh" / "dagster" / "dagster.yaml").exists()
     finally:
-        _stop(process)
+        stop_group(process)
         log.close()
     assert process.poll() is not None

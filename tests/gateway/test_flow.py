@@ -10,7 +10,6 @@ import html
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from auth.settings import OidcSettings
 from gateway import server
 from gateway.config import CALLBACK_PATH, Application, dagster_application
 from tests.auth.conftest import free_port
+from tests.processes import TERMINATE_FIRST, stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -52,18 +52,6 @@ class Platform:
     @property
     def url(self) -> str:
         return self.gateway.url
-
-
-def _stop_group(process: subprocess.Popen) -> None:
-    """Stop the group we started, by its pid (the webserver has children)."""
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-        if process.poll() is not None:
-            break
-        os.killpg(process.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=wait)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 def _wait_for_dagster(process: subprocess.Popen, url: str, log: Path) -> None:
@@ -112,7 +100,7 @@ def platform(
             start_new_session=True,
         )
     with contextlib.ExitStack() as stack:
-        stack.callback(_stop_group, dagster)
+        stack.callback(stop_group, dagster, TERMINATE_FIRST)
         gateway_url = f"http://127.0.0.1:{gateway_port}"
         secrets_dir, provider_port = tmp / "secrets", free_port()
         base = OidcSettings()  # the documented defaults, whatever the environment says

@@ -31,6 +31,7 @@ from resources.home import HdhHome
 from resources.pseudonymisation import PseudonymisationKeyResource
 from resources.rights_registry import RightsRegistry
 from tests.conftest import TEST_KEY
+from tests.processes import stop_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
@@ -103,19 +104,6 @@ def _start_daemon(home: Path, log: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Stop the daemon's process group we started, by its pid (never by name)."""
-    for sig, wait in ((signal.SIGINT, 30), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        if process.poll() is not None:
-            break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=wait)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 def _wait(condition, timeout: float, what: str, log: Path, interval: float = 3.0):
@@ -197,7 +185,7 @@ def test_the_daemon_alone_completes_an_erasure_one_run_at_a_time_across_a_restar
             runs = _request_runs(instance, request_id)
             queue_peaks = _max_concurrent(instance, runs)
     finally:
-        _stop(daemon)
+        stop_group(daemon)
     request = registry.get(request_id)
     assert request.status is Status.COMPLETED, request.report
     # one run per step: prepare, every planned run, the proofs, the outcome; none twice
@@ -298,7 +286,7 @@ def test_with_the_daemon_alone_a_late_delivery_reaches_every_asset_downstream(de
             )
             assert months[0] in monthly and months[1] in monthly
     finally:
-        _stop(daemon)
+        stop_group(daemon)
     index = pl.read_parquet(home / "lake" / "gdpr" / "subject_index")
     late_rows = index.filter(pl.col("partition") == "late-delivery")
     assert {"imaging/dicom_instances", "clinical/patients"} <= set(late_rows["asset"])

@@ -5,9 +5,7 @@ ports, with every application it runs (provider, portal, DICOMweb, viewer, Dagst
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ from tests.conftest import TEST_KEY
 from tests.dicomweb.conftest import SAMPLE, ingest
 from tests.dicomweb.test_access import grant
 from tests.oidc_fixtures import free_port, require_node
+from tests.processes import stop_group
 from viewer.server import DIST
 
 PROJECT = dev_provider.EXAMPLE_PROJECT  # claire.martin's project
@@ -73,20 +72,6 @@ def sso_home(tmp_path_factory: pytest.TempPathFactory, sample_root: Path) -> Sso
         "subject_pseudonym",
     )
     return SsoHome(home, frozenset(everything), frozenset(chosen))
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Stop the ``hdh ui`` group we started, by its pid: SIGINT first (it stops the gateway and
-    every child), then harder."""
-    for sig, wait in ((signal.SIGINT, 30), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        if process.poll() is not None:
-            break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=wait)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # children left behind, if any
 
 
 def _ready(http: httpx.Client, urls: dict[str, str]) -> set[str]:
@@ -168,5 +153,5 @@ def platform(sso_home: SsoHome, tmp_path_factory: pytest.TempPathFactory) -> Ite
         print(f"\nhdh ui ready in {time.monotonic() - started:.1f} s")
         yield site
     finally:
-        _stop(process)
+        stop_group(process)
         print(f"hdh ui log (tail):\n{site.log_tail(2000)}")

@@ -6,11 +6,9 @@ and R kernels and the RStudio launcher; someone outside the project is refused b
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -42,6 +40,7 @@ from hdh_assets.workspaces.kernels import (
 )
 from hdh_assets.workspaces.specs import load_specs
 from tests.oidc_fixtures import follow, free_port, provider_login, require_node
+from tests.processes import TERMINATE_FIRST, stop_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.kernels]
 
@@ -95,19 +94,6 @@ def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 6
                 pass
             time.sleep(0.2)
     pytest.fail(f"jupyterhub did not answer {url} within {timeout:.0f} s:\n{log.read_text()}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the process group we started (the Hub, its proxy, the members' servers)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-    with contextlib.suppress(ProcessLookupError):  # what outlived the Hub in its group
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +166,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         yield Hub(base, accounts, log, config, client_secret)
     finally:
         if process is not None:
-            _stop(process)
+            stop_group(process, TERMINATE_FIRST)
         provider.stop()
 
 
