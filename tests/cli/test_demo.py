@@ -8,7 +8,6 @@ on which ran before it.
 import gzip
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -497,38 +496,17 @@ def test_a_processing_run_killed_with_sigkill_resumes_and_completes(demo_copy):
 def test_an_erasure_filed_in_chromium_is_processed_and_shown_completed(demo_copy):
     """The end-to-end path: the form in headless Chromium, the DPO's CLI, processing, proofs, and
     the status page, on a copy of the demo (it erases a third person)."""
-    import shutil
-    import threading
-    import time
-
-    import uvicorn
-
     from portal.app import app_from_env
     from resources.home import HdhHome
-
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian chromium not installed (make system-deps installs it)")
-    from playwright.sync_api import sync_playwright
+    from tests.browser import chromium_browser
+    from tests.dicomweb.servers import start_service
 
     home = demo_copy[0]
     person = json.loads((home / "sample" / "identities.json").read_text())["people"][3]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app_from_env(HdhHome(home)), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.1)
-    base = f"http://127.0.0.1:{port}"
+    portal = start_service(app_from_env(HdhHome(home)), lifespan="auto")
+    base = f"http://127.0.0.1:{portal.port}"
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, headless=True)
+        with chromium_browser() as browser:
             page = browser.new_page()
             page.goto(f"{base}/en/request")
             page.select_option("#type", "erasure")
@@ -552,10 +530,8 @@ def test_an_erasure_filed_in_chromium_is_processed_and_shown_completed(demo_copy
             page.click("button[type=submit]")
             assert page.get_attribute("#status", "data-status") == "completed"
             assert "completed" in page.inner_text("#status")
-            browser.close()
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        portal.stop()
     shown = json.loads(_run(["rights", "show", request_id, "--json"])[1])
     assert all(shown["report"]["checks"].values())
     pseudonym = shown["subject_pseudonym"]
