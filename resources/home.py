@@ -83,6 +83,12 @@ class HdhHome:
         """The GitOps repository the workspace manifests are delivered to (one folder a project)."""
         return self.root / "gitops"
 
+    @property
+    def packages(self) -> Path:
+        """The package manager: requests, closures, vetted archives, decisions and the
+        project indexes' data (``files/`` holds each vetted archive once, by its sha256)."""
+        return self.root / "packages"
+
     def landing_for(self, source: str) -> Path:
         return self.landing / source
 
