@@ -16,11 +16,17 @@ from hdh_assets.gdpr.assets import (
 )
 from hdh_assets.imaging import assets as imaging
 from hdh_assets.landing.partitions import LANDING_SOURCES
+from hdh_assets.packages import assets as packages
 from hdh_assets.products import linkage
 from hdh_assets.products.assets import load_products
 from hdh_assets.products.models import sql_dir_from_env
 from hdh_assets.workspaces import assets as workspaces
 from jobs.ingestion import landing_job
+from jobs.packages import (
+    publish_package_index_job,
+    revet_package_requests_job,
+    vet_package_requests_job,
+)
 from jobs.workspaces import deliver_workspaces_job, provision_workspaces_job
 from resources.home import HdhHome
 from resources.imaging import DicomIngestionResource
@@ -32,6 +38,7 @@ from resources.spark import spark_resource
 from sensors.automation import automation_sensor, claims_months_sensor
 from sensors.imaging import dicomweb_health_sensor
 from sensors.landing import landing_sensor
+from sensors.packages import package_requests_sensor, vulnerability_database_sensor
 from sensors.rights import rights_sensor
 from sensors.workspaces import workspace_drift_schedule, workspace_specs_sensor
 
@@ -39,7 +46,7 @@ SOURCE_ASSETS = [*imaging.assets, *clinical.assets, *claims.assets, *linkage.ass
 PRODUCT_ASSETS = load_products(sql_dir_from_env(), SOURCE_ASSETS)
 DOMAIN_ASSETS = [*SOURCE_ASSETS, *PRODUCT_ASSETS, *workspaces.assets]
 PLATFORM_ASSETS = [*DOMAIN_ASSETS, subject_index_asset(DOMAIN_ASSETS), exclusions]
-ALL_ASSETS = [*PLATFORM_ASSETS, *request_assets(PLATFORM_ASSETS)]
+ALL_ASSETS = [*PLATFORM_ASSETS, *request_assets(PLATFORM_ASSETS), *packages.assets]
 PROOF_CHECKS = proof_checks(DOMAIN_ASSETS)
 
 
@@ -78,6 +85,9 @@ def build_definitions(home: HdhHome | None = None) -> dg.Definitions:
             *landing_jobs.values(),
             provision_workspaces_job,
             deliver_workspaces_job,
+            vet_package_requests_job,
+            revet_package_requests_job,
+            publish_package_index_job,
         ],
         sensors=[
             *(landing_sensor(source, job) for source, job in landing_jobs.items()),
@@ -86,6 +96,8 @@ def build_definitions(home: HdhHome | None = None) -> dg.Definitions:
             rights_sensor,
             workspace_specs_sensor,
             dicomweb_health_sensor,
+            package_requests_sensor,
+            vulnerability_database_sensor,
         ],
         schedules=[workspace_drift_schedule],
         resources=build_resources(home),

@@ -1,4 +1,4 @@
-"""``hdh``: sample, demo, status, materialize, ingest, products, rights, workspaces, portal,
+"""``hdh``: sample, demo, status, materialize, ingest, products, rights, workspaces, packages, portal,
 dicomweb, ui.
 Every reporting command has ``--json``.
 
@@ -17,6 +17,7 @@ from hdh_cli.commands.demo import demo
 from hdh_cli.commands.dicomweb import dicomweb
 from hdh_cli.commands.ingest import ingest
 from hdh_cli.commands.materialize import materialize
+from hdh_cli.commands.packages import packages
 from hdh_cli.commands.portal import portal
 from hdh_cli.commands.products import products
 from hdh_cli.commands.rights import rights
@@ -48,6 +49,7 @@ for command in (
     products,
     rights,
     workspaces,
+    packages,
     portal,
     dicomweb,
     viewer,

@@ -27,6 +27,7 @@ CODE_LOCATION = (
     "viewer",
     "auth",
     "gateway",
+    "package_manager",
 )
 PRODUCT_PACKAGES = (*CODE_LOCATION, CLI)
 

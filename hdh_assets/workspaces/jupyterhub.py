@@ -26,6 +26,7 @@ from hdh_assets.workspaces.workspace_layout import (
     HUB_NAME,
     JUPYTER_PORT,
     PROJECT_INFO_MOUNT,
+    R_PROFILE,
     SERVICE_ACCOUNT,
     WORK_CLAIM,
     WORK_MOUNT,
@@ -182,13 +183,16 @@ def _server_volumes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 def server_environment(spec: ProjectSpec, settings: RenderSettings) -> dict[str, str]:
-    """What a member's server is told: the project, its data, its package proxies."""
+    """What a member's server is told: the project, its data, its package indexes."""
     env = {
         "HDH_PROJECT": spec.id,
         "HDH_GRANTS_DIR": GRANTS_MOUNT,
         "HDH_PROJECT_INFO": f"{PROJECT_INFO_MOUNT}/project.json",
-        "PIP_INDEX_URL": settings.pip_index_url,
-        "HDH_CRAN_MIRROR": settings.cran_mirror_url,
+        # pip and R reach the project's own indexes and nothing else (no pip config file).
+        "PIP_INDEX_URL": settings.project_pip_index(spec.id),
+        "PIP_CONFIG_FILE": "/dev/null",
+        "HDH_CRAN_MIRROR": settings.project_cran_repository(spec.id),
+        "R_PROFILE_USER": f"{PROJECT_INFO_MOUNT}/{R_PROFILE}",
     }
     if spec.applications.gitlab:
         env["HDH_GITLAB_URL"] = spec.applications.gitlab

@@ -268,7 +268,7 @@ def network_policies(spec: ProjectSpec, settings: RenderSettings) -> list[dict[s
             egress=[
                 {
                     "to": [{"ipBlock": {"cidr": settings.package_proxy_cidr}}],
-                    "ports": _tcp(settings.package_proxy_port),
+                    "ports": _tcp(*settings.package_proxy_ports),
                 }
             ],
         ),

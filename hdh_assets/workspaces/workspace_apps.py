@@ -34,6 +34,7 @@ from hdh_assets.workspaces.workspace_layout import (
     PROXY_API_PORT,
     PROXY_PORT,
     PROXY_UID,
+    R_PROFILE,
     WORK_CLAIM,
     RenderSettings,
     hub_host,
@@ -129,10 +130,21 @@ def config_maps(spec: ProjectSpec, settings: RenderSettings) -> list[dict[str, A
             "v1",
             "ConfigMap",
             object_meta(spec, "workspace-project"),
-            data={"project.json": json.dumps(project, indent=2, sort_keys=True) + "\n"},
+            data={
+                "project.json": json.dumps(project, indent=2, sort_keys=True) + "\n",
+                R_PROFILE: r_profile(settings.project_cran_repository(spec.id)),
+            },
         ),
         hub_config_map(spec, settings),
     ]
+
+
+def r_profile(repository: str) -> str:
+    """R's repository option: the project's CRAN-like repository and nothing else."""
+    return (
+        "# The project's own R repository: its approved packages only (install.packages).\n"
+        f'options(repos = c(HDH = "{repository}"))\n'
+    )
 
 
 def hub_config_map(spec: ProjectSpec, settings: RenderSettings) -> dict[str, Any]:

@@ -32,6 +32,8 @@ GRANTS_CLAIM = "grants"
 WORK_MOUNT = "/work"
 GRANTS_MOUNT = "/data/grants"
 PROJECT_INFO_MOUNT = "/etc/hdh"
+# The R profile in the project ConfigMap: R installs from the project's repository only.
+R_PROFILE = "Rprofile"
 HUB_CONFIG_MOUNT = "/etc/jupyterhub"
 HUB_DB_MOUNT = "/srv/jupyterhub/db"
 APP_UID = 1000  # the workspace image's user (hdh_assets.workspaces.image)
@@ -87,11 +89,18 @@ class RenderSettings:
     # The Kubernetes API server, which KubeSpawner (in the Hub) asks to start servers.
     kube_api_cidr: str = "10.96.0.1/32"
     kube_api_ports: tuple[int, ...] = (443, 6443)
-    # The package proxy (approved PyPI and CRAN packages only).
-    pip_index_url: str = "http://packages.hdh.internal:8081/repository/pypi/simple"
-    cran_mirror_url: str = "http://packages.hdh.internal:8081/repository/cran"
+    # The project's own package indexes (its approved Python and R packages only):
+    # ``{project}`` is replaced with the project's id.
+    pip_index_url: str = "http://packages.hdh.internal:3141/projects/{project}/+simple/"
+    cran_mirror_url: str = "http://packages.hdh.internal:3142/{project}"
     package_proxy_cidr: str = "10.20.0.10/32"
-    package_proxy_port: int = 8081
+    package_proxy_ports: tuple[int, ...] = (3141, 3142)
+
+    def project_pip_index(self, project: str) -> str:
+        return self.pip_index_url.format(project=project)
+
+    def project_cran_repository(self, project: str) -> str:
+        return self.cran_mirror_url.format(project=project)
     # The data store the workspaces query (object storage of the lake's extracts).
     data_store_cidr: str = "10.30.0.0/24"
     data_store_port: int = 9000
