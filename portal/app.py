@@ -2,7 +2,9 @@
 
 A request is stored durably in the registry before its receipt is shown. Nothing the person
 types reaches a log line: the portal logs tracking numbers and outcomes only, and forms are
-posted, so no identifier appears in a URL or an access log.
+posted, so no identifier appears in a URL or an access log. Behind one staff sign-in: the DPO's
+pages (``dpo``, under ``/dpo``) and the data referents' package reviews (``package_pages``,
+under ``/staff``), each checking its own role.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from hdh_assets.gdpr.rights import InvalidRequest, RequestType, Status, validate
 from portal.dpo import DpoPages
 from portal.dpo_auth import DpoAuth, auth_from_env
 from portal.i18n import LANGUAGES, TEXT, field_message, pick_language
+from portal.package_pages import PackagePages
 from portal.security import CSRF_COOKIE, CSRF_FIELD, SECURITY_HEADERS, CsrfTokens, RateLimiter
 from resources.home import HdhHome
 from resources.pseudonymisation import PseudonymisationKeyResource, load_demo_key
@@ -64,8 +67,10 @@ def create_app(
     secret: bytes,
     settings: PortalSettings | None = None,
     auth: DpoAuth | None = None,
+    packages_home: HdhHome | None = None,
 ) -> Starlette:
-    """The portal; ``auth`` says how the DPO signs in (default: no way in, the pages stay shut)."""
+    """The portal; ``auth`` says how staff sign in (default: no way in, the pages stay shut);
+    ``packages_home`` holds the package manager the referents review (None: not set up)."""
     settings = settings or PortalSettings()
     templates = _environment()
     csrf = CsrfTokens(secret)
@@ -229,9 +234,11 @@ def create_app(
         return page("status.html", lang, request_view=view, unknown=False)
 
     dpo = DpoPages(registry, templates, csrf, read_form, settings, auth)
+    packages = PackagePages(dpo, packages_home)
     return Starlette(
         routes=[
             *dpo.routes(),
+            *packages.routes(),
             Route("/", home),
             Route("/{lang}/request", form, methods=["GET"]),
             Route("/{lang}/request", submit, methods=["POST"]),
@@ -256,4 +263,5 @@ def app_from_env(home: HdhHome | None = None) -> Starlette:
         pseudonymiser.subject_pseudonym,
         secret.encode() if secret else load_demo_key(home, "portal-demo.key"),
         auth=auth_from_env(home.secrets),
+        packages_home=home,
     )

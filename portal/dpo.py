@@ -3,20 +3,23 @@ its decisions.
 
 Sign-in is the authorization code flow with PKCE, state and nonce (kept server-side, bound to
 the browser by a random cookie, used once); the ID token is verified against the provider's keys
-and only members of the DPO group get in. The session is server-side (``dpo_sessions``), so
+and only staff get in: members of the DPO group, and data referents, whose package reviews
+(``package_pages``) share this sign-in. The session keeps the roles, and every page checks its
+own: these pages need the DPO role. The session is server-side (``dpo_sessions``), so
 signing out here, or at the provider through a back-channel logout, ends it at once. Local
-operator accounts remain only as a break-glass option, off unless configured, each sign-in
-audited. Every decision posts a form with a CSRF token and lands in the registry's audit log as
-``dpo:<username>``. The identity the person gave is decrypted only on an explicit request, and
-that read is audited too. Nothing identifying reaches a log line.
+operator accounts remain only as a break-glass option for the DPO's pages, off unless
+configured, each sign-in audited. Every decision posts a form with a CSRF token and lands in
+the registry's audit log as ``dpo:<username>``. The identity the person gave is decrypted only
+on an explicit request, and that read is audited too. Nothing identifying reaches a log line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import sqlalchemy as sa
 from jinja2 import Environment
@@ -41,10 +44,10 @@ from auth.oidc import (
     verify_id_token,
     verify_logout_token,
 )
-from auth.roles import DPO, GroupsClaimError, access_for
+from auth.roles import DATA_REFERENT, DPO, GroupsClaimError, access_for
 from auth.settings import OidcSettings
 from hdh_assets.gdpr.rights import TransitionRefused
-from portal.dpo_auth import APP, CALLBACK_PATH, SIGNED_OUT_PATH, DpoAuth
+from portal.dpo_auth import APP, CALLBACK_PATH, PACKAGES_PATH, SIGNED_OUT_PATH, DpoAuth
 from portal.dpo_sessions import (
     BREAK_GLASS,
     OIDC,
@@ -58,12 +61,34 @@ from portal.security import CSRF_COOKIE, CSRF_FIELD, SECURITY_HEADERS, CsrfToken
 from resources.rights_registry import RightsRegistry, UnknownRequest, audit_table
 
 log = logging.getLogger("hdh.portal.dpo")
-SESSION_COOKIE = "hdh_dpo"
+SESSION_COOKIE = "hdh_dpo"  # Path=/dpo: the DPO's pages, signing in and out
+STAFF_SESSION_COOKIE = "hdh_staff"  # Path=/staff: the same session, for the referents' pages
 PENDING_COOKIE = "hdh_dpo_sign_in"
 DPO_FIELDS = ("username", "password", "reason")
 ACTIONS = ("verify", "reject", "extend", "retry", "identity")
 BREAK_GLASS_ACTOR = "dpo:break-glass"
+LOGIN_PATH = "/dpo/login"
+STAFF_ROLES = frozenset({DPO, DATA_REFERENT})
+# One session, one cookie per staff area, each scoped to its area's path: the DPO's cookie
+# stays exactly as it was (never sent to the public pages nor to /staff), and every page checks
+# the session's roles, whatever cookie brought it.
+SESSION_COOKIES = {SESSION_COOKIE: "/dpo", STAFF_SESSION_COOKIE: "/staff"}
 _ERROR_CODE = re.compile(r"^[a-z_]{1,64}$")
+_ROLE_NAMES = {DPO: "DPO", DATA_REFERENT: "data referent"}
+_ROLE_PAGES = {
+    DPO: "these pages are for the data protection officer only",
+    DATA_REFERENT: "the package reviews are for data referents only",
+}
+
+
+def home_of(roles: Iterable[str]) -> str:
+    """Where a person lands after sign-in: the DPO's pages if they have the role, else theirs."""
+    return "/dpo" if DPO in roles else PACKAGES_PATH
+
+
+def session_token(request: Request) -> str | None:
+    """The session cookie of the area this request is for (the paths do not overlap)."""
+    return request.cookies.get(SESSION_COOKIE) or request.cookies.get(STAFF_SESSION_COOKIE)
 
 
 def account_audit(registry: RightsRegistry) -> list[dict]:
@@ -123,6 +148,7 @@ class DpoPages:
             csrf=token,
             operator=session.username if session else None,
             operator_name=session.name if session else None,
+            roles=sorted(session.roles) if session else [],
             break_glass_session=bool(session and session.method == BREAK_GLASS),
             **values,
         )
@@ -153,8 +179,13 @@ class DpoPages:
         secure = self.base_url(request).startswith("https://")
         response.set_cookie(name, value, httponly=True, samesite="lax", secure=secure, **kw)
 
+    def _drop_session_cookie(self, response: Response, request: Request, name: str) -> None:
+        path = SESSION_COOKIES[name]
+        self._cookie(response, request, name, "", path=path, max_age=0, expires=0)
+
     def signed_in(self, request: Request) -> DpoSession | None:
-        session = self.sessions.get(request.cookies.get(SESSION_COOKIE))
+        """The live session of this browser, any staff role; pages check theirs (``require``)."""
+        session = self.sessions.get(session_token(request))
         if session is None:
             return None
         if session.method == OIDC:  # only while a provider is configured
@@ -164,7 +195,34 @@ class DpoPages:
             return None
         if session.stamp is None or session.stamp != self.registry.operator_stamp(session.username):
             return None
+        return dataclasses.replace(session, roles=frozenset({DPO}))  # never more than the DPO's
+
+    def require(self, request: Request, role: str) -> DpoSession | Response:
+        """The session when it holds ``role``; else what to answer instead: the sign-in page,
+        or a 403 naming the role that is missing."""
+        session = self.signed_in(request)
+        if session is None:
+            return RedirectResponse(LOGIN_PATH, 303)
+        if not session.has_role(role):
+            log.info("staff: a page refused for want of the %s role", role)
+            return self.role_needed(role, session)
         return session
+
+    def role_needed(self, role: str, session: DpoSession) -> Response:
+        settings = self.auth.provider()
+        groups = (
+            {DPO: settings.dpo_group, DATA_REFERENT: settings.referent_group} if settings else {}
+        )
+        name = _ROLE_NAMES[role]
+        return self.message(
+            403,
+            f"Your account does not have the {name} role (group “{groups.get(role, role)}” at "
+            f"the identity provider): {_ROLE_PAGES[role]}.",
+            session,
+            title=f"{name[0].upper()}{name[1:]} role needed",
+            missing_role=role,
+            home=home_of(session.roles),
+        )
 
     async def posted(self, request: Request) -> dict[str, str] | None:
         """The form's fields when its CSRF token holds, else None."""
@@ -175,12 +233,20 @@ class DpoPages:
             return None
         return fields
 
-    def _start_session(self, request: Request, token: str) -> Response:
+    def _start_session(
+        self, request: Request, token: str, roles: frozenset[str], method: str = OIDC
+    ) -> Response:
+        """Set the session's cookies: the DPO's area always (signing out is there), the staff
+        area for a provider sign-in, so that someone without the referent role gets a clear
+        403 there; break-glass sessions never reach it."""
         self.sessions.end(request.cookies.get(SESSION_COOKIE))  # never two for one browser
-        response = RedirectResponse("/dpo", 303, headers=SECURITY_HEADERS)
-        self._cookie(
-            response, request, SESSION_COOKIE, token, path="/dpo", max_age=self.sessions.max_age
-        )
+        response = RedirectResponse(home_of(roles), 303, headers=SECURITY_HEADERS)
+        age = self.sessions.max_age
+        self._cookie(response, request, SESSION_COOKIE, token, path="/dpo", max_age=age)
+        if method == OIDC:
+            self._cookie(response, request, STAFF_SESSION_COOKIE, token, path="/staff", max_age=age)
+        else:
+            self._drop_session_cookie(response, request, STAFF_SESSION_COOKIE)
         return response
 
     # -- the provider --------------------------------------------------------------------
@@ -199,8 +265,9 @@ class DpoPages:
 
     # -- signing in ----------------------------------------------------------------------
     async def login_page(self, request: Request) -> Response:
-        if self.signed_in(request) is not None:
-            return RedirectResponse("/dpo", 303)
+        session = self.signed_in(request)
+        if session is not None:
+            return RedirectResponse(home_of(session.roles), 303)
         provider = self.auth.provider()
         if provider is None and not self.auth.break_glass:
             return self.not_configured()
@@ -307,14 +374,17 @@ class DpoPages:
         except GroupsClaimError:
             log.warning("dpo: sign-in refused: unusable groups claim")
             access = None
-        if access is None or not access.has_role(DPO):
-            log.info("dpo: sign-in refused: not in the DPO group")
+        roles = access.roles & STAFF_ROLES if access is not None else frozenset()
+        if not roles:
+            log.info("dpo: sign-in refused: neither in the DPO group nor a data referent")
             return self.message(
                 403,
-                f"Your account does not have the DPO role (group “{settings.dpo_group}” at the "
-                "identity provider): these pages are for the data protection officer only.",
-                title="DPO role needed",
-                missing_role=DPO,
+                f"Your account has neither the DPO role (group “{settings.dpo_group}”) nor the "
+                f"data referent role (group “{settings.referent_group}”) at the identity "
+                "provider: these pages are for the data protection officer and the data "
+                "referents.",
+                title="Staff role needed",
+                missing_role=f"{DPO} {DATA_REFERENT}",
             )
         username = claims.get("preferred_username")
         username = username if isinstance(username, str) and username else claims["sub"]
@@ -327,9 +397,10 @@ class DpoPages:
             username=username,
             name=name,
             id_token=id_token,
+            roles=roles,
         )
-        log.info("dpo: signed in through the identity provider")
-        return self._start_session(request, token)
+        log.info("dpo: signed in through the identity provider (%s)", ", ".join(sorted(roles)))
+        return self._start_session(request, token, roles)
 
     async def break_glass_login(self, request: Request) -> Response:
         if not self.auth.break_glass:
@@ -351,10 +422,11 @@ class DpoPages:
             subject=username,
             username=username,
             stamp=self.registry.operator_stamp(username),
+            roles=(DPO,),
         )
         self._audit_account(f"{BREAK_GLASS_ACTOR}:{username}", "break_glass_sign_in")
         log.warning("dpo: break-glass sign-in with a local operator account")
-        return self._start_session(request, token)
+        return self._start_session(request, token, frozenset({DPO}), BREAK_GLASS)
 
     def _login_error(self, status_code: int, error: str) -> Response:
         provider = self.auth.provider() is not None
@@ -376,11 +448,11 @@ class DpoPages:
 
     # -- signing out ---------------------------------------------------------------------
     async def logout(self, request: Request) -> Response:
-        cookie = request.cookies.get(SESSION_COOKIE)
         session = self.signed_in(request)
         if session is not None and await self.posted(request) is None:
             return self.message(403, "The form expired; sign out again.", session)
-        self.sessions.end(cookie)
+        # The staff area's cookie holds the same session: it ends too.
+        self.sessions.end(request.cookies.get(SESSION_COOKIE))
         target = SIGNED_OUT_PATH
         settings = self.auth.provider() if session and session.method == OIDC else None
         if settings is not None:
@@ -403,7 +475,8 @@ class DpoPages:
             # there (the pages' Content-Security-Policy says form-action 'self'), so this page
             # navigates on (meta refresh, with a link) instead of redirecting.
             response = self.page("dpo_signing_out.html", 200, end_session=target)
-        response.delete_cookie(SESSION_COOKIE, path="/dpo")
+        for name in SESSION_COOKIES:
+            self._drop_session_cookie(response, request, name)
         return response
 
     async def signed_out(self, request: Request) -> Response:
@@ -455,9 +528,9 @@ class DpoPages:
 
     # -- the requests --------------------------------------------------------------------
     async def requests_page(self, request: Request) -> Response:
-        session = self.signed_in(request)
-        if session is None:
-            return RedirectResponse("/dpo/login", 303)
+        session = self.require(request, DPO)
+        if isinstance(session, Response):
+            return session
         now = dt.datetime.now(dt.UTC)
         rows = [
             {**r.to_json(), "urgency": r.urgency(now) or ""}
@@ -466,9 +539,9 @@ class DpoPages:
         return self.page("dpo_requests.html", 200, session, rows=rows)
 
     async def request_page(self, request: Request, **shown) -> Response:
-        session = self.signed_in(request)
-        if session is None:
-            return RedirectResponse("/dpo/login", 303)
+        session = self.require(request, DPO)
+        if isinstance(session, Response):
+            return session
         request_id = request.path_params["request_id"]
         try:
             found = self.registry.get(request_id)
@@ -484,9 +557,9 @@ class DpoPages:
         )
 
     async def decide(self, request: Request) -> Response:
-        session = self.signed_in(request)
-        if session is None:
-            return RedirectResponse("/dpo/login", 303)
+        session = self.require(request, DPO)
+        if isinstance(session, Response):
+            return session
         action, request_id = request.path_params["action"], request.path_params["request_id"]
         if action not in ACTIONS:
             return Response("not found", 404)

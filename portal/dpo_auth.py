@@ -1,4 +1,5 @@
-"""How the DPO signs in to the portal: the OpenID Connect provider, or break-glass accounts.
+"""How staff sign in to the portal: the OpenID Connect provider (the DPO and the data referents),
+or break-glass accounts (the DPO only).
 
 - ``HDH_OIDC_ISSUER`` and ``HDH_OIDC_PORTAL_CLIENT_ID`` / ``_SECRET`` (``auth/settings.py``): the
   provider. Unset issuer: the development provider, once it has been started for this
@@ -8,7 +9,7 @@
 - ``HDH_PORTAL_BREAK_GLASS`` (off): ``1`` also accepts the local operator accounts
   (``hdh rights operator add``), for when the provider is down; every such sign-in is audited.
 
-With neither a provider nor break-glass, the DPO's pages say sign-in is not configured: they
+With neither a provider nor break-glass, the staff pages say sign-in is not configured: they
 never open without a sign-in.
 """
 
@@ -27,6 +28,7 @@ PORTAL_URL_ENV = "HDH_PORTAL_URL"
 APP = "portal"
 CALLBACK_PATH = "/dpo/auth/callback"
 SIGNED_OUT_PATH = "/dpo/signed-out"
+PACKAGES_PATH = "/staff/packages"  # the data referents' package reviews
 BACKCHANNEL_LOGOUT_PATH = "/dpo/backchannel-logout"
 _TRUE = ("1", "true", "yes", "on")
 

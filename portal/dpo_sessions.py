@@ -5,6 +5,11 @@ provider through a back-channel logout) ends them at once. The browser holds onl
 the table keeps its SHA-256, so a copy of the database opens no session. Pending sign-ins (state,
 nonce, PKCE verifier) are kept the same way, bound to the browser by their own random cookie, and
 used once. Seen logout token ids are kept until the token expires, to refuse a replay.
+
+A session also keeps the staff roles the provider asserted at sign-in (DPO, data referent), so
+each area checks its own role on every page. A database from before roles were kept gains the
+column on start; its open sessions were the DPO's (nobody else could sign in then) and keep
+exactly that role.
 """
 
 from __future__ import annotations
@@ -13,9 +18,12 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+
+from auth.roles import DPO
 
 OIDC = "oidc"
 BREAK_GLASS = "break-glass"
@@ -33,6 +41,7 @@ sessions_table = sa.Table(
     sa.Column("name", sa.String(255), nullable=True),
     sa.Column("id_token", sa.Text, nullable=True),  # the hint of the RP-initiated logout
     sa.Column("stamp", sa.String(64), nullable=True),  # break-glass: the account's password stamp
+    sa.Column("roles", sa.String(255), nullable=True),  # comma-separated; none: no role at all
     sa.Column("created_at", sa.Integer, nullable=False),
     sa.Column("expires_at", sa.Integer, nullable=False, index=True),
 )
@@ -61,6 +70,35 @@ def _now(now: float | None) -> int:
     return int(time.time() if now is None else now)
 
 
+def _roles_text(roles: Iterable[str]) -> str:
+    return ",".join(sorted(set(roles)))
+
+
+def _roles_of(text: str | None) -> frozenset[str]:
+    return frozenset(r for r in (text or "").split(",") if r)
+
+
+def _has_roles_column(engine: sa.Engine) -> bool:
+    return "roles" in {c["name"] for c in sa.inspect(engine).get_columns(sessions_table.name)}
+
+
+def add_roles_column(engine: sa.Engine) -> None:
+    """Bring a sessions table from before roles were kept up to date; its sessions were opened
+    by the DPO, the only one who could sign in then, so they keep that role and no other."""
+    if _has_roles_column(engine):
+        return
+    try:
+        with engine.begin() as db:
+            db.execute(sa.text(f"ALTER TABLE {sessions_table.name} ADD COLUMN roles VARCHAR(255)"))
+            db.execute(
+                sessions_table.update().where(sessions_table.c.roles.is_(None)).values(roles=DPO)
+            )
+    except sa.exc.DBAPIError:
+        # Another process added it first: fine if it is there now.
+        if not _has_roles_column(engine):
+            raise
+
+
 @dataclass(frozen=True)
 class DpoSession:
     """Who is signed in, how, and until when."""
@@ -73,6 +111,10 @@ class DpoSession:
     expires_at: int
     id_token: str | None = field(default=None, repr=False)
     stamp: str | None = field(default=None, repr=False)
+    roles: frozenset[str] = frozenset()
+
+    def has_role(self, role: str) -> bool:
+        return role in self.roles
 
     @property
     def actor(self) -> str:
@@ -98,6 +140,7 @@ class SessionStore:
         self.engine = engine
         self.max_age = hours * 3600
         metadata.create_all(engine)
+        add_roles_column(engine)
 
     # -- sessions ------------------------------------------------------------------------
     def create(
@@ -110,6 +153,7 @@ class SessionStore:
         name: str | None = None,
         id_token: str | None = None,
         stamp: str | None = None,
+        roles: Iterable[str] = (),
         now: float | None = None,
     ) -> str:
         """A new session; returns the cookie value (never stored as such)."""
@@ -127,6 +171,7 @@ class SessionStore:
                     name=name[:255] if name else None,
                     id_token=id_token,
                     stamp=stamp,
+                    roles=_roles_text(roles),
                     created_at=at,
                     expires_at=at + self.max_age,
                 )
@@ -152,6 +197,7 @@ class SessionStore:
             expires_at=row.expires_at,
             id_token=row.id_token,
             stamp=row.stamp,
+            roles=_roles_of(row.roles),
         )
 
     def end(self, token: str | None) -> None:

@@ -161,10 +161,24 @@ def test_the_dpo_signs_in_through_the_provider_and_decisions_name_them(portal: P
 
 
 def test_someone_without_the_dpo_role_gets_a_403_naming_it(portal: Portal) -> None:
+    request_id = portal.new_request()
+    # A data referent signs in, for the package reviews; the DPO's pages stay closed to them.
     with httpx.Client(timeout=10) as browser:
         answer = _sign_in(portal, "referent", browser)
-        assert answer.status_code == 403
-        assert 'data-missing-role="dpo"' in answer.text and "DPO role" in answer.text
+        assert answer.status_code == 303 and answer.headers["location"] == "/staff/packages"
+        for path in ("/dpo", f"/dpo/requests/{request_id}"):
+            page = browser.get(f"{portal.base}{path}")
+            assert page.status_code == 403
+            assert 'data-missing-role="dpo"' in page.text and "DPO role" in page.text
+            assert "Traceback" not in page.text
+        page = f"{portal.base}/dpo/requests/{request_id}"
+        refused = browser.post(f"{page}/verify", data={"csrf_token": _csrf(browser, page)})
+        assert refused.status_code == 403
+    assert portal.registry.get(request_id).status is Status.RECEIVED
+    # Someone with no staff role at all gets no session.
+    with httpx.Client(timeout=10) as browser:
+        answer = _sign_in(portal, "claire.martin", browser)
+        assert answer.status_code == 403 and "Staff role needed" in answer.text
         assert "Traceback" not in answer.text
         assert SESSION_COOKIE not in browser.cookies
         assert browser.get(f"{portal.base}/dpo").status_code == 303
