@@ -2,7 +2,8 @@
 
 It runs, in this process, what the daemon would launch for the sample: the landing sensors'
 runs, the claims months, then whatever the assets' automation conditions request; then a
-release, the example workspaces and one erasure through the rights sensor's steps. It must
+release, the example workspaces, one project's package requests vetted and served, and one
+erasure through the rights sensor's steps. It must
 always run end to end on a fresh HDH_HOME.
 """
 
@@ -20,6 +21,7 @@ from hdh_assets.landing.partitions import BATCH_PARTITIONS, LANDING_SOURCES
 from hdh_assets.products.publishing import release_product
 from hdh_assets.products.releases import ReleaseStore
 from hdh_cli.ingest import ingest_batches
+from hdh_cli.package_demo import run_package_demo
 from hdh_cli.rights import process_here
 from hdh_cli.runs import RunOutcome, daemon_running
 from hdh_cli.status import PlatformStatus, collect_status
@@ -43,13 +45,15 @@ class DemoReport:
     erasure: dict | None = None
     workspaces: dict | None = None
     viewer: dict | None = None
+    packages: dict | None = None
     automation: list = field(default_factory=list)  # what each evaluation of the conditions asked
 
     @property
     def success(self) -> bool:
         erased = self.erasure is None or self.erasure["status"] == "completed"
         provisioned = self.workspaces is None or not self.workspaces["failed"]
-        return all(r.success for r in self.runs) and erased and provisioned
+        vetted = self.packages is None or not self.packages["failed"]
+        return all(r.success for r in self.runs) and erased and provisioned and vetted
 
     def to_json(self) -> dict:
         return {
@@ -60,6 +64,7 @@ class DemoReport:
             "erasure": self.erasure,
             "workspaces": self.workspaces,
             "viewer": self.viewer,
+            "packages": self.packages,
             "automation": self.automation,
         }
 
@@ -126,6 +131,8 @@ def run_demo(
         "delivery": provisioning["delivery"].get("summary"),
         "commit": provisioning["delivery"].get("commit"),
     }
+    # One project's packages: requested, vetted, one referent decision, served by its indexes.
+    report.packages = run_package_demo(home, instance, definitions, ran)
     # One erasure end to end: a person of the sample files it, the DPO verifies, and the runs
     # the rights sensor would launch are executed here.
     people = json.loads((home.sample / "identities.json").read_text())["people"]

@@ -97,13 +97,14 @@ def resolve(
     settings = settings or PackageSettings.from_env()
     store = package_store(home)
     upstream = settings.upstream(request.ecosystem)
+    if not upstream:  # a configuration to fix, not a reason to refuse the request
+        variable = "HDH_PYPI_UPSTREAM" if request.ecosystem == "pypi" else "HDH_CRAN_UPSTREAM"
+        raise UpstreamUnavailable(f"no upstream {request.ecosystem} index configured ({variable})")
     unknown_project = _project_known(request.project)
-    if unknown_project or not upstream:
-        reason = unknown_project or (
-            f"no upstream {request.ecosystem} index configured (HDH_"
-            f"{'PYPI' if request.ecosystem == 'pypi' else 'CRAN'}_UPSTREAM)"
+    if unknown_project:
+        closure = Closure(
+            request.request_id, request.ecosystem, (), "", "", upstream, unknown_project
         )
-        closure = Closure(request.request_id, request.ecosystem, (), "", "", upstream or "", reason)
     elif request.ecosystem == "pypi":
         from package_manager.python_closure import resolve_python
 

@@ -58,6 +58,18 @@ def demo(
                 f"Workspaces provisioned: {', '.join(w['provisioned']) or '-'}; delivered to "
                 f"HDH_HOME/gitops: {w['delivery']} (commit {w['commit']})"
             )
+        if report.packages:
+            for project, p in report.packages["projects"].items():
+                approved = sum(len(names) for names in p["approved"].values())
+                counts = {}
+                for status in report.packages["requests"].values():
+                    counts[status] = counts.get(status, 0) + 1
+                console.print(
+                    f"Packages of {project}: {approved} approved "
+                    f"(requests: {', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}); "
+                    f"pip index {p['python_index']}, R repository {p['r_repository']} "
+                    "(served by make ui or hdh packages serve; hdh packages list shows why)"
+                )
         if report.erasure:
             e = report.erasure
             console.print(

@@ -44,6 +44,12 @@ CODE_SERVER_SECONDS = 180  # loading the code location, on a busy machine
     show_default=True,
     help="The sign-in gateway in front of the Dagster UI (0: the UI is served without one).",
 )
+@click.option(
+    "--packages/--no-packages",
+    default=True,
+    show_default=True,
+    help="Serve the projects' package indexes (hdh packages serve: HDH_DEVPI_URL, HDH_R_REPOS_URL).",
+)
 def ui(
     host: str,
     port: int,
@@ -52,10 +58,12 @@ def ui(
     viewer_port: int,
     identity_port: int,
     gateway_port: int,
+    packages: bool,
 ) -> None:
     """Dagster webserver and daemon (sensors, schedules), the rights portal, the DICOMweb
-    service and the viewers beside them, the development sign-in provider when no real one is
-    configured, and the gateway that signs people in before the Dagster UI."""
+    service and the viewers beside them, the projects' package indexes, the development sign-in
+    provider when no real one is configured, and the gateway that signs people in before the
+    Dagster UI."""
     from hdh_cli.instance import prepare_dagster_home
 
     home = platform_home().ensure()
@@ -84,6 +92,8 @@ def ui(
         if viewer_port:
             signed_in = settings is not None
             children += start_viewers(hdh, home, host, viewer_port, url, signed_in)
+    if packages:
+        children.append(subprocess.Popen([hdh, "packages", "serve"]))
     prepare_dagster_home(home)
     gateway = None
     if gateway_port and settings is not None:

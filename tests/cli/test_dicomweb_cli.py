@@ -131,6 +131,7 @@ def test_ui_starts_the_dicomweb_service_beside_the_portal(home, monkeypatch):
         ["viewer", "--all", "--host", "127.0.0.1", "--port", "4003", *service],
         ["viewer", "--project", "alpha", "--host", "127.0.0.1", "--port", "4004", *service],
         ["viewer", "--project", "beta", "--host", "127.0.0.1", "--port", "4005", *service],
+        ["packages", "serve"],
         ["dagster-webserver", "-h", "127.0.0.1", "-p", "3000", "-w", workspace],
         ["dagster-daemon", "run", "-w", workspace],
     ]
@@ -141,7 +142,12 @@ def test_ui_starts_the_dicomweb_service_beside_the_portal(home, monkeypatch):
 
     started.clear()
     result = CliRunner().invoke(
-        cli, ["ui", "--portal-port", "0", "--dicomweb-port", "0", "--identity-port", "0"]
+        cli,
+        [
+            "ui",
+            *("--portal-port", "0", "--dicomweb-port", "0", "--identity-port", "0"),
+            "--no-packages",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert [Path(a[0]).name for a in started] == ["dagster-webserver", "dagster-daemon"]

@@ -50,7 +50,12 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_portal(tmp_path):
     port, portal_port, dicomweb_port = free_port(), free_port(), free_port()
     viewer_port, identity_port, gateway_port = free_port(), free_port(), free_port()
+    devpi_port, r_port = free_port(), free_port()
     env = {**os.environ, "HDH_HOME": str(tmp_path / "hdh"), "HDH_PSEUDONYM_KEY": "cd" * 32}
+    env |= {
+        "HDH_DEVPI_URL": f"http://127.0.0.1:{devpi_port}",
+        "HDH_R_REPOS_URL": f"http://127.0.0.1:{r_port}",
+    }
     env.pop("DAGSTER_HOME", None)
     hdh = str(Path(sys.executable).with_name("hdh"))
     log = (tmp_path / "ui.log").open("w")
@@ -97,6 +102,7 @@ def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_p
                 "gdpr",
                 "products",
                 "workspaces",
+                "packages",
             }, key
             assert node["description"], key
             assert node["owners"], key
@@ -173,6 +179,16 @@ def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_p
             config = answer.read()
         assert b'"qidoRoot": "/dicom-web"' in config
         assert f'"authority": "{issuer}"'.encode() in config
+
+        # The projects' package indexes are served beside it: devpi answers, and the R
+        # repositories' server answers 404 for a project that has none.
+        with urllib.request.urlopen(f"http://127.0.0.1:{devpi_port}/+api", timeout=30) as answer:
+            assert answer.status == 200
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(
+                f"http://127.0.0.1:{r_port}/no-such-project/src/contrib/PACKAGES", timeout=30
+            )
+        assert missing.value.code == 404
 
         # The daemon runs beside the webserver, so sensors and schedules tick.
         deadline = time.monotonic() + 120
