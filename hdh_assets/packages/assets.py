@@ -10,6 +10,7 @@ its thin Dagster wrappers.
 """
 
 import dagster as dg
+import polars as pl
 
 from hdh_assets import owners
 from hdh_assets.validation import documented_columns
@@ -27,6 +28,40 @@ VETTING_KEY = dg.AssetKey(["packages", "package_vetting"])
 INDEX_KEY = dg.AssetKey(["packages", "project_package_index"])
 OWNERS = [owners.PLATFORM, owners.DATA_REFERENTS]
 PREVIEW_ROWS = 50
+REQUEST_COLUMNS = {
+    "project": ("string", "the project asking (its workspace spec id)"),
+    "ecosystem": ("string", "pypi or cran"),
+    "package": ("string", "the package asked for"),
+    "version": ("string", "the exact version asked for, or newest"),
+    "reason": ("string", "what the project needs it for"),
+    "requested_by": ("string", "the member who asked"),
+    "requested_at": ("string", "when (UTC)"),
+}
+CLOSURE_COLUMNS = {
+    "package": ("string", "a member of the closure, as the index spells it"),
+    "version": ("string", "the version resolved"),
+    "file": ("string", "the exact archive (wheel, sdist or R source package)"),
+    "sha256": ("string", "the archive's hash, checked on download"),
+    "licence": ("string", "the licence as declared by the archive's metadata"),
+    "requested": ("string", "yes for the package asked for, empty for dependencies"),
+}
+VETTING_COLUMNS = {
+    "package": ("string", "a member of the closure"),
+    "version": ("string", "its version"),
+    "status": ("string", "approved, needs_review or refused (after decisions)"),
+    "licence": ("string", "the licence check's status"),
+    "vulnerabilities": ("string", "the known-vulnerabilities check's status"),
+    "malicious_code": ("string", "the malicious-code check's status"),
+    "typosquatting": ("string", "the typosquatting check's status"),
+    "provenance": ("string", "the provenance (hash) check's status"),
+    "reasons": ("string", "why it is not approved, or the decision taken"),
+}
+INDEX_COLUMNS = {
+    "ecosystem": ("string", "pypi (the devpi index) or cran (the R repository)"),
+    "package": ("string", "an approved package the project is served"),
+    "version": ("string", "its approved version"),
+    "sha256": ("string", "the exact file served"),
+}
 
 
 def _request(hdh_home: HomeResource, request_id: str) -> PackageRequest:
@@ -34,6 +69,15 @@ def _request(hdh_home: HomeResource, request_id: str) -> PackageRequest:
         return service.request_of(hdh_home.home, request_id)
     except LookupError as missing:
         raise dg.Failure(description=str(missing)) from None
+
+
+def _frame(rows: list[dict], columns: dict[str, tuple[str, str]]) -> pl.DataFrame:
+    """What the lake keeps of one partition (every column a string, as documented)."""
+    schema = dict.fromkeys(columns, pl.String)
+    return pl.DataFrame(
+        [{c: None if r.get(c) is None else str(r[c]) for c in columns} for r in rows],
+        schema=schema,
+    )
 
 
 def _table(rows: list[dict], columns: list[str]) -> dg.MarkdownMetadataValue:
@@ -49,21 +93,12 @@ def _table(rows: list[dict], columns: list[str]) -> dg.MarkdownMetadataValue:
 @dg.asset(
     key=REQUESTS_KEY,
     metadata={
-        "dagster/column_schema": documented_columns(
-            {
-                "project": ("string", "the project asking (its workspace spec id)"),
-                "ecosystem": ("string", "pypi or cran"),
-                "package": ("string", "the package asked for"),
-                "version": ("string", "the exact version asked for, or newest"),
-                "reason": ("string", "what the project needs it for"),
-                "requested_by": ("string", "the member who asked"),
-                "requested_at": ("string", "when (UTC)"),
-            }
-        )
+        "dagster/column_schema": documented_columns(REQUEST_COLUMNS),
+        "partition_column": "request_id",
     },
     group_name="packages",
     owners=OWNERS,
-    kinds={"python", "json"},
+    kinds={"python", "parquet"},
     partitions_def=REQUESTS,
     description=(
         "A project member's request for one Python or R package: project, package, version, "
@@ -74,22 +109,15 @@ def _table(rows: list[dict], columns: list[str]) -> dg.MarkdownMetadataValue:
 )
 def package_requests(context: dg.AssetExecutionContext, hdh_home: HomeResource):
     request = _request(hdh_home, context.partition_key)
-    return dg.MaterializeResult(metadata=service.request_metadata(request))
+    metadata = service.request_metadata(request)
+    return dg.Output(_frame([metadata], REQUEST_COLUMNS), metadata=metadata)
 
 
 @dg.asset(
     key=CLOSURES_KEY,
     metadata={
-        "dagster/column_schema": documented_columns(
-            {
-                "package": ("string", "a member of the closure, as the index spells it"),
-                "version": ("string", "the version resolved"),
-                "file": ("string", "the exact archive (wheel, sdist or R source package)"),
-                "sha256": ("string", "the archive's hash, checked on download"),
-                "licence": ("string", "the licence as declared by the archive's metadata"),
-                "requested": ("string", "yes for the package asked for, empty for dependencies"),
-            }
-        )
+        "dagster/column_schema": documented_columns(CLOSURE_COLUMNS),
+        "partition_column": "request_id",
     },
     group_name="packages",
     owners=OWNERS,
@@ -123,13 +151,14 @@ def package_closures(context: dg.AssetExecutionContext, hdh_home: HomeResource):
             "package": p.name,
             "version": p.version,
             "file": p.filename,
-            "sha256": p.sha256[:16],
+            "sha256": p.sha256,
             "licence": p.license or "",
             "requested": "yes" if p.requested else "",
         }
         for p in closure.packages
     ]
-    return dg.MaterializeResult(
+    return dg.Output(
+        _frame(rows, CLOSURE_COLUMNS),
         metadata={
             "packages": len(closure.packages),
             "refused": closure.error or "",
@@ -137,12 +166,12 @@ def package_closures(context: dg.AssetExecutionContext, hdh_home: HomeResource):
             "target": closure.target,
             "upstream": closure.upstream,
             "closure": _table(rows, list(rows[0]) if rows else ["package"]),
-        }
+        },
     )
 
 
-def _vetting_metadata(vetting: RequestVetting) -> dict:
-    rows = [
+def _vetting_rows(vetting: RequestVetting) -> list[dict]:
+    return [
         {
             "package": v.package.name,
             "version": v.package.version,
@@ -152,6 +181,10 @@ def _vetting_metadata(vetting: RequestVetting) -> dict:
         }
         for v in vetting.verdicts
     ]
+
+
+def _vetting_metadata(vetting: RequestVetting) -> dict:
+    rows = _vetting_rows(vetting)
     columns = list(rows[0]) if rows else ["package"]
     counts = {s: sum(v.status == s for v in vetting.verdicts) for s in service.STATUSES}
     return {
@@ -166,19 +199,8 @@ def _vetting_metadata(vetting: RequestVetting) -> dict:
 @dg.asset(
     key=VETTING_KEY,
     metadata={
-        "dagster/column_schema": documented_columns(
-            {
-                "package": ("string", "a member of the closure"),
-                "version": ("string", "its version"),
-                "status": ("string", "approved, needs_review or refused (after decisions)"),
-                "licence": ("string", "the licence check's status"),
-                "vulnerabilities": ("string", "the known-vulnerabilities check's status"),
-                "malicious_code": ("string", "the malicious-code check's status"),
-                "typosquatting": ("string", "the typosquatting check's status"),
-                "provenance": ("string", "the provenance (hash) check's status"),
-                "reasons": ("string", "why it is not approved, or the decision taken"),
-            }
-        )
+        "dagster/column_schema": documented_columns(VETTING_COLUMNS),
+        "partition_column": "request_id",
     },
     group_name="packages",
     owners=OWNERS,
@@ -209,7 +231,9 @@ def package_vetting(context: dg.AssetExecutionContext, hdh_home: HomeResource):
             f"{verdict.status}: flagged to project {request.project}"
         )
     incomplete = service.incompletely_vetted(vetting)
-    yield dg.MaterializeResult(metadata=_vetting_metadata(vetting))
+    yield dg.Output(
+        _frame(_vetting_rows(vetting), VETTING_COLUMNS), metadata=_vetting_metadata(vetting)
+    )
     yield dg.AssetCheckResult(
         check_name="every_member_fully_vetted",
         passed=not incomplete,
@@ -220,14 +244,8 @@ def package_vetting(context: dg.AssetExecutionContext, hdh_home: HomeResource):
 @dg.asset(
     key=INDEX_KEY,
     metadata={
-        "dagster/column_schema": documented_columns(
-            {
-                "ecosystem": ("string", "pypi (the devpi index) or cran (the R repository)"),
-                "package": ("string", "an approved package the project is served"),
-                "version": ("string", "its approved version"),
-                "sha256": ("string", "the exact file served"),
-            }
-        )
+        "dagster/column_schema": documented_columns(INDEX_COLUMNS),
+        "partition_column": "project",
     },
     group_name="packages",
     owners=OWNERS,
@@ -246,11 +264,12 @@ def package_vetting(context: dg.AssetExecutionContext, hdh_home: HomeResource):
 def project_package_index(context: dg.AssetExecutionContext, hdh_home: HomeResource):
     state = service.publish_project(context.partition_key, hdh_home.home)
     rows = [
-        {"ecosystem": eco, "package": p.name, "version": p.version, "sha256": p.sha256[:16]}
+        {"ecosystem": eco, "package": p.name, "version": p.version, "sha256": p.sha256}
         for eco, packages in state.approved.items()
         for p in packages
     ]
-    yield dg.MaterializeResult(
+    yield dg.Output(
+        _frame(rows, INDEX_COLUMNS),
         metadata={
             "approved_packages": len(rows),
             "python_index": state.python_url,
@@ -259,7 +278,7 @@ def project_package_index(context: dg.AssetExecutionContext, hdh_home: HomeResou
             "approved_set_digest": state.digest,
             "approved": _table(rows, ["ecosystem", "package", "version", "sha256"]),
             "flags": "; ".join(f["message"] for f in state.flags) or "none",
-        }
+        },
     )
     mismatches = service.served_mismatches(state)
     yield dg.AssetCheckResult(
