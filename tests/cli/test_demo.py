@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from hdh_cli.main import cli
 from tests.conftest import identity_needles
+from tests.dicomweb.servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
@@ -111,6 +112,9 @@ def demo_home(tmp_path_factory):
     mp.setenv("HDH_HOME", str(root / "hdh"))
     mp.setenv("DAGSTER_HOME", str(root / "hdh" / "dagster"))
     mp.delenv("HDH_PSEUDONYM_KEY", raising=False)  # the demo runs on its generated demo key
+    # the package indexes the demo publishes to, on ports free in this run
+    mp.setenv("HDH_DEVPI_URL", f"http://127.0.0.1:{free_port()}")
+    mp.setenv("HDH_R_REPOS_URL", f"http://127.0.0.1:{free_port()}")
     code, stdout, everything = _run(["demo", "--json", *SMALL])
     yield root / "hdh", code, stdout, everything
     mp.undo()
@@ -213,6 +217,43 @@ def test_demo_materialises_every_asset_and_reports(demo_home):
         len(list((home / "store" / "previews").rglob("*.png")))
         == assets["imaging/dicom_previews"]["rows"]
     )
+
+
+def test_the_demo_vets_decides_and_serves_one_project_s_packages(demo_home):
+    home, code, stdout, everything = demo_home
+    assert code == 0, everything
+    packages = json.loads(stdout)["packages"]
+    assert packages["failed"] == [] and packages["refused_files"] == []
+    statuses = {rid.split("--")[2]: status for rid, status in packages["requests"].items()}
+    assert statuses == {
+        "hdh-tabular": "approved",  # every check passed
+        "hdh-unknown-licence": "approved",  # by the demo referent's decision
+        "reqests": "needs_review",  # one letter from requests
+        "hdh-vulnerable": "refused",  # a critical advisory in the bundled database
+        "hdhsurv": "approved",
+    }
+    project = packages["projects"]["diabetes-outcomes"]
+    assert sorted(project["approved"]["pypi"]) == [
+        "hdh-core",
+        "hdh-numbers",
+        "hdh-tabular",
+        "hdh-unknown-licence",
+    ]
+    assert sorted(project["approved"]["cran"]) == ["hdhcore", "hdhstats", "hdhsurv"]
+    assert project["python_index"].endswith("/projects/diabetes-outcomes/+simple/")
+    assert project["r_repository"].endswith("/diabetes-outcomes")
+    # the decision is in the audit trail, and the R repository holds exactly the approved files
+    (decision,) = [
+        json.loads(line)
+        for line in (home / "packages" / "decisions.jsonl").read_text().splitlines()
+    ]
+    assert decision["decided_by"] == "referent:demo" and decision["decision"] == "approve"
+    contrib = home / "packages" / "r-repos" / "diabetes-outcomes" / "src" / "contrib"
+    assert sorted(p.name.split("_")[0] for p in contrib.glob("*.tar.gz")) == [
+        "hdhcore",
+        "hdhstats",
+        "hdhsurv",
+    ]
 
 
 def test_no_identifier_reaches_the_lake_the_instance_or_the_output(demo_home):
