@@ -108,11 +108,5 @@ def newly_flagged(before: RequestVetting | None, after: RequestVetting) -> list[
     changed hash): what the projects using them must be told."""
     if before is None:
         return []
-    was_approved = {
-        (*v.package.key, v.package.sha256) for v in before.verdicts if v.status == "approved"
-    }
-    return [
-        v
-        for v in after.verdicts
-        if (*v.package.key, v.package.sha256) in was_approved and v.status != "approved"
-    ]
+    was_approved = {v.package.key for v in before.verdicts if v.status == "approved"}
+    return [v for v in after.verdicts if v.package.key in was_approved and v.status != "approved"]

@@ -93,9 +93,20 @@ class DecisionLog:
         return entry
 
     def entries(self) -> list[Decision]:
+        """Every decision, oldest first; a line that is not one raises, naming it."""
         if not self.path.exists():
             return []
-        return [Decision(**json.loads(line)) for line in self.path.read_text().splitlines() if line]
+        decisions = []
+        for number, line in enumerate(self.path.read_text().splitlines(), start=1):
+            if not line:
+                continue
+            try:
+                decisions.append(Decision(**json.loads(line)))
+            except (ValueError, TypeError) as error:
+                raise DecisionError(
+                    f"{self.path.name}: line {number} is not a decision ({error.__class__.__name__})"
+                ) from None
+        return decisions
 
     def latest(self) -> dict[tuple[str, str, str, str], Decision]:
         """The decision in force for each exact file."""

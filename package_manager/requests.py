@@ -39,9 +39,9 @@ def parse_requirement(text: str, ecosystem: str) -> tuple[str, str | None]:
     """``NAME`` or ``NAME==VERSION`` (both ecosystems): one package, at most one exact version."""
     name, _, version = (part.strip() for part in text.partition("=="))
     pattern = _PYPI_NAME if ecosystem == "pypi" else _CRAN_NAME
-    if not pattern.match(name):
+    if not pattern.fullmatch(name):
         raise RequestError(f"{text!r} is not a {ecosystem} package name (optionally ==VERSION)")
-    if version and not _VERSION.match(version):
+    if version and not _VERSION.fullmatch(version):
         raise RequestError(f"{text!r}: {version!r} is not an exact version")
     return name, version or None
 
@@ -58,7 +58,7 @@ def make_request(
     """A validated request; every refusal names the field and what was wrong."""
     if ecosystem not in ECOSYSTEMS:
         raise RequestError(f"ecosystem {ecosystem!r} is not one of {', '.join(ECOSYSTEMS)}")
-    if not _PROJECT.match(project or ""):
+    if not _PROJECT.fullmatch(project or ""):
         raise RequestError(f"project {project!r} is not a project id")
     if not (reason or "").strip():
         raise RequestError(f"a request for {requirement!r} needs a reason (what it is for)")
@@ -81,7 +81,7 @@ def load_request_file(path: Path) -> list[PackageRequest]:
     """One spec-folder request file: ``project:`` and a list of ``requests:`` entries."""
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise RequestError(f"{path}: not readable YAML ({error.__class__.__name__})") from None
     if not isinstance(data, dict) or not isinstance(data.get("requests"), list):
         raise RequestError(f"{path}: expected 'project:' and a list under 'requests:'")
@@ -120,7 +120,7 @@ def load_requests(specs_folder: Path | None, filed_folder: Path) -> LoadedReques
     for path in sorted(filed_folder.glob("*.json")) if filed_folder.is_dir() else []:
         try:
             request = PackageRequest.from_json(json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError, KeyError) as error:
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
             errors.append(f"{path}: not a filed request ({error.__class__.__name__})")
             continue
         requests.setdefault(request.request_id, request)

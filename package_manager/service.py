@@ -178,10 +178,11 @@ def _answers_fingerprint(osv_url: str, keys: list[tuple[str, str, str]]) -> str:
     return hashlib.sha256(answer.content).hexdigest()
 
 
-def vetted_against_other(home: HdhHome, fingerprint: str) -> set[str]:
-    """Requests vetted against other vulnerability data or another policy than now."""
+def vetted_against_other(home: HdhHome, fingerprint: str) -> dict[str, str]:
+    """Requests vetted against other vulnerability data or another policy than now, with
+    when each was last vetted (a re-vetting run's key: each vetting is re-vetted once)."""
     return {
-        request_id
+        request_id: vetting.vetted_at or ""
         for request_id, vetting in package_store(home).vettings().items()
         if vetting.extra.get("inputs") != fingerprint
     }
@@ -428,16 +429,22 @@ def _published_path(store: PackageStore, project: str) -> Path:
 
 
 def stale_indexes(home: HdhHome, requests: Iterable[PackageRequest]) -> dict[str, str]:
-    """Projects whose approved set differs from the one last published: project -> digest."""
+    """Projects whose approved set differs from the one last published (those with requests,
+    and those published before whose requests are gone): project -> a token naming this
+    change (the new set's digest and when the last one was published), for a run key."""
     store = package_store(home)
     requests = list(requests)
+    published_dir = store.root / "indexes"
+    published_projects = (
+        {p.stem for p in published_dir.glob("*.json")} if published_dir.is_dir() else set()
+    )
     stale = {}
-    for project in sorted({r.project for r in requests}):
+    for project in sorted({r.project for r in requests} | published_projects):
         state = project_state(project, home, requests)
         path = _published_path(store, project)
-        published = json.loads(path.read_text()).get("digest") if path.exists() else None
-        if published != state.digest:
-            stale[project] = state.digest
+        published = json.loads(path.read_text()) if path.exists() else {}
+        if published.get("digest") != state.digest:
+            stale[project] = f"{state.digest}-{published.get('at', 'never')}"
     return stale
 
 

@@ -20,6 +20,7 @@ from jobs.packages import (
     vet_package_requests_job,
 )
 from package_manager import service
+from package_manager.decisions import DecisionError
 from resources.home import HdhHome
 
 
@@ -56,11 +57,16 @@ def package_requests_sensor(context: dg.SensorEvaluationContext):
         )
         for request_id in new
     ]
-    decisions = service.package_store(home).decisions.entries()
-    touched = service.requests_touched_by(home, decisions[cursor["decisions"] :])
+    try:
+        decisions = service.package_store(home).decisions.entries()
+    except DecisionError as unreadable:  # reported every tick until the log is repaired
+        context.log.error(f"package decisions not read: {unreadable}")
+        decisions = None
+    new_decisions = decisions[cursor["decisions"] :] if decisions is not None else []
+    touched = service.requests_touched_by(home, new_decisions)
     runs += [
         dg.RunRequest(
-            run_key=f"decision-{len(decisions)}-{request_id}",
+            run_key=f"decision-{cursor['decisions'] + len(new_decisions)}-{request_id}",
             partition_key=request_id,
             job_name=revet_package_requests_job.name,
         )
@@ -76,7 +82,8 @@ def package_requests_sensor(context: dg.SensorEvaluationContext):
                     job_name=publish_package_index_job.name,
                 )
             )
-    cursor["decisions"] = len(decisions)
+    if decisions is not None:
+        cursor["decisions"] = len(decisions)
     if not runs:
         return dg.SensorResult(
             skip_reason="no new request, decision or approved set", cursor=json.dumps(cursor)
@@ -103,11 +110,11 @@ def vulnerability_database_sensor(context: dg.SensorEvaluationContext):
     behind = service.vetted_against_other(home, fingerprint)
     runs = [
         dg.RunRequest(
-            run_key=f"revet-{fingerprint}-{request_id}",
+            run_key=f"revet-{fingerprint}-{request_id}-{vetted_at}",
             partition_key=request_id,
             job_name=revet_package_requests_job.name,
             tags={service.REVET_TAG: "true"},
         )
-        for request_id in sorted(behind)
+        for request_id, vetted_at in sorted(behind.items())
     ]
     return dg.SensorResult(run_requests=runs, cursor=fingerprint)
