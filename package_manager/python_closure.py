@@ -49,6 +49,7 @@ from packaging.utils import (
 )
 from packaging.version import Version
 
+from package_manager.files import store_path
 from package_manager.model import Closure, PackageRequest, ResolvedPackage, UpstreamUnavailable
 
 RESOLVERS = ("uv", "pip")
@@ -127,7 +128,7 @@ def fetch_archive(
 
     A mismatch raises ``ValueError``: the index served other bytes than it announced.
     """
-    target = store / package.sha256[:2] / package.sha256 / package.filename
+    target = store_path(store, package.sha256, package.filename)
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from package_manager.files import file_sha256, store_path
 from package_manager.model import Closure, PackageRequest, ResolvedPackage, UpstreamUnavailable
 
 DEPENDENCY_FIELDS = ("Depends", "Imports", "LinkingTo")
@@ -235,23 +236,10 @@ def fetch_index(repo_url: str) -> str:
     raise UpstreamUnavailable(f"{repo_url} has no PACKAGES index under src/contrib")
 
 
-def store_path(store: Path, sha256: str, filename: str) -> Path:
-    """Content-addressed: the same bytes are stored once, whoever asked and under any name."""
-    return store / sha256[:2] / sha256 / filename
-
-
 def _seen_path(store: Path, archive: RArchive) -> Path:
     """A note that this URL, with this MD5 in the index, was already downloaded (and as what)."""
     key = hashlib.sha256(f"{archive.url}\n{archive.md5}".encode()).hexdigest()
     return store / "seen" / key
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _already_stored(archive: RArchive | ResolvedPackage, store: Path) -> Path | None:
@@ -262,7 +250,7 @@ def _already_stored(archive: RArchive | ResolvedPackage, store: Path) -> Path | 
     if not sha256:
         return None
     path = store_path(store, sha256, archive.filename)
-    return path if path.exists() and _file_sha256(path) == sha256 else None
+    return path if path.exists() and file_sha256(path) == sha256 else None
 
 
 def fetch_r_archive(archive: RArchive | ResolvedPackage, store: Path) -> Path:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fcntl
 import gzip
-import hashlib
 import os
 import re
 import shutil
@@ -31,6 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from auth.roles import PROJECT_ID
+from package_manager.files import file_sha256
 from package_manager.r_closure import run_rscript
 
 INDEX_FILES = ("PACKAGES", "PACKAGES.gz", "PACKAGES.rds")
@@ -75,19 +75,11 @@ def project_url(base_url: str, project: str) -> str:
     return f"{base_url.rstrip('/')}/{check_project(project)}"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _same_file(a: Path, b: Path) -> bool:
     """Cheap when hardlinked (the usual case), exact otherwise."""
     if a.samefile(b):
         return True
-    return a.stat().st_size == b.stat().st_size and _sha256(a) == _sha256(b)
+    return a.stat().st_size == b.stat().st_size and file_sha256(a) == file_sha256(b)
 
 
 def _write_empty_index(folder: Path) -> None:

@@ -5,16 +5,22 @@ httpx through the provider's login and logout forms. Shared by test packages; no
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urljoin
 
 import httpx
 import pytest
 
 from auth import dev_provider
+from auth.dev_provider import DevProvider
+from auth.settings import OidcClient, OidcSettings
+from resources.rights_registry import RightsRegistry
 from tests.dicomweb.servers import free_port as free_port  # one home, used from here
 
 FORM = re.compile(r'<form[^>]*action="([^"]+)"', re.I)
@@ -73,3 +79,74 @@ def confirm_provider_logout(browser: httpx.Client, page: httpx.Response) -> http
     action = html.unescape(FORM.search(page.text).group(1))
     form = dict(HIDDEN.findall(page.text))
     return browser.post(urljoin(str(page.url), action), data={**form, "logout": "yes"})
+
+
+PORTAL_CLIENT = OidcClient("hdh-portal", "portal-test-secret")
+
+
+@dataclass(frozen=True)
+class SignedInPortal:
+    """The rights portal on a free port, signing staff in at a development provider."""
+
+    base: str
+    provider: DevProvider
+    registry: RightsRegistry
+    accounts: dict
+    secrets: Path
+
+
+@contextmanager
+def portal_with_provider(root: Path, **app_options) -> Iterator[SignedInPortal]:
+    """A development provider with the portal's client registered, and the portal using it."""
+    from portal.app import create_app
+    from portal.dpo_auth import BACKCHANNEL_LOGOUT_PATH, CALLBACK_PATH, SIGNED_OUT_PATH, DpoAuth
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    client = dev_provider.DevClient(
+        PORTAL_CLIENT.client_id,
+        PORTAL_CLIENT.client_secret,
+        redirect_uris=(base + CALLBACK_PATH,),
+        post_logout_redirect_uris=(base + SIGNED_OUT_PATH,),
+        backchannel_logout_uri=base + BACKCHANNEL_LOGOUT_PATH,
+        name="Rights portal",
+    )
+    defaults = OidcSettings()
+    secrets = root / "secrets"
+    provider = dev_provider.start(secrets, port=free_port(), settings=defaults, clients=[client])
+    try:
+        settings = dataclasses.replace(
+            defaults,
+            issuer=provider.issuer,
+            clients={**defaults.clients, "portal": PORTAL_CLIENT},
+        )
+        registry = RightsRegistry(f"sqlite:///{root / 'registry.db'}", b"s" * 32)
+        app = create_app(
+            registry,
+            lambda nir: "pseudo",
+            b"portal secret " * 3,
+            auth=DpoAuth.with_provider(settings, base_url=base),
+            **app_options,
+        )
+        accounts = {a.username: a for a in dev_provider.demo_accounts(secrets, defaults)}
+        with serve(app, port):
+            yield SignedInPortal(base, provider, registry, accounts, secrets)
+    finally:
+        provider.stop()
+
+
+def to_portal_callback(
+    portal: SignedInPortal, browser: httpx.Client, username: str | None
+) -> httpx.Response:
+    """From the portal's sign-in button to the provider's redirect back (not yet followed)."""
+    from portal.dpo_auth import CALLBACK_PATH
+
+    start = browser.get(f"{portal.base}/dpo/auth/start")
+    assert start.status_code == 303
+    page = follow(browser, start, portal.base + CALLBACK_PATH)
+    if page.status_code == 200:  # the provider asks who it is
+        account = portal.accounts[username]
+        page = provider_login(browser, page, account.username, account.password)
+        page = follow(browser, page, portal.base + CALLBACK_PATH)
+    assert page.headers["location"].startswith(portal.base + CALLBACK_PATH)
+    return page

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import subprocess
+
+from package_manager.processes import stop_process_group
 
 INTERRUPT_FIRST = ((signal.SIGINT, 30), (signal.SIGTERM, 10), (signal.SIGKILL, 10))
 TERMINATE_FIRST = ((signal.SIGTERM, 20), (signal.SIGKILL, 10))
@@ -15,12 +15,4 @@ TERMINATE_FIRST = ((signal.SIGTERM, 20), (signal.SIGKILL, 10))
 def stop_group(process: subprocess.Popen, steps=INTERRUPT_FIRST) -> None:
     """Each (signal, seconds) to the group until its leader ends, then SIGKILL to whatever of
     the group outlived it."""
-    for sig, wait in steps:
-        if process.poll() is not None:
-            break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=wait)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
+    stop_process_group(process, steps)

@@ -7,12 +7,12 @@ ledger is an SQLite file so that concurrent Dagster runs record and compare atom
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
+from package_manager.files import file_sha256
 from package_manager.model import CheckResult, ResolvedPackage, canonical_name
 
 CHECK = "provenance"
@@ -89,14 +89,6 @@ class ProvenanceLedger:
                 key,
             ).fetchone()
         return row[0] if row else None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_provenance(

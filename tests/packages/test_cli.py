@@ -4,7 +4,6 @@ store populated directly (no resolution, no vetting run, no Dagster)."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,24 +18,9 @@ from package_manager.store import RequestVetting
 from resources.home import HdhHome
 from tests.packages.test_approval import OTHER, PROJECT, request, resolved, save
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def run(*args: str) -> Result:
     return CliRunner().invoke(cli, ["packages", *args])
-
-
-@pytest.fixture
-def specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An isolated specs folder: copies of the example projects, no request files."""
-    root = tmp_path / "workspaces"
-    folder = root / "projects"
-    folder.mkdir(parents=True)
-    for path in (REPO / "workspaces" / "projects").glob("*.yaml"):
-        shutil.copy(path, folder / path.name)
-    shutil.copy(REPO / "workspaces" / "approvals.yaml", root / "approvals.yaml")
-    monkeypatch.setenv("HDH_WORKSPACE_SPECS", str(folder))
-    return folder
 
 
 @pytest.fixture

@@ -40,18 +40,6 @@ class Messages(logging.Handler):
 
 
 @pytest.fixture
-def specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "workspaces"
-    folder = root / "projects"
-    folder.mkdir(parents=True)
-    for path in (REPO / "workspaces" / "projects").glob("*.yaml"):
-        shutil.copy(path, folder / path.name)
-    shutil.copy(REPO / "workspaces" / "approvals.yaml", root / "approvals.yaml")
-    monkeypatch.setenv("HDH_WORKSPACE_SPECS", str(folder))
-    return folder
-
-
-@pytest.fixture
 def instance(hdh_home: HdhHome, specs: Path) -> Iterator[dg.DagsterInstance]:
     with dg.instance_for_test() as test_instance:
         yield test_instance

@@ -3,7 +3,6 @@ portal runs on a real server, a browser is played by httpx through the provider'
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import re
 import time
@@ -18,25 +17,22 @@ import jwt
 import pytest
 
 from auth import dev_provider
-from auth.dev_provider import DevClient, DevProvider
+from auth.dev_provider import DevProvider
 from auth.oidc import BACKCHANNEL_LOGOUT_EVENT, ProviderMetadata, fetch_metadata
-from auth.settings import OidcClient, OidcSettings
 from hdh_assets.gdpr.rights import Status, validate_submission
-from portal.app import create_app
 from portal.dpo import PENDING_COOKIE, SESSION_COOKIE
-from portal.dpo_auth import BACKCHANNEL_LOGOUT_PATH, CALLBACK_PATH, SIGNED_OUT_PATH, DpoAuth
+from portal.dpo_auth import BACKCHANNEL_LOGOUT_PATH, CALLBACK_PATH, SIGNED_OUT_PATH
 from resources.rights_registry import RightsRegistry
 from tests.oidc_fixtures import (
+    PORTAL_CLIENT,
     PROVIDER_BANNER,
     confirm_provider_logout,
     follow,
-    free_port,
-    provider_login,
+    portal_with_provider,
     require_node,
-    serve,
+    to_portal_callback,
 )
 
-PORTAL_CLIENT = OidcClient("hdh-portal", "portal-test-secret")
 PERSON = ("erasure", "Laurent", "Hélène", "2012-02-06", "2 12 02 31 972 987 79", "h@example.fr")
 
 
@@ -57,53 +53,20 @@ class Portal:
 @pytest.fixture(scope="module")
 def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
     require_node()
-    root = tmp_path_factory.mktemp("portal-oidc")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    client = DevClient(
-        PORTAL_CLIENT.client_id,
-        PORTAL_CLIENT.client_secret,
-        redirect_uris=(base + CALLBACK_PATH,),
-        post_logout_redirect_uris=(base + SIGNED_OUT_PATH,),
-        backchannel_logout_uri=base + BACKCHANNEL_LOGOUT_PATH,
-        name="Rights portal",
-    )
-    defaults = OidcSettings()
-    secrets = root / "secrets"
-    provider = dev_provider.start(secrets, port=free_port(), settings=defaults, clients=[client])
-    try:
-        settings = dataclasses.replace(
-            defaults,
-            issuer=provider.issuer,
-            clients={**defaults.clients, "portal": PORTAL_CLIENT},
+    with portal_with_provider(tmp_path_factory.mktemp("portal-oidc")) as served:
+        yield Portal(
+            served.base,
+            served.provider,
+            fetch_metadata(served.provider.issuer),
+            served.registry,
+            served.accounts,
+            served.secrets,
         )
-        registry = RightsRegistry(f"sqlite:///{root / 'registry.db'}", b"s" * 32)
-        app = create_app(
-            registry,
-            lambda nir: "pseudo",
-            b"portal secret " * 3,
-            auth=DpoAuth.with_provider(settings, base_url=base),
-        )
-        accounts = {a.username: a for a in dev_provider.demo_accounts(secrets, defaults)}
-        with serve(app, port):
-            yield Portal(
-                base, provider, fetch_metadata(provider.issuer), registry, accounts, secrets
-            )
-    finally:
-        provider.stop()
 
 
 def _to_callback(portal: Portal, browser: httpx.Client, username: str | None) -> httpx.Response:
     """From the sign-in button to the provider's redirect back (not yet followed)."""
-    start = browser.get(f"{portal.base}/dpo/auth/start")
-    assert start.status_code == 303
-    page = follow(browser, start, portal.base + CALLBACK_PATH)
-    if page.status_code == 200:  # the provider asks who it is
-        account = portal.accounts[username]
-        page = provider_login(browser, page, account.username, account.password)
-        page = follow(browser, page, portal.base + CALLBACK_PATH)
-    assert page.headers["location"].startswith(portal.base + CALLBACK_PATH)
-    return page
+    return to_portal_callback(portal, browser, username)
 
 
 def _sign_in(portal: Portal, username: str, browser: httpx.Client) -> httpx.Response:

@@ -9,7 +9,6 @@ provider, nothing mocked, as ``test_dpo_oidc.py`` does for the DPO.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import re
@@ -22,10 +21,8 @@ import pytest
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
-from auth import dev_provider
-from auth.dev_provider import DevClient
 from auth.roles import DATA_REFERENT, DPO
-from auth.settings import OidcClient, OidcSettings
+from auth.settings import OidcSettings
 from package_manager import service
 from package_manager.approval import request_status, verdict
 from package_manager.model import CheckResult, Closure, ResolvedPackage
@@ -33,11 +30,17 @@ from package_manager.requests import file_request, make_request
 from package_manager.store import RequestVetting
 from portal.app import create_app
 from portal.dpo import SESSION_COOKIE, STAFF_SESSION_COOKIE
-from portal.dpo_auth import BACKCHANNEL_LOGOUT_PATH, CALLBACK_PATH, SIGNED_OUT_PATH, DpoAuth
+from portal.dpo_auth import DpoAuth
 from portal.dpo_sessions import BREAK_GLASS, OIDC, SessionStore
 from resources.home import HdhHome
 from resources.rights_registry import RightsRegistry
-from tests.oidc_fixtures import follow, free_port, provider_login, require_node, serve
+from tests.oidc_fixtures import (
+    follow,
+    free_port,
+    portal_with_provider,
+    require_node,
+    to_portal_callback,
+)
 
 PROJECT = "cardio-imaging"
 ASKED_BY = "claire.martin"
@@ -450,8 +453,6 @@ def test_a_sessions_table_from_before_roles_gains_the_column(tmp_path: Path) -> 
 
 # -- through the real development provider ---------------------------------------------------
 
-PORTAL_CLIENT = OidcClient("hdh-portal", "portal-test-secret")
-
 
 @dataclass(frozen=True)
 class Portal:
@@ -464,52 +465,17 @@ class Portal:
 def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
     require_node()
     root = tmp_path_factory.mktemp("portal-packages")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    client = DevClient(
-        PORTAL_CLIENT.client_id,
-        PORTAL_CLIENT.client_secret,
-        redirect_uris=(base + CALLBACK_PATH,),
-        post_logout_redirect_uris=(base + SIGNED_OUT_PATH,),
-        backchannel_logout_uri=base + BACKCHANNEL_LOGOUT_PATH,
-        name="Rights portal",
-    )
-    defaults = OidcSettings()
-    secrets = root / "secrets"
-    provider = dev_provider.start(secrets, port=free_port(), settings=defaults, clients=[client])
     (root / "specs").mkdir()
-    try:
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("HDH_WORKSPACE_SPECS", str(root / "specs"))
-            settings = dataclasses.replace(
-                defaults,
-                issuer=provider.issuer,
-                clients={**defaults.clients, "portal": PORTAL_CLIENT},
-            )
-            home = HdhHome(root / "hdh")
-            app = create_app(
-                RightsRegistry(f"sqlite:///{root / 'registry.db'}", b"s" * 32),
-                lambda nir: "pseudo",
-                b"portal secret " * 3,
-                auth=DpoAuth.with_provider(settings, base_url=base),
-                packages_home=home,
-            )
-            accounts = {a.username: a for a in dev_provider.demo_accounts(secrets, defaults)}
-            with serve(app, port):
-                yield Portal(base, home, accounts)
-    finally:
-        provider.stop()
+    home = HdhHome(root / "hdh")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HDH_WORKSPACE_SPECS", str(root / "specs"))
+        with portal_with_provider(root, packages_home=home) as served:
+            yield Portal(served.base, home, served.accounts)
 
 
 def _sign_in(portal: Portal, username: str, browser: httpx.Client) -> httpx.Response:
     """The whole sign-in; returns the portal's answer to the provider's redirect back."""
-    start = browser.get(f"{portal.base}/dpo/auth/start")
-    page = follow(browser, start, portal.base + CALLBACK_PATH)
-    if page.status_code == 200:  # the provider asks who it is
-        account = portal.accounts[username]
-        page = provider_login(browser, page, account.username, account.password)
-        page = follow(browser, page, portal.base + CALLBACK_PATH)
-    return browser.get(page.headers["location"])
+    return browser.get(to_portal_callback(portal, browser, username).headers["location"])
 
 
 def _csrf(browser: httpx.Client, url: str) -> str:
