@@ -188,7 +188,8 @@ def _in_namespace(namespace_name: str, pods: Mapping[str, str]) -> dict[str, Any
 def network_policies(spec: ProjectSpec, settings: RenderSettings) -> list[dict[str, Any]]:
     """Deny everything, then open exactly what each kind of pod needs: the gateway reaches the
     Hub's proxy only; the Hub reaches the provider, the API server and the servers; a server
-    reaches the Hub's API, the package proxy, the data store (and GitLab), nothing else."""
+    reaches the Hub's API, the project's package indexes, the data store (and GitLab), nothing
+    else."""
     servers = server_labels(spec)
     hub = hub_labels(spec)
     dns = _in_namespace("kube-system", {"k8s-app": "kube-dns"})
