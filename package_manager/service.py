@@ -495,6 +495,26 @@ def served_mismatches(state: ProjectIndexState) -> list[str]:
     ]
 
 
+def approval_evidence(home: HdhHome) -> dict[tuple, dict[str, str]]:
+    """For each approved file: its licence expression and how it was approved."""
+    evidence = {}
+    for vetting in package_store(home).vettings().values():
+        for v in vetting.verdicts:
+            if v.status != "approved":
+                continue
+            licence = next((c for c in v.checks if c.check == "licence"), None)
+            expression = (licence.evidence.get("spdx") if licence else None) or ""
+            if v.decision:
+                how = f"{v.decision['decided_by']}: {v.decision['reason']}"
+            else:
+                how = "every check passed"
+            evidence[(*v.package.key, v.package.sha256)] = {
+                "licence": str(expression),
+                "approved_by": how,
+            }
+    return evidence
+
+
 def package_rows(home: HdhHome) -> list[dict]:
     """One row per member of each request's closure (``hdh packages list --json``)."""
     store = package_store(home)

@@ -61,6 +61,8 @@ INDEX_COLUMNS = {
     "package": ("string", "an approved package the project is served"),
     "version": ("string", "its approved version"),
     "sha256": ("string", "the exact file served"),
+    "licence": ("string", "its licence as an SPDX expression"),
+    "approved_by": ("string", "every check passed, or the referent who decided and why"),
 }
 
 
@@ -263,8 +265,15 @@ def package_vetting(context: dg.AssetExecutionContext, hdh_home: HomeResource):
 )
 def project_package_index(context: dg.AssetExecutionContext, hdh_home: HomeResource):
     state = service.publish_project(context.partition_key, hdh_home.home)
+    evidence = service.approval_evidence(hdh_home.home)
     rows = [
-        {"ecosystem": eco, "package": p.name, "version": p.version, "sha256": p.sha256}
+        {
+            "ecosystem": eco,
+            "package": p.name,
+            "version": p.version,
+            "sha256": p.sha256,
+            **evidence.get((*p.key, p.sha256), {}),
+        }
         for eco, packages in state.approved.items()
         for p in packages
     ]
@@ -276,7 +285,7 @@ def project_package_index(context: dg.AssetExecutionContext, hdh_home: HomeResou
             "r_repository": state.r_url,
             "served_now": state.served,
             "approved_set_digest": state.digest,
-            "approved": _table(rows, ["ecosystem", "package", "version", "sha256"]),
+            "approved": _table(rows, list(INDEX_COLUMNS)),
             "flags": "; ".join(f["message"] for f in state.flags) or "none",
         },
     )

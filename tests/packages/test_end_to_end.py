@@ -152,6 +152,8 @@ def test_requests_are_vetted_decided_served_and_installed(platform: dict, tmp_pa
         dg.AssetRecordsFilter(asset_key=INDEX_KEY, asset_partitions=[PROJECT]), limit=1
     ).records
     assert index, "the project's index was not rebuilt after its requests were approved"
+    approved = index[0].asset_materialization.metadata["approved"].value
+    assert "hdh-tabular" in approved and "every check passed" in approved and "MIT" in approved
 
     # A referent approves the package with no licence, with a reason: audited, re-vetted.
     result = CliRunner().invoke(
