@@ -253,6 +253,12 @@ class DevpiIndexes:
         """The simple-index URL a project member's pip uses."""
         return project_index_url(self.url, project)
 
+    def server_uuid(self) -> str:
+        """The server's id (devpi sends it with every answer): another after a fresh start."""
+        response = self.client.get("/+api")
+        _check(response, "read the server's id")
+        return response.headers.get("X-DEVPI-UUID", self.url)
+
     def served_names(self, project: str) -> set[str]:
         """The names the project's simple index lists now: what its members can install."""
         response = self.client.get(

@@ -183,7 +183,7 @@ def vetted_against_other(home: HdhHome, fingerprint: str) -> dict[str, str]:
     when each was last vetted (a re-vetting run's key: each vetting is re-vetted once)."""
     return {
         request_id: vetting.vetted_at or ""
-        for request_id, vetting in package_store(home).vettings().items()
+        for request_id, vetting in package_store(home).vetting_summaries().items()
         if vetting.extra.get("inputs") != fingerprint
     }
 
@@ -304,7 +304,7 @@ def approved_names(store: PackageStore) -> dict[str, frozenset[str]]:
     """Names already approved anywhere, per ecosystem: typosquatting compares new names with
     them too."""
     names: dict[str, set[str]] = {}
-    for vetting in store.vettings().values():
+    for vetting in store.vetting_summaries().values():
         for v in vetting.verdicts:
             if v.status == "approved":
                 names.setdefault(v.package.ecosystem, set()).add(v.package.name)
@@ -394,22 +394,34 @@ def project_state(
     home: HdhHome,
     requests: Iterable[PackageRequest] | None = None,
     settings: PackageSettings | None = None,
+    summaries: dict[str, RequestVetting] | None = None,
 ) -> ProjectIndexState:
     settings = settings or PackageSettings.from_env()
     store = package_store(home)
     requests = list(all_requests(home).requests.values() if requests is None else requests)
-    approved = approved_packages(requests, store.vettings(), project)
+    summaries = store.vetting_summaries() if summaries is None else summaries
+    approved = approved_packages(requests, summaries, project)
     python = approved.get("pypi", [])
     stage_versions: dict[str, set[str]] = {}
-    for vetting in store.vettings().values():
+    for vetting in summaries.values():
         for v in vetting.verdicts:
             if v.status == "approved" and v.package.ecosystem == "pypi":
                 stage_versions.setdefault(canonical_name("pypi", v.package.name), set()).add(
                     v.package.version
                 )
     constraints = constraint_lines(python, stage_versions)
+    # A name with several approved versions excludes the pool's other versions: a version
+    # approved for another project later changes what this project's line must exclude.
+    names = [canonical_name("pypi", p.name) for p in python]
+    several = sorted({name for name in names if names.count(name) > 1})
     digest_input = json.dumps(
-        {eco: [(p.name, p.version, p.sha256) for p in ps] for eco, ps in sorted(approved.items())}
+        {
+            "served": {
+                eco: [(p.name, p.version, p.sha256) for p in ps]
+                for eco, ps in sorted(approved.items())
+            },
+            "pool": {name: sorted(stage_versions.get(name, ())) for name in several},
+        }
     )
     from package_manager.python_index import project_index_url
 
@@ -438,9 +450,10 @@ def stale_indexes(home: HdhHome, requests: Iterable[PackageRequest]) -> dict[str
     published_projects = (
         {p.stem for p in published_dir.glob("*.json")} if published_dir.is_dir() else set()
     )
+    summaries = store.vetting_summaries()
     stale = {}
     for project in sorted({r.project for r in requests} | published_projects):
-        state = project_state(project, home, requests)
+        state = project_state(project, home, requests, summaries=summaries)
         path = _published_path(store, project)
         published = json.loads(path.read_text()) if path.exists() else {}
         if published.get("digest") != state.digest:
@@ -467,8 +480,13 @@ def publish_project(
     if devpi_answers(settings.devpi_url):
         with DevpiIndexes(settings.devpi_url) as indexes:
             indexes.ensure_layout()
+            uploaded = _uploaded_record(store, indexes)
+            done = set(uploaded.read_text().split()) if uploaded.exists() else set()
             for package in state.approved.get("pypi", []):
-                indexes.upload(archive_path(package, store))
+                if package.sha256 not in done:
+                    indexes.upload(archive_path(package, store))
+                    with uploaded.open("a") as record:
+                        record.write(package.sha256 + "\n")
             indexes.set_constraints(project, state.constraints)
             state.served = True
             state.served_python = indexes.served_names(project)
@@ -482,6 +500,15 @@ def publish_project(
         },
     )
     return state
+
+
+def _uploaded_record(store: PackageStore, indexes) -> Path:
+    """The files already in this devpi server's pool (named by its id: a server started afresh
+    has another), so a rebuild uploads only what is new."""
+    server = hashlib.sha256(indexes.server_uuid().encode()).hexdigest()[:16]
+    path = store.root / "indexes" / f"uploaded-{server}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def served_mismatches(state: ProjectIndexState) -> list[str]:

@@ -9,8 +9,11 @@ of every file, ``flags/`` what a project must hear (an approved package newly vu
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +108,15 @@ class RequestVetting:
         )
 
 
+def _summary(vetting: RequestVetting) -> dict[str, Any]:
+    return {
+        "status": vetting.status,
+        "vetted_at": vetting.vetted_at,
+        "inputs": vetting.extra.get("inputs"),
+        "members": [{"package": v.package.to_json(), "status": v.status} for v in vetting.verdicts],
+    }
+
+
 class PackageStore:
     def __init__(self, root: Path):
         self.root = root
@@ -150,6 +162,46 @@ class PackageStore:
 
     def save_vetting(self, vetting: RequestVetting) -> None:
         write_json(self._request_file("vetting", vetting.request_id), vetting.to_json())
+        with self._summary_lock():
+            summaries = self._read_summaries()
+            summaries[vetting.request_id] = _summary(vetting)
+            write_json(self._summary_path, summaries)
+
+    @property
+    def _summary_path(self) -> Path:
+        return self.root / "vetting-summary.json"
+
+    @contextlib.contextmanager
+    def _summary_lock(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".vetting-summary.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _read_summaries(self) -> dict[str, dict]:
+        if self._summary_path.exists():
+            return json.loads(self._summary_path.read_text())
+        # first use: built once from the vettings themselves
+        return {rid: _summary(v) for rid, v in self.vettings().items()}
+
+    def vetting_summaries(self) -> dict[str, RequestVetting]:
+        """Every request's standing and its members' statuses, without the checks' evidence:
+        what serving and the sensors need, read from one small file instead of every vetting."""
+        return {
+            request_id: RequestVetting(
+                request_id=request_id,
+                status=entry["status"],
+                verdicts=tuple(
+                    PackageVerdict(
+                        ResolvedPackage.from_json(m["package"]), (), m["status"], m["status"]
+                    )
+                    for m in entry["members"]
+                ),
+                vetted_at=entry.get("vetted_at"),
+                extra={"inputs": entry.get("inputs")},
+            )
+            for request_id, entry in self._read_summaries().items()
+        }
 
     def vetting(self, request_id: str) -> RequestVetting | None:
         path = self._request_file("vetting", request_id)

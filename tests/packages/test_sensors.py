@@ -441,3 +441,28 @@ def test_the_settings_the_sensors_read(tmp_path: Path) -> None:
     assert configured.devpi_url == "http://packages.test:3141"
     assert configured.upstream("pypi") == "http://upstream.test/simple/"
     assert configured.upstream("cran") is None  # empty means not configured
+
+
+def test_a_version_approved_for_another_project_makes_a_multi_version_index_stale(
+    hdh_home: HdhHome, specs: Path
+) -> None:
+    """A project served two versions of a name excludes the pool's others by name; when
+    another project gets a third version approved, the first project's line must exclude it
+    too, so its index is stale again."""
+    store = service.package_store(hdh_home)
+    old, new = request("hdh-core==1.0.0"), request("hdh-core==1.2.0")
+    for filed, version in ((old, "1.0.0"), (new, "1.2.0")):
+        file_request(filed, store.filed_requests)
+        save(store, filed, [(resolved("hdh-core", version), "passed")])
+    mine = [old, new]
+    state = service.project_state(PROJECT, hdh_home, mine)
+    assert state.constraints == ["hdh-core", "*"]  # both versions, the only ones in the pool
+    _publish(store, PROJECT, state.digest)
+    assert PROJECT not in service.stale_indexes(hdh_home, mine)
+
+    theirs = request("hdh-core==2.0.0", project=OTHER)
+    file_request(theirs, store.filed_requests)
+    save(store, theirs, [(resolved("hdh-core", "2.0.0"), "passed")])
+    assert PROJECT in service.stale_indexes(hdh_home, [*mine, theirs])
+    again = service.project_state(PROJECT, hdh_home, [*mine, theirs])
+    assert again.constraints == ["hdh-core !=2.0.0", "*"]
