@@ -130,7 +130,7 @@ REAL_SDISTS = ("docopt", "six", "termcolor", "itsdangerous", "blinker")
 # no dependencies); with the synthetic set only, a synthetic package of a name unlike the others.
 HOLDOUT = "tabulate"
 SYNTHETIC_EXTRA = SyntheticPackage(
-    "hdh-benchmark-extra", "1.0.0", ("hdh-bulk-0000>=1",), license="MIT"
+    "hdh-benchmark-extra", "1.0.0", (f"{bulk_name(0)}>=1",), license="MIT"
 )
 REASON = "needed for the project's analysis (benchmark)"
 REQUESTER = "benchmark@hdh.example"

@@ -147,7 +147,9 @@ def bulk_catalogue(n: int) -> tuple[SyntheticPackage, ...]:
 
 
 def bulk_name(i: int) -> str:
-    return f"hdh-bulk-{i:04d}"
+    """Eight hexadecimal digits of a hash: no two bulk names are one edit apart (numbered names
+    would all look like typosquats of each other)."""
+    return "hdh-bulk-" + hashlib.sha256(f"pypi-bulk-{i}".encode()).hexdigest()[:8]
 
 
 def build_python_upstream(folder: Path) -> dict[str, Any]:

@@ -269,30 +269,40 @@ def build_r_upstream(folder: Path) -> dict:
     )
 
 
+def bulk_r_name(i: int) -> str:
+    """Package i's name: eight hexadecimal digits of a hash, so no two bulk names are one edit
+    apart (numbered names would all look like typosquats of each other)."""
+    return "bulk" + hashlib.sha256(f"r-bulk-{i}".encode()).hexdigest()[:8]
+
+
+def _bulk_parents(i: int) -> set[int]:
+    return {j for j in (i // 2, 2 * i // 3, 4 * i // 5) if j < i}
+
+
 def bulk_imports(i: int) -> tuple[str, ...]:
     """Package i imports i//2, 2i//3 and 4i//5: of 1000 packages, the last one's closure holds
     183, 28 levels deep, tidyverse-like. (A plain chain would be 1000 levels deep, which no real
     repository has, and R's recursive dependency walk costs about 5 ms per level.)"""
-    return tuple(sorted({f"bulk{j:05d}" for j in (i // 2, 2 * i // 3, 4 * i // 5) if j < i}))
+    return tuple(sorted(bulk_r_name(j) for j in _bulk_parents(i)))
 
 
 def bulk_specs(n: int) -> list[RPackageSpec]:
     """``n`` packages of a synthetic repository, linked as ``bulk_imports`` says."""
     return [
-        RPackageSpec(f"bulk{i:05d}", "1.0.0", f"Bulk Package {i}", imports=bulk_imports(i))
+        RPackageSpec(bulk_r_name(i), "1.0.0", f"Bulk Package {i}", imports=bulk_imports(i))
         for i in range(n)
     ]
 
 
 def bulk_closure(i: int) -> set[str]:
     """The expected closure of package i, computed without R."""
-    seen, todo = set(), [f"bulk{i:05d}"]
+    seen, todo = set(), [i]
     while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo.extend(bulk_imports(int(name[4:])))
-    return seen
+        index = todo.pop()
+        if index not in seen:
+            seen.add(index)
+            todo.extend(_bulk_parents(index))
+    return {bulk_r_name(index) for index in seen}
 
 
 def build_r_upstream_bulk(folder: Path, n: int) -> dict:
