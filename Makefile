@@ -68,6 +68,7 @@ bench: install  ## benchmarks, each printing throughput against a baseline measu
 	$(BIN)/python benchmarks/erasure.py
 	$(BIN)/python benchmarks/workspaces_render.py
 	$(BIN)/python benchmarks/dicomweb.py
+	$(BIN)/python benchmarks/packages.py
 
 clean:  ## remove the platform's data (HDH_HOME), keep the virtual environment
 	rm -rf "$(HDH_HOME)"

@@ -82,6 +82,7 @@ from synthetic.python_packages import (
 from synthetic.r_packages import (
     build_r_upstream,
     build_r_upstream_bulk,
+    bulk_r_name,
     upstream_specs,
 )
 from tests.packages.r_upstream import serve_folder
@@ -231,7 +232,7 @@ def plan(args: argparse.Namespace, real: list[Path]) -> tuple[list[Planned], int
     python += [Planned("pypi", bulk_name(i), "bulk") for i in range(bulk_py)]
     r = [Planned("cran", n, "demo") for n in demo_r][:n_r]
     bulk_r = n_r - len(r)
-    r += [Planned("cran", f"bulk{i:05d}", "bulk") for i in range(bulk_r)]
+    r += [Planned("cran", bulk_r_name(i), "bulk") for i in range(bulk_r)]
     planned = python + r
     rng = random.Random(args.seed)
     rng.shuffle(planned)
