@@ -20,6 +20,7 @@ import dagster as dg
 from hdh_cli.packages import process_here, serving
 from package_manager import service
 from package_manager.r_repository import serve_repositories
+from package_manager.settings import record_osv_export
 from package_manager.upstream import start_pypiserver
 from resources.home import HdhHome
 from synthetic.advisories import write_advisories
@@ -49,6 +50,9 @@ def demo_upstreams(home: HdhHome) -> Iterator[dict[str, str]]:
     if not (root / "cran" / "src" / "contrib" / "PACKAGES").exists():
         build_r_upstream(root / "cran")
     write_advisories(root / "osv")
+    if not os.environ.get("HDH_OSV_EXPORT") and not os.environ.get("HDH_OSV_URL"):
+        # the daemon (make ui) vets against the same database as the demo
+        record_osv_export(home.root, root / "osv")
     with (
         start_pypiserver(root / "pypi", _loopback_port()) as pypi,
         serve_repositories(root, port=_loopback_port()) as cran,

@@ -85,7 +85,7 @@ class DecisionLog:
                 decision=decision,
                 reason=reason.strip(),
                 decided_by=decided_by.strip(),
-                decided_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                decided_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                 previous=previous,
             )
             log.write(json.dumps(asdict(entry), sort_keys=True) + "\n")

@@ -226,7 +226,7 @@ def vet(
     if closure is None:
         raise LookupError(f"request {request.request_id} has no closure yet: resolve it first")
     before = store.vetting(request.request_id)
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     if closure.error:
         vetting = RequestVetting(request.request_id, "refused", (), closure.error, None, now)
         store.save_vetting(vetting)
@@ -361,14 +361,20 @@ def decide(
 
 
 def requests_touched_by(home: HdhHome, decisions: Iterable[Decision]) -> set[str]:
-    """Requests whose closure holds a file a decision is about: they are vetted again."""
-    keys = {d.package_key for d in decisions}
-    if not keys:
+    """Requests whose closure holds a file a decision is about and that were last vetted
+    before it: they are vetted again (times to the microsecond, so in order)."""
+    decided_at: dict[tuple, str] = {}
+    for d in decisions:
+        decided_at[d.package_key] = max(decided_at.get(d.package_key, ""), d.decided_at)
+    if not decided_at:
         return set()
     return {
         request_id
-        for request_id, vetting in package_store(home).vettings().items()
-        if any((*v.package.key, v.package.sha256) in keys for v in vetting.verdicts)
+        for request_id, vetting in package_store(home).vetting_summaries().items()
+        if any(
+            (vetting.vetted_at or "") < decided_at.get((*v.package.key, v.package.sha256), "")
+            for v in vetting.verdicts
+        )
     }
 
 
@@ -496,7 +502,7 @@ def publish_project(
             "digest": state.digest,
             "constraints": state.constraints,
             "served": state.served,
-            "at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         },
     )
     return state

@@ -3,8 +3,9 @@
 ``HDH_PYPI_UPSTREAM``: the PEP 503 simple index requests are resolved against (a proxy of PyPI
 in production). ``HDH_CRAN_UPSTREAM``: the CRAN-like repository R requests are resolved against.
 ``HDH_OSV_URL``: an OSV-format vulnerability service; or ``HDH_OSV_EXPORT``: a folder of OSV
-advisories (one JSON file each) that the platform serves to its own checks. With neither, the
-vulnerability check is "not run" and nothing is approved automatically. ``HDH_PACKAGE_POLICY``:
+advisories (one JSON file each) that the platform serves to its own checks; with neither, the
+folder recorded in ``HDH_HOME/packages/settings.json`` (``make demo`` records its own). With
+none, the vulnerability check is "not run" and nothing is approved automatically. ``HDH_PACKAGE_POLICY``:
 the referents' written policy (default ``workspaces/package-policy.yaml``).
 ``HDH_DEVPI_URL`` and ``HDH_R_REPOS_URL``: where ``hdh packages serve`` serves the project
 indexes (defaults on loopback, ports 3141 and 3142). ``HDH_UPSTREAM_RETRIES`` and
@@ -14,6 +15,7 @@ unreachable upstream is retried before its run fails (nothing is decided meanwhi
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 DEFAULT_POLICY = Path("workspaces") / "package-policy.yaml"
 DEVPI_PORT = 3141
 R_REPOS_PORT = 3142
+RECORDED_SETTINGS = Path("packages") / "settings.json"  # inside HDH_HOME
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class PackageSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PackageSettings:
         env = os.environ if environ is None else environ
         export = env.get("HDH_OSV_EXPORT")
+        if not export and not env.get("HDH_OSV_URL"):
+            export = recorded_osv_export(env)
         return cls(
             pypi_upstream=env.get("HDH_PYPI_UPSTREAM") or None,
             cran_upstream=env.get("HDH_CRAN_UPSTREAM") or None,
@@ -58,6 +63,25 @@ class PackageSettings:
 
     def upstream(self, ecosystem: str) -> str | None:
         return self.pypi_upstream if ecosystem == "pypi" else self.cran_upstream
+
+
+def recorded_osv_export(env: Mapping[str, str]) -> str | None:
+    """The vulnerability database recorded in the platform's home (``make demo`` records its
+    own), so the daemon vets against the same one; None when nothing is recorded."""
+    home = Path(env.get("HDH_HOME") or ".hdh").expanduser().resolve()
+    recorded = home / RECORDED_SETTINGS
+    if not recorded.exists():
+        return None
+    folder = json.loads(recorded.read_text()).get("osv_export")
+    return str(home / folder) if folder else None
+
+
+def record_osv_export(home_root: Path, folder: Path) -> None:
+    """Record a vulnerability database inside the home (a path relative to it)."""
+    recorded = home_root / RECORDED_SETTINGS
+    recorded.parent.mkdir(parents=True, exist_ok=True)
+    relative = folder.resolve().relative_to(home_root.resolve())
+    recorded.write_text(json.dumps({"osv_export": str(relative)}, indent=1))
 
 
 def policy_path(env: Mapping[str, str]) -> Path:

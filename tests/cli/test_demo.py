@@ -579,3 +579,19 @@ def test_an_erasure_filed_in_chromium_is_processed_and_shown_completed(demo_copy
     assert _lake_files_naming(home, pseudonym) == []
     needle = pseudonym.encode()
     assert not [f for f in (home / "store").rglob("*") if f.is_file() and needle in f.read_bytes()]
+
+
+def test_after_the_demo_the_package_sensors_have_nothing_to_do(demo_copy):
+    """The daemon started after the demo (make ui) finds every request vetted against the
+    database the demo recorded, every decision applied and every index published."""
+    from hdh_cli.instance import platform_instance
+    from resources.home import HdhHome
+    from sensors.packages import package_requests_sensor, vulnerability_database_sensor
+
+    home, code, _, everything = demo_copy
+    assert code == 0, everything
+    instance = platform_instance(HdhHome(home))
+    for sensor in (package_requests_sensor, vulnerability_database_sensor):
+        result = sensor(dg.build_sensor_context(instance=instance))
+        requests = getattr(result, "run_requests", None) or []
+        assert not requests, (sensor.name, [r.partition_key for r in requests])
