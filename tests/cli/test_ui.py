@@ -182,8 +182,16 @@ def test_ui_serves_asset_graph_with_groups_owners_kinds_and_running_daemon_and_p
 
         # The projects' package indexes are served beside it: devpi answers, and the R
         # repositories' server answers 404 for a project that has none.
-        with urllib.request.urlopen(f"http://127.0.0.1:{devpi_port}/+api", timeout=30) as answer:
-            assert answer.status == 200
+        # (devpi initialises its server folder on first start: wait for it like for the UI)
+        deadline, answered = time.monotonic() + 180, False
+        while not answered and time.monotonic() < deadline:
+            assert process.poll() is None, (tmp_path / "ui.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{devpi_port}/+api", timeout=30):
+                    answered = True
+            except OSError:
+                time.sleep(2)
+        assert answered, "devpi did not answer:\n" + (tmp_path / "ui.log").read_text()[-3000:]
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(
                 f"http://127.0.0.1:{r_port}/no-such-project/src/contrib/PACKAGES", timeout=30

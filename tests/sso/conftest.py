@@ -110,7 +110,7 @@ def platform(sso_home: SsoHome, tmp_path_factory: pytest.TempPathFactory) -> Ite
     log_path = tmp / "ui.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [hdh, "ui", *options],
+            [hdh, "ui", *options, "--no-packages"],  # the package indexes play no part here
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -83,12 +83,25 @@ class Person:
         self.page.locator("#sign-in").click()
 
     def expect_dpo_refusal(self) -> None:
-        """Back from the provider without a form: the portal's 403 naming the DPO role."""
+        """Back from the provider without a form: a person with no staff role is refused at
+        sign-in, the portal's 403 naming the roles it lets in."""
+        message = self.page.locator("#message")
+        message.wait_for()
+        assert message.get_attribute("data-missing-role") == "dpo data-referent"
+        assert "neither the DPO role" in message.inner_text()
+        assert self.statuses("/dpo/auth/callback")[-1] == 403
+        assert self.page.locator("#requests").count() == 0
+
+    def expect_package_reviews_then_dpo_refusal(self) -> None:
+        """Back from the provider without a form: a data referent lands on the package
+        reviews; the DPO's pages then answer 403 naming the DPO role."""
+        self.page.wait_for_url(self.site.portal + "/staff/packages")
+        assert self.statuses("/staff/packages")[-1] == 200
+        self.page.goto(self.site.portal + "/dpo")
         message = self.page.locator("#message")
         message.wait_for()
         assert message.get_attribute("data-missing-role") == "dpo"
-        assert "does not have the DPO role" in message.inner_text()
-        assert self.statuses("/dpo/auth/callback")[-1] == 403
+        assert self.statuses("/dpo")[-1] == 403
         assert self.page.locator("#requests").count() == 0
 
     def open_dagster(self):
@@ -178,9 +191,9 @@ def test_the_data_referent_signs_in_once_and_sees_dagster_and_every_study(
     referent.lap("Dagster UI")
 
     referent.open_dpo_pages()
-    referent.expect_dpo_refusal()
+    referent.expect_package_reviews_then_dpo_refusal()
     assert referent.login_forms() == 1
-    referent.lap("portal 403")
+    referent.lap("portal: package reviews, DPO pages 403")
 
     listed = referent.open_viewer()
     assert listed.status == 200
