@@ -302,7 +302,7 @@ def _partitions_built_after(instance, key: dg.AssetKey, moment: float) -> set[st
     return {r.partition_key for r in records if r.timestamp > moment}
 
 
-EVERY_FIVE_MINUTES = {"dicomweb_health_sensor"}
+EVERY_FIVE_MINUTES = {"dicomweb_health_sensor", "vulnerability_database_sensor"}
 
 
 def _ticked_sensors(instance: dg.DagsterInstance, ticks: int) -> set[str] | None:
