@@ -133,6 +133,16 @@ def accepts_plain_json(accept: str) -> bool:
     return False
 
 
+def parse_bool(value: str) -> bool:
+    """Query booleans as the API server reads them (Go's strconv.ParseBool): the client sends
+    ``True`` or ``true`` depending on its version."""
+    if value in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if value in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise ApiError(400, "BadRequest", f"invalid boolean {value!r}")
+
+
 def _content(obj: dict) -> dict:
     """The object without what the server sets, for change detection."""
     out = copy.deepcopy(obj)
@@ -205,7 +215,7 @@ class ClusterState:
         return None
 
     def _check_conflict(self, current: dict, manager: str, body: dict, q: dict) -> None:
-        force = (q.get("force") or ["false"])[0] == "true"
+        force = parse_bool((q.get("force") or ["false"])[0])
         owner = self._manager(current)
         if not force and owner not in (None, manager) and _content(current) != _content(body):
             raise ApiError(

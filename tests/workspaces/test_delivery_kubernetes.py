@@ -22,7 +22,7 @@ from hdh_assets.workspaces.delivery import (
     object_digest,
 )
 from hdh_assets.workspaces.kubernetes_api import KubernetesClusterApi
-from tests.workspaces.fake_apiserver import APPLY_PATCH, FakeApiServer
+from tests.workspaces.fake_apiserver import APPLY_PATCH, FakeApiServer, parse_bool
 from tests.workspaces.test_delivery_gitops import by_kind, sample_project
 
 MANAGED = "app.kubernetes.io/managed-by=hdh-platform"
@@ -101,7 +101,7 @@ def test_first_delivery_applies_everything_server_side(
     assert len(applied) == len(desired["alpha"]) + len(desired["beta"])
     assert {r.content_type for r in applied} == {APPLY_PATCH}
     assert {r.query["fieldManager"][0] for r in applied} == {"hdh-platform"}
-    assert {r.query["force"][0] for r in applied} == {"true"}
+    assert {parse_bool(r.query["force"][0]) for r in applied} == {True}
     kinds_in_order = [r.path.split("/")[-2] for r in applied]
     assert kinds_in_order[:2] == ["namespaces", "namespaces"]  # before anything inside them
     assert kinds_in_order[-4:] == ["deployments", "deployments", "ingresses", "ingresses"]
