@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import dagster as dg
 
 from hdh_cli.packages import process_here, serving
 from package_manager import service
+from package_manager.processes import free_loopback_port
 from package_manager.r_repository import serve_repositories
 from package_manager.settings import record_osv_export
 from package_manager.upstream import start_pypiserver
@@ -35,12 +35,6 @@ DEMO_DECISION = {
 }
 
 
-def _loopback_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextlib.contextmanager
 def demo_upstreams(home: HdhHome) -> Iterator[dict[str, str]]:
     """The synthetic upstreams and advisories, served for the duration; the settings to use."""
@@ -54,8 +48,8 @@ def demo_upstreams(home: HdhHome) -> Iterator[dict[str, str]]:
         # the daemon (make ui) vets against the same database as the demo
         record_osv_export(home.root, root / "osv")
     with (
-        start_pypiserver(root / "pypi", _loopback_port()) as pypi,
-        serve_repositories(root, port=_loopback_port()) as cran,
+        start_pypiserver(root / "pypi", free_loopback_port()) as pypi,
+        serve_repositories(root, port=free_loopback_port()) as cran,
     ):
         yield {
             "HDH_PYPI_UPSTREAM": pypi.url,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -20,27 +19,14 @@ from pathlib import Path
 import requests
 import uvicorn
 
+from package_manager.processes import free_loopback_port as free_port
+
 ORTHANC = Path("/usr/sbin/Orthanc")
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 MISSING = (
     "Orthanc is the reference these tests compare with, and it is missing: install the Debian "
     "packages orthanc and orthanc-dicomweb (expected {0})."
 )
-
-
-_HANDED_OUT: set[int] = set()
-
-
-def free_port() -> int:
-    """A loopback port free now and never handed out before in this run: tests pick several
-    ports before starting anything on them, and the system may offer a just-closed one again."""
-    while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
 
 
 def _wait_for(url: str, process: subprocess.Popen | None, log: Path | None, seconds: float):
