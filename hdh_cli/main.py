@@ -1,5 +1,5 @@
 """``hdh``: sample, demo, status, materialize, ingest, products, rights, workspaces, packages, portal,
-dicomweb, ui.
+dicomweb, viewer, spark, ui.
 Every reporting command has ``--json``.
 
 This module is the root group only. Each command group is a thin click module in
@@ -22,6 +22,7 @@ from hdh_cli.commands.portal import portal
 from hdh_cli.commands.products import products
 from hdh_cli.commands.rights import rights
 from hdh_cli.commands.sample import sample
+from hdh_cli.commands.spark import spark
 from hdh_cli.commands.status import status
 from hdh_cli.commands.ui import ui
 from hdh_cli.commands.viewer import viewer
@@ -53,6 +54,7 @@ for command in (
     portal,
     dicomweb,
     viewer,
+    spark,
     ui,
 ):
     cli.add_command(command)

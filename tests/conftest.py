@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated HDH_HOME per test, one Spark session per test run, one sample."""
+"""Shared fixtures: an isolated HDH_HOME per test, one Spark cluster and session per test run, one
+sample."""
 
 from __future__ import annotations
 
@@ -62,17 +63,49 @@ def identity_needles(people: list[dict]) -> set[str]:
     return needles
 
 
+# Both applications of the test run (the classic session and the Connect server) fit at once.
+CLUSTER_WORKERS, CORES_PER_WORKER, CORES_PER_APPLICATION = 2, 2, "2"
+APPLICATION = {
+    "spark.executor.cores": "1",
+    "spark.cores.max": CORES_PER_APPLICATION,
+    "spark.executor.memory": "1g",
+}
+
+
 @pytest.fixture(scope="session")
-def spark():
-    """The one Spark session of the test run (startup takes ~15 s here)."""
+def spark_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A Spark standalone master and two workers from the installed pyspark, on loopback, for the
+    whole run; stopped by their process ids."""
+    from hdh_cli.spark_cluster import LocalSparkCluster
+
+    with LocalSparkCluster(
+        tmp_path_factory.mktemp("spark-cluster"),
+        workers=CLUSTER_WORKERS,
+        cores_per_worker=CORES_PER_WORKER,
+        memory_per_worker="3g",
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def spark(spark_cluster):
+    """The one Spark session of the test run, a driver of the standalone cluster (startup takes
+    ~15 s here): executors on the workers read and write the same lake paths."""
     from pyspark.sql import SparkSession
 
     from resources.spark import spark_config
 
     os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
     builder = SparkSession.builder
-    for key, value in spark_config("local[2]").items():
+    settings = {**spark_config(spark_cluster.master_url), **APPLICATION}
+    for key, value in settings.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_connect_url(spark_cluster) -> str:
+    """A Spark Connect server whose driver runs on the same cluster."""
+    return spark_cluster.start_connect_server(**APPLICATION)

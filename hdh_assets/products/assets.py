@@ -14,6 +14,7 @@ from hdh_assets.products.engines import Engine, PolarsEngine, SparkEngine
 from hdh_assets.products.models import ModelSource, Partitioning, discover
 from resources.lake.io_manager import COLUMN_SCHEMA_METADATA, partition_spec
 from resources.lake.tables import Lake, PartitionSpec
+from resources.spark import session_placement
 
 GROUP = "products"
 SQL_METADATA = "sql"
@@ -293,7 +294,11 @@ def _materialise(context, model, checks, layouts, partitions, lake, keys):
         yield dg.Output(
             result,
             output_name=model.key.to_python_identifier(),
-            metadata={"engine": engine.name, "rows_computed": rows},
+            metadata={
+                "engine": engine.name,
+                "rows_computed": rows,
+                **(session_placement(engine.spark) if isinstance(engine, SparkEngine) else {}),
+            },
         )
         for _, check_result in results:
             yield check_result

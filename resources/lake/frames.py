@@ -140,10 +140,11 @@ def _scan_group(members: list[tuple[list[str], dict[str, str]]]) -> pl.LazyFrame
 
 
 def read_spark(table_path: UPath, folders: Sequence[tuple[UPath, dict[str, str]]]) -> Any:
-    from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
 
-    spark = SparkSession.builder.getOrCreate()
+    from resources.spark import active_session
+
+    spark = active_session()
     paths = [_spark_uri(folder) for folder, _ in folders]
     hive_columns = sorted({k for _, values in folders for k in values})
     reader = spark.read

@@ -123,7 +123,7 @@ def test_failing_checks_fail_the_run_and_stop_only_what_depends_on_them(
 
 @pytest.mark.spark
 def test_a_month_range_backfills_in_one_spark_run_and_a_changed_month_alone_follows(
-    hdh_home, product_lake, spark
+    hdh_home, product_lake, spark, spark_cluster
 ):
     products = load_products(SQL_DIR, SOURCE_ASSETS)
     months = ["2023-02-01", "2023-03-01", "2023-04-01"]
@@ -144,6 +144,10 @@ def test_a_month_range_backfills_in_one_spark_run_and_a_changed_month_alone_foll
         runs = instance.get_runs()
         assert len(runs) == 1
         assert instance.get_materialized_partitions(MONTHLY) == set(months)
+        for event in result.get_asset_materialization_events():  # on the cluster's executors
+            metadata = event.event_specific_data.materialization.metadata
+            assert metadata["spark_mode"].value == "classic"
+            assert metadata["spark_master"].value == spark_cluster.master_url
         written = pl.scan_parquet(
             str(product_lake / "products" / MONTHLY.path[-1] / "**" / "*.parquet"),
             hive_partitioning=True,
