@@ -1,8 +1,10 @@
 """SQL data products on the platform's two engines, polars SQL and Spark SQL, against the same
 queries hand-written with the polars LazyFrame API: wall time, rows/s and peak memory at 1M, 10M
-and 100M generated claims events, and which engine wins at each size.
+and 100M generated claims events, and which engine wins at each size. With ``--cluster``, Spark
+also runs as a driver of a standalone cluster (a master and two workers on this machine, started
+for the run), so local and cluster Spark are compared on the same data in the same run.
 
-    .venv/bin/python benchmarks/engines.py [--rows 1000000,10000000,100000000]
+    .venv/bin/python benchmarks/engines.py [--rows 1000000,10000000,100000000] [--cluster]
                                            [--data-dir /tmp/hdh-engines]
 
 The models are the ones of ``dbt_like_sql/claims/`` that read ``source('claims', 'events')``,
@@ -10,7 +12,8 @@ loaded with ``discover`` + ``compile_models`` and run through ``PolarsEngine``/`
 ``_materialise`` runs them, so the benchmark runs exactly the SQL the platform runs.
 
 Each engine runs in its own child process (this script with ``--child``); the parent samples the
-RSS of the child's whole process tree (Spark's JVM included) every 0.2 s. The timed part is:
+RSS of the child's whole process tree (Spark's JVM included) every 0.2 s, and on the cluster
+the executors the workers start for it. The timed part is:
 registering the lake table + running both models + writing each result to Parquet. Spark's
 session start-up is timed and printed apart, and not included in its engine time. The events
 table is generated once per size under ``<data-dir>/rows-<N>/lake/claims/events/month=*/``
@@ -44,6 +47,7 @@ from hdh_assets.products.compiler import CompiledModel, compile_models
 from hdh_assets.products.engines import PolarsEngine, SparkEngine
 from hdh_assets.products.models import discover
 from hdh_assets.pseudonymisation.subjects import PSEUDONYM_HEX_LENGTH
+from hdh_cli.spark_cluster import LocalSparkCluster
 from resources.lake.frames import write_frame
 from resources.lake.tables import Lake, PartitionSpec
 from resources.spark import spark_config
@@ -62,7 +66,9 @@ LABELS = {
     "hand": "hand-written polars",
     "polars": "polars SQL (platform)",
     "spark": "Spark SQL (platform)",
+    "cluster": "Spark SQL on cluster",
 }
+CLUSTER_WORKERS, CLUSTER_WORKER_MEMORY, CLUSTER_EXECUTOR_MEMORY = 2, "5g", "4g"
 CHUNK_ROWS = 5_000_000
 SEED = 7
 SPARK_DRIVER_MEMORY = "8g"
@@ -149,7 +155,7 @@ def run_platform(engine_name: str, data_dir: Path, rows: int, out: Path) -> dict
     lake's month folders, the compiled SQL, the result written as the lake writes it."""
     startup = None
     spark = None
-    if engine_name == "spark":
+    if engine_name in ("spark", "cluster"):  # the cluster's master comes in HDH_SPARK_MASTER
         from pyspark.sql import SparkSession
 
         t0 = time.perf_counter()
@@ -265,7 +271,9 @@ def stop_tree(process: psutil.Process) -> None:
     psutil.wait_procs(procs, timeout=10)
 
 
-def measure(engine: str, rows: int, data_dir: Path) -> dict:
+def measure(
+    engine: str, rows: int, data_dir: Path, cluster: LocalSparkCluster | None = None
+) -> dict:
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     out_log, err_log = logs / f"{engine}-{rows}.out", logs / f"{engine}-{rows}.err"
@@ -274,10 +282,20 @@ def measure(engine: str, rows: int, data_dir: Path) -> dict:
     peak, capped = 0, False
     t0 = time.perf_counter()
     with open(out_log, "w") as out, open(err_log, "w") as err:
-        popen = subprocess.Popen(command, stdout=out, stderr=err, cwd=ROOT)
+        env = dict(os.environ)
+        if cluster is not None:
+            env["HDH_SPARK_MASTER"] = cluster.master_url
+            env["HDH_SPARK_EXECUTOR_MEMORY"] = CLUSTER_EXECUTOR_MEMORY
+        popen = subprocess.Popen(command, stdout=out, stderr=err, cwd=ROOT, env=env)
         process = psutil.Process(popen.pid)
+        # On the cluster the executors are children of the worker daemons, not of the driver.
+        daemons = cluster.pids() if cluster else {}
+        workers = [
+            psutil.Process(pid) for name, pid in daemons.items() if name.startswith("worker")
+        ]
         while popen.poll() is None:
-            peak = max(peak, tree_rss(process))
+            executors = sum(tree_rss(e) for worker in workers for e in _children(worker))
+            peak = max(peak, tree_rss(process) + executors)
             if peak > cap:
                 capped = True
                 stop_tree(process)
@@ -295,6 +313,12 @@ def measure(engine: str, rows: int, data_dir: Path) -> dict:
         report = {"error": f"{why}; see {err_log}"}
     report.update(peak_rss=peak, process_wall=wall, log=str(err_log))
     return report
+
+
+def _children(process: psutil.Process) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return process.children()
+    return []
 
 
 # --- printing --------------------------------------------------------------------------------
@@ -316,8 +340,7 @@ def print_size(rows: int, generation: float, reused: bool, reports: dict[str, di
     print("-" * len(header))
     hand = reports.get("hand", {})
     hand_s, hand_rss = _seconds(hand), hand.get("peak_rss")
-    for engine in ENGINES:
-        report = reports[engine]
+    for engine, report in reports.items():
         seconds = _seconds(report)
         rss = f"{report['peak_rss'] / 2**20:,.0f} MB"
         if seconds is None:
@@ -334,6 +357,8 @@ def print_size(rows: int, generation: float, reused: bool, reports: dict[str, di
         )
     check_rows(rows, reports)
     print(crossover(rows, reports))
+    if "cluster" in reports:
+        print(cluster_versus_local(rows, reports))
 
 
 def check_rows(rows: int, reports: dict[str, dict]) -> None:
@@ -367,10 +392,24 @@ def crossover(rows: int, reports: dict[str, dict]) -> str:
     )
 
 
+def cluster_versus_local(rows: int, reports: dict[str, dict]) -> str:
+    local_s, cluster_s = _seconds(reports["spark"]), _seconds(reports["cluster"])
+    if local_s is None or cluster_s is None:
+        return f"cluster @ {rows:,}: a Spark run failed, no ratio"
+    return (
+        f"cluster @ {rows:,}: standalone cluster {cluster_s:.1f} s vs local[*] {local_s:.1f} s "
+        f"({cluster_s / local_s:.2f}x the local time on the same cores: what a cluster costs "
+        "before it adds machines)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="1000000,10000000,100000000")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/hdh-engines"))
+    parser.add_argument(
+        "--cluster", action="store_true", help="also run Spark on a local standalone cluster"
+    )
     parser.add_argument("--child", nargs=2, metavar=("ENGINE", "ROWS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     data_dir = args.data_dir.resolve()
@@ -390,15 +429,33 @@ def main() -> None:
         "(Spark session start-up excluded, shown apart); rows/s = input events / engine s; "
         "peak RSS = whole child process tree (incl. Spark's JVM), sampled every 0.2 s"
     )
-    for rows in sizes:
-        print(f"\npreparing {rows:,} rows under {size_root(data_dir, rows)}", flush=True)
-        generation, reused = ensure_data(data_dir, rows)
-        reports = {}
-        for engine in ENGINES:
-            print(f"  running {LABELS[engine]} ...", flush=True)
-            reports[engine] = measure(engine, rows, data_dir)
-        print_size(rows, generation, reused, reports)
-        sys.stdout.flush()
+    engines = (*ENGINES, "cluster") if args.cluster else ENGINES
+    with contextlib.ExitStack() as stack:
+        cluster = None
+        if args.cluster:
+            cluster = stack.enter_context(
+                LocalSparkCluster(
+                    data_dir / "cluster",
+                    workers=CLUSTER_WORKERS,
+                    cores_per_worker=max(1, (os.cpu_count() or 2) // CLUSTER_WORKERS),
+                    memory_per_worker=CLUSTER_WORKER_MEMORY,
+                )
+            )
+            print(
+                f"cluster {cluster.master_url}: {CLUSTER_WORKERS} workers of "
+                f"{CLUSTER_WORKER_MEMORY}, executors of {CLUSTER_EXECUTOR_MEMORY} (on this machine)"
+            )
+        for rows in sizes:
+            print(f"\npreparing {rows:,} rows under {size_root(data_dir, rows)}", flush=True)
+            generation, reused = ensure_data(data_dir, rows)
+            reports = {}
+            for engine in engines:
+                print(f"  running {LABELS[engine]} ...", flush=True)
+                reports[engine] = measure(
+                    engine, rows, data_dir, cluster if engine == "cluster" else None
+                )
+            print_size(rows, generation, reused, reports)
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":
