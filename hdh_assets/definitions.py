@@ -27,6 +27,7 @@ from jobs.packages import (
     revet_package_requests_job,
     vet_package_requests_job,
 )
+from jobs.run_kinds import step_executor
 from jobs.workspaces import deliver_workspaces_job, provision_workspaces_job
 from resources.home import HdhHome
 from resources.imaging import DicomIngestionResource
@@ -102,8 +103,9 @@ def build_definitions(home: HdhHome | None = None) -> dg.Definitions:
         schedules=[workspace_drift_schedule],
         resources=build_resources(home),
         # One process per run: the run queue spreads the work, and a run does not start one
-        # more process (and load the code location again) for each of its steps.
-        executor=dg.in_process_executor,
+        # more process (and load the code location again) for each of its steps. On Kubernetes,
+        # HDH_STEP_EXECUTOR=k8s makes each step a pod of its own instead.
+        executor=step_executor(),
     )
 
 

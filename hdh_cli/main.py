@@ -1,5 +1,5 @@
 """``hdh``: sample, demo, status, materialize, ingest, products, rights, workspaces, packages, portal,
-dicomweb, viewer, spark, ui.
+dicomweb, viewer, spark, deploy, ui.
 Every reporting command has ``--json``.
 
 This module is the root group only. Each command group is a thin click module in
@@ -14,6 +14,7 @@ import click
 
 from hdh_cli.catalog import remember_loaded_definitions
 from hdh_cli.commands.demo import demo
+from hdh_cli.commands.deploy import deploy
 from hdh_cli.commands.dicomweb import dicomweb
 from hdh_cli.commands.ingest import ingest
 from hdh_cli.commands.materialize import materialize
@@ -51,6 +52,7 @@ for command in (
     rights,
     workspaces,
     packages,
+    deploy,
     portal,
     dicomweb,
     viewer,

@@ -5,6 +5,7 @@ from collections.abc import Iterable
 import dagster as dg
 
 from hdh_assets.landing.partitions import BATCH_PARTITIONS
+from jobs.run_kinds import landing_run_kind, run_kind_tags
 
 
 def landing_job(source: str, assets: Iterable[dg.AssetsDefinition]):
@@ -16,4 +17,5 @@ def landing_job(source: str, assets: Iterable[dg.AssetsDefinition]):
         selection=dg.AssetSelection.assets(*keys),
         partitions_def=partitions,
         description=f"Ingest one batch of landing/{source}/.",
+        tags=run_kind_tags(landing_run_kind(source)),
     )

@@ -10,6 +10,7 @@ from hdh_assets.packages.assets import (
     VETTING_KEY,
 )
 from hdh_assets.workspaces.assets import PROJECTS
+from jobs.run_kinds import run_kind_tags
 
 vet_package_requests_job = dg.define_asset_job(
     name="vet_package_requests",
@@ -17,7 +18,7 @@ vet_package_requests_job = dg.define_asset_job(
     partitions_def=REQUESTS,
     description="Record one package request, resolve its dependency closure and vet every "
     "member of it.",
-    tags={"hdh/kind": "packages"},
+    tags=run_kind_tags("packages"),
 )
 
 revet_package_requests_job = dg.define_asset_job(
@@ -26,7 +27,7 @@ revet_package_requests_job = dg.define_asset_job(
     partitions_def=REQUESTS,
     description="Vet one request's closure again: after a referent's decision, or when the "
     "vulnerability database changed (run tag hdh/revet=true re-runs every check).",
-    tags={"hdh/kind": "packages"},
+    tags=run_kind_tags("packages"),
 )
 
 publish_package_index_job = dg.define_asset_job(
@@ -35,5 +36,5 @@ publish_package_index_job = dg.define_asset_job(
     partitions_def=PROJECTS,
     description="Rebuild one project's Python index and R repository from its approved "
     "closures (incremental: only what changed is uploaded or copied).",
-    tags={"hdh/kind": "packages"},
+    tags=run_kind_tags("packages"),
 )

@@ -9,6 +9,7 @@ from hdh_assets.workspaces.assets import (
     PROJECTS,
     SPECS_KEY,
 )
+from jobs.run_kinds import run_kind_tags
 
 provision_workspaces_job = dg.define_asset_job(
     name="provision_workspaces",
@@ -16,7 +17,7 @@ provision_workspaces_job = dg.define_asset_job(
     partitions_def=PROJECTS,
     description="Validate one project's spec, extract its grants, render and validate its "
     "manifests, then deliver every project (one GitOps commit if anything changed).",
-    tags={"hdh/kind": "workspaces"},
+    tags=run_kind_tags("workspaces"),
 )
 
 deliver_workspaces_job = dg.define_asset_job(
@@ -24,5 +25,5 @@ deliver_workspaces_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(DEPLOYMENTS_KEY),
     description="Deliver the materialised manifests again: repairs drift, retires removed or "
     "expired projects; no commit and no apply when nothing changed.",
-    tags={"hdh/kind": "workspaces"},
+    tags=run_kind_tags("workspaces"),
 )

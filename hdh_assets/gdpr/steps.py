@@ -28,6 +28,7 @@ from hdh_assets.gdpr.exclusions import EXCLUSIONS_PATH
 from hdh_assets.gdpr.rights import Status
 from hdh_assets.gdpr.service import ACTOR
 from hdh_assets.lineage import waves
+from jobs.run_kinds import run_kind_tags
 
 REQUEST_TAG = RIGHTS_REQUEST_TAG
 ATTEMPT_TAG = "hdh/rights_attempt"
@@ -60,7 +61,8 @@ def _tags(request_id: str, attempt: int, step: str) -> dict[str, str]:
 
 
 def _run_request(request_id: str, attempt: int, step: str, **kwargs) -> dg.RunRequest:
-    tags = {**_tags(request_id, attempt, step), **kwargs.pop("tags", {})}
+    # Each step's run is a pod of the rights kind on Kubernetes (ignored by a local launcher).
+    tags = {**run_kind_tags("rights"), **_tags(request_id, attempt, step), **kwargs.pop("tags", {})}
     return dg.RunRequest(run_key=f"{request_id}:{attempt}:{step}", tags=tags, **kwargs)
 
 
