@@ -140,8 +140,7 @@ def active_session() -> Any:
 def session_placement(session: Any) -> dict[str, str]:
     """Where a session's work runs, for the metadata of what it wrote: ``classic`` or
     ``connect`` and the master that ran the executors (the Connect server's, when remote)."""
-    connect = type(session).__module__.startswith("pyspark.sql.connect")
-    return {
-        "spark_mode": "connect" if connect else "classic",
-        "spark_master": session.conf.get("spark.master"),
-    }
+    if type(session).__module__.startswith("pyspark.sql.connect"):
+        return {"spark_mode": "connect", "spark_master": session.conf.get("spark.master")}
+    # A later builder's options overwrite the session's runtime conf, never its context's master.
+    return {"spark_mode": "classic", "spark_master": session.sparkContext.master}
