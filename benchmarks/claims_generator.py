@@ -2,6 +2,10 @@
 and peak memory, which must stay bounded by the chunk size rather than the total row count.
 
     .venv/bin/python benchmarks/claims_generator.py [--rows 5000000] [--chunk-rows 1000000]
+                                                    [--months 24]
+
+The writer lays the extract out by month (at most ``--chunk-rows`` rows per file, one month per
+file, sorted by date): ``benchmarks/scale.py`` uses it for billion-row runs.
 """
 
 from __future__ import annotations
@@ -52,13 +56,19 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--chunk-rows", type=int, default=1_000_000)
     parser.add_argument("--baseline-rows", type=int, default=300_000)
+    parser.add_argument("--months", type=int, default=24, help="months of event dates")
     args = parser.parse_args()
     people = make_population(10_000, seed=1)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()
         names = write_claims(
-            people, args.rows, folder / "chunked", seed=1, chunk_rows=args.chunk_rows
+            people,
+            args.rows,
+            folder / "chunked",
+            seed=1,
+            chunk_rows=args.chunk_rows,
+            months=args.months,
         )
         rate = args.rows / (time.perf_counter() - t0)
         rss_chunked = peak_rss_mb()
@@ -68,7 +78,8 @@ def main() -> None:
 
         size = sum(p.stat().st_size for p in (folder / "chunked").iterdir())
     print(
-        f"chunked generator : {rate:,.0f} rows/s over {args.rows:,} rows in {len(names)} files "
+        f"chunked generator : {rate:,.0f} rows/s over {args.rows:,} rows in {len(names)} files, "
+        f"{args.months} months "
         f"({size / 1e6:.0f} MB Parquet)"
     )
     print(f"python baseline   : {baseline_rate:,.0f} rows/s over {args.baseline_rows:,} rows")

@@ -1,12 +1,21 @@
-"""SNDS-like claims events, from thousands to hundreds of millions of rows, in bounded memory.
+"""SNDS-like claims events, from thousands to billions of rows, in bounded memory.
 
-Rows are produced in chunks; each chunk is drawn from its own seeded generator and written to its
-own Parquet file, so memory is bounded by the chunk size and every chunk is reproducible alone.
+The extract is laid out as providers partition large tables: by month of event date. Each month
+is cut into chunks of at most ``chunk_rows``; each chunk is drawn from its own seeded generator
+(seed, month, chunk), sorted by event date and written to its own Parquet file
+``events-YYYY-MM-NNNNN.parquet`` with row-group statistics. So memory is bounded by the chunk
+size, every chunk is reproducible alone, and a reader that wants one month's date window opens
+only that month's files (and, inside them, only the row groups whose dates overlap).
+
+Rows without an event date belong to no month: like a partitioned export's "unknown" partition,
+they go to ``events-undated-00000.parquet``. A few NIRs carry a wrong key (0.02 % of the rows,
+spread over the months), for the quarantine.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,10 +43,17 @@ MEAN_AMOUNT = {
     "hospital_stay": 3200.0,
     "nursing": 9.0,
 }
+_ALL_CODES = pl.Series("code", [c for kind in CARE_TYPES for c in CODES[kind]], dtype=pl.String)
+_CODE_COUNTS = np.array([len(CODES[kind]) for kind in CARE_TYPES], dtype=np.int64)
+_CODE_OFFSETS = np.concatenate(([0], np.cumsum(_CODE_COUNTS)[:-1]))
 EPOCH = dt.date(1970, 1, 1)
 PERIOD_START = dt.date(2023, 1, 1)
-PERIOD_DAYS = 730
+DEFAULT_MONTHS = 24  # 2023-01 .. 2024-12, the span of the demo's other sources
+PERIOD_DAYS = 730  # kept for the other sources' generators and the baselines
 DEFAULT_CHUNK_ROWS = 1_000_000
+ROW_GROUP_ROWS = 131_072  # a few days of a big month per row group: day-level pruning
+DEFECT_EVERY = 5_000  # one NIR with a wrong key and one missing date per 5 000 rows
+UNDATED_FILE = "events-undated-00000.parquet"
 
 CLAIMS_SCHEMA = {
     "event_id": pl.Int64,
@@ -49,10 +65,41 @@ CLAIMS_SCHEMA = {
 }
 
 
+def month_starts(months: int, first: dt.date = PERIOD_START) -> list[dt.date]:
+    """First day of each of ``months`` consecutive months, and of the month after the last."""
+    index = first.year * 12 + first.month - 1
+    return [dt.date((index + m) // 12, (index + m) % 12 + 1, 1) for m in range(months + 1)]
+
+
+def month_rows(rows: int, months: int) -> list[tuple[dt.date, dt.date, int, int]]:
+    """(month start, next month start, first row, row count) per month: rows spread in
+    proportion to the days, so the daily rate is even over the span, whatever its length."""
+    starts = month_starts(months)
+    total = (starts[-1] - starts[0]).days
+    out, first = [], 0
+    for begin, end in itertools.pairwise(starts):
+        last = rows * (end - starts[0]).days // total
+        out.append((begin, end, first, last - first))
+        first = last
+    return out
+
+
+def month_file_name(month: dt.date, chunk: int) -> str:
+    return f"events-{month:%Y-%m}-{chunk:05d}.parquet"
+
+
 def claims_chunk(
-    people_nirs: pl.Series, seed: int, chunk: int, first_row: int, rows: int
+    people_nirs: pl.Series,
+    seed: int,
+    chunk: int,
+    first_row: int,
+    rows: int,
+    days: tuple[dt.date, dt.date] = (PERIOD_START, PERIOD_START + dt.timedelta(days=PERIOD_DAYS)),
+    month: int = 0,
 ) -> pl.DataFrame:
-    rng = np.random.default_rng([seed, 0xC1A1, chunk])
+    """``rows`` events with dates in ``days`` [first, end), sorted by date; drawn from the
+    generator (seed, month, chunk) alone, so any chunk can be rebuilt without the others."""
+    rng = np.random.default_rng([seed, 0xC1A1, month, chunk])
     # Care is concentrated on a minority of people, as in real claims.
     person = np.minimum(
         (rng.pareto(1.2, rows) * len(people_nirs) / 8).astype(np.int64), len(people_nirs) - 1
@@ -60,32 +107,48 @@ def claims_chunk(
     care_index = rng.choice(len(CARE_TYPES), size=rows, p=CARE_WEIGHTS)
     care = pl.Series("care_type", CARE_TYPES, dtype=pl.String).gather(care_index)
     code_draw = rng.random(rows)
-    codes = np.empty(rows, dtype=object)
+    # Codes gathered from one flat list (no Python objects per row): the code of a row is
+    # option floor(draw * options) of its care type.
+    code_index = _CODE_OFFSETS[care_index] + (code_draw * _CODE_COUNTS[care_index]).astype(int)
+    codes = _ALL_CODES.gather(code_index)
     amounts = np.empty(rows, dtype=np.float64)
     for index, kind in enumerate(CARE_TYPES):
         mask = care_index == index
-        options = CODES[kind]
-        codes[mask] = np.array(options, dtype=object)[(code_draw[mask] * len(options)).astype(int)]
         amounts[mask] = rng.lognormal(np.log(MEAN_AMOUNT[kind]), 0.5, int(mask.sum()))
-    days = rng.integers(0, PERIOD_DAYS, rows)
+    first_day, end_day = ((d - EPOCH).days for d in days)
+    # Sorted dates (the other columns are independent draws, so sorting the dates alone is
+    # sorting the rows): row groups then cover a few days each and their statistics prune.
+    day_numbers = np.sort(rng.integers(first_day, end_day, rows))
     return pl.DataFrame(
         {
             "event_id": np.arange(first_row, first_row + rows, dtype=np.int64),
             "nir": people_nirs.gather(person),
-            "event_date": pl.Series(days + (PERIOD_START - EPOCH).days, dtype=pl.Int32).cast(
-                pl.Date
-            ),
+            "event_date": pl.Series(day_numbers, dtype=pl.Int32).cast(pl.Date),
             "care_type": care,
-            "code": pl.Series(codes, dtype=pl.String),
+            "code": codes,
             "amount_eur": np.round(amounts, 2),
         }
     ).cast(CLAIMS_SCHEMA)
 
 
-def with_defects(frame: pl.DataFrame, seed: int) -> pl.DataFrame:
+def defect_count(first_row: int, rows: int, total_rows: int) -> int:
+    """Defects of each kind in rows [first_row, first_row + rows): one per ``DEFECT_EVERY``
+    rows of the whole extract (at least one in the extract), wherever the chunk boundaries."""
+    count = (first_row + rows) // DEFECT_EVERY - first_row // DEFECT_EVERY
+    if total_rows < DEFECT_EVERY and first_row == 0 and rows >= 2:
+        count = 1
+    return min(count, rows // 2)
+
+
+def with_defects(
+    frame: pl.DataFrame, seed: int, count: int | None = None, stream: tuple[int, ...] = ()
+) -> pl.DataFrame:
     """Spoil a few rows as real extracts do (NIR with a wrong key, missing date), for quarantine."""
-    count = max(1, frame.height // 5000)
-    rng = np.random.default_rng([seed, 0xBAD])
+    if count is None:
+        count = max(1, frame.height // DEFECT_EVERY)
+    if count <= 0:
+        return frame
+    rng = np.random.default_rng([seed, 0xBAD, *stream])
     rows = rng.choice(frame.height, size=min(2 * count, frame.height), replace=False)
     bad_key, no_date = rows[:count], rows[count:]
     wrong = pl.col("nir").str.slice(0, 13) + (
@@ -101,6 +164,22 @@ def with_defects(frame: pl.DataFrame, seed: int) -> pl.DataFrame:
     )
 
 
+def _chunk_days(
+    begin: dt.date, end: dt.date, offset: int, size: int, month_count: int
+) -> tuple[dt.date, dt.date]:
+    """The days [first, end) of a month's chunk: the month is cut into consecutive day ranges
+    in proportion to the rows, so its files are sorted one after the other as well as inside,
+    and a window of a few days touches one or two files of a month, not all of them."""
+    days = (end - begin).days
+    first = offset * days // month_count
+    last = -(-(offset + size) * days // month_count)  # ceiling
+    return begin + dt.timedelta(days=first), begin + dt.timedelta(days=max(last, first + 1))
+
+
+def _write(frame: pl.DataFrame, path: Path) -> None:
+    frame.write_parquet(path, compression="zstd", statistics=True, row_group_size=ROW_GROUP_ROWS)
+
+
 def write_claims(
     people: list[Person],
     rows: int,
@@ -108,19 +187,36 @@ def write_claims(
     seed: int,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     on_chunk: Callable[[int], None] | None = None,
+    months: int = DEFAULT_MONTHS,
 ) -> list[str]:
-    """Write ``rows`` events as ``events-NNNNN.parquet`` chunks; return the file names."""
+    """Write ``rows`` events over ``months`` months from 2023-01 as month files
+    (``events-YYYY-MM-NNNNN.parquet``, at most ``chunk_rows`` rows each) and the undated rows'
+    file; return the file names. ``on_chunk`` hears the rows drawn per chunk (they sum to
+    ``rows``)."""
+    if months < 1:
+        raise ValueError("months must be at least 1")
     folder.mkdir(parents=True, exist_ok=True)
     nirs = pl.Series("nir", [p.nir for p in people], dtype=pl.String)
-    names = []
-    for chunk, first_row in enumerate(range(0, rows, chunk_rows)):
-        size = min(chunk_rows, rows - first_row)
-        frame = claims_chunk(nirs, seed, chunk, first_row, size)
-        if chunk == 0:
-            frame = with_defects(frame, seed)
-        name = f"events-{chunk:05d}.parquet"
-        frame.write_parquet(folder / name, compression="zstd", statistics=True)
-        names.append(name)
-        if on_chunk:
-            on_chunk(size)
+    names: list[str] = []
+    undated: list[pl.DataFrame] = []  # 1 row in 5 000: bounded, small beside a chunk
+    for month_index, (begin, end, month_first, month_count) in enumerate(month_rows(rows, months)):
+        for chunk, offset in enumerate(range(0, month_count, chunk_rows)):
+            size = min(chunk_rows, month_count - offset)
+            first_row = month_first + offset
+            days = _chunk_days(begin, end, offset, size, month_count)
+            frame = claims_chunk(nirs, seed, chunk, first_row, size, days, month_index)
+            count = defect_count(first_row, size, rows)
+            frame = with_defects(frame, seed, count, (month_index, chunk))
+            missing = frame["event_date"].is_null()
+            if count:
+                undated.append(frame.filter(missing))
+                frame = frame.filter(~missing)
+            name = month_file_name(begin, chunk)
+            _write(frame, folder / name)
+            names.append(name)
+            if on_chunk:
+                on_chunk(size)
+    if undated:
+        _write(pl.concat(undated), folder / UNDATED_FILE)
+        names.append(UNDATED_FILE)
     return names

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hdh_assets.landing.batches import landing_batch
-from synthetic.claims import DEFAULT_CHUNK_ROWS, write_claims
+from synthetic.claims import DEFAULT_CHUNK_ROWS, DEFAULT_MONTHS, write_claims
 from synthetic.dicom import StudyRecord, write_malformed, write_missing_uid, write_study
 from synthetic.fhir import write_fhir
 from synthetic.people import make_population
@@ -28,6 +28,7 @@ class SampleConfig:
     people: int = 40
     claims_rows: int = 50_000
     claims_chunk_rows: int = DEFAULT_CHUNK_ROWS
+    claims_months: int = DEFAULT_MONTHS  # months of event dates from 2023-01 (files per month)
     imaging_share: float = 0.6
     burned_in_every: int = 8
     batch: str = ""
@@ -115,6 +116,7 @@ def generate_sample(
             config.seed,
             config.claims_chunk_rows,
             on_chunk=lambda rows: progress("claims rows", rows, None),
+            months=config.claims_months,
         )
         summary.claims_rows = config.claims_rows
         summary.claims_files = len(files)

@@ -1,27 +1,73 @@
 """Claims assets: pseudonymised care events, one partition per month of (shifted) event date,
-computed with Spark (billions of rows in production; a range of months runs as one Spark run)."""
+computed with Spark (billions of rows in production).
+
+A run over months [start, end) reads, from each ready batch, only the files and row groups whose
+raw dates can shift into them (``events.files_for_window``), and quarantines the rows it cannot
+attribute by raw month, the undated ones once per batch (``quarantine``). How many months one run
+covers in a backfill is a setting, ``HDH_CLAIMS_MONTHS_PER_RUN`` (``claims_backfill_policy``).
+"""
 
 import datetime as dt
+import os
+from collections.abc import Mapping
 from functools import reduce
 
 import dagster as dg
 import polars as pl
 from dagster_pyspark import PySparkResource
-from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from hdh_assets import owners
-from hdh_assets.claims.events import EVENT_SCHEMA, pseudonymise_claims
+from hdh_assets.claims.events import (
+    EVENT_SCHEMA,
+    claims_files,
+    files_for_window,
+    pseudonymise_claims,
+    raw_window,
+    read_undated,
+    read_window,
+    undated_fingerprint,
+    window_claims,
+)
+from hdh_assets.claims.quarantine import (
+    REJECTED_SCHEMA,
+    clear_undated,
+    quarantine_months,
+    quarantine_undated,
+)
 from hdh_assets.claims.schema import ClaimsEvents
 from hdh_assets.landing.assets import landing_inventory_asset
 from hdh_assets.landing.batches import ready_batches
 from hdh_assets.validation import column_schema, spark_pandera_check
 from resources.platform import HomeResource
 from resources.pseudonymisation import DEMO_KEY_WARNING, PseudonymisationKeyResource
+from resources.spark import session_placement
 
 MONTHS = dg.MonthlyPartitionsDefinition(start_date="2021-01-01", end_offset=1)
 EVENTS_KEY = dg.AssetKey(["claims", "events"])
 SCHEMA_CHECK = "matches_published_schema"
+MONTHS_PER_RUN_ENV = "HDH_CLAIMS_MONTHS_PER_RUN"
+
+
+def claims_backfill_policy(env: Mapping[str, str] | None = None) -> dg.BackfillPolicy:
+    """How a backfill of ``claims/events`` is cut into runs, from ``HDH_CLAIMS_MONTHS_PER_RUN``
+    read when the definitions load: 0 or unset, the whole range in one run (each landed file
+    read by one run, the largest run); N > 0, runs of at most N months (smaller runs that fail
+    and retry alone, but each reads its months widened by the maximum date shift both ways)."""
+    env = os.environ if env is None else env
+    value = env.get(MONTHS_PER_RUN_ENV, "").strip() or "0"
+    try:
+        months = int(value)
+    except ValueError:
+        raise ValueError(
+            f"{MONTHS_PER_RUN_ENV} must be a whole number of months, not {value!r}"
+        ) from None
+    if months < 0:
+        raise ValueError(f"{MONTHS_PER_RUN_ENV} must be 0 (one run) or a positive number")
+    if months == 0:
+        return dg.BackfillPolicy.single_run()
+    return dg.BackfillPolicy.multi_run(max_partitions_per_run=months)
+
 
 landed_claims_files = landing_inventory_asset(
     source="claims",
@@ -45,11 +91,14 @@ landed_claims_files = landing_inventory_asset(
         "SNDS-like care events (consultations, pharmacy, biology, imaging, stays, nursing) from "
         "every ready claims batch, with the national identifier replaced by the subject pseudonym "
         "and dates shifted by the subject's offset (the same as in imaging and clinical data). "
-        "Monthly partitions by shifted event date; a range of months runs as one run. Rows "
-        "without a valid NIR or date go to quarantine/claims/<batch>/, never to the lake."
+        "Monthly partitions by shifted event date; a run over a range of months reads only the "
+        "landed files and row groups whose raw dates can shift into it, and a backfill runs "
+        f"{MONTHS_PER_RUN_ENV} months per run (0: all in one). Rows without a valid NIR go to "
+        "quarantine/claims/<batch>/rejected-YYYY-MM.parquet by raw month, rows without a date to "
+        "rejected-undated-*.parquet once per batch; never to the lake."
     ),
     partitions_def=MONTHS,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=claims_backfill_policy(),
     deps=[dg.AssetDep(landed_claims_files.key, partition_mapping=dg.AllPartitionMapping())],
     metadata={
         "partition_column": "month",
@@ -80,19 +129,41 @@ def claims_events(
     window = context.partition_time_window
     start, end = window.start.date(), window.end.date()
     batches = ready_batches(home.landing_for("claims"))
-    parts, rejected_by_batch = [], {}
+    max_shift = pseudonymiser.max_date_shift_days
+    parts, quarantined, files_read, files_landed = [], {}, 0, 0
     for batch in batches:
-        files = sorted(batch.path.rglob("*.parquet"))
+        files = claims_files(batch.path)
         if not files:
             continue
-        raw = spark.read.parquet(*[str(f) for f in files])
-        events, rejected = pseudonymise_claims(raw, pseudonymiser, batch.name)
-        parts.append(events.where((F.col("event_date") >= start) & (F.col("event_date") < end)))
-        rejected_frame = pl.from_arrow(rejected.toArrow())
-        rejected_by_batch[batch.name] = rejected_frame.height
-        _quarantine_rejected(home.quarantine / "claims" / batch.name, rejected_frame)
+        files_landed += len(files)
+        folder = home.quarantine / "claims" / batch.name
+        wanted = files_for_window(files, start, end, max_shift)
+        files_read += len(wanted)
+        rejected_rows = 0
+        if wanted:
+            raw = read_window(spark, wanted, *raw_window(start, end, max_shift))
+            # Not persisted: measured at 5 M rows on the cluster, caching the window cost more
+            # (the executors spill it) than reading the pruned files again for each pass.
+            _, events, rejected = window_claims(raw, pseudonymiser, batch.name, start, end)
+            parts.append(events)
+            # the rows to quarantine: a small share, per month; never the events
+            rejected_rows = sum(
+                quarantine_months(folder, pl.from_arrow(rejected.toArrow()), start, end).values()
+            )
+        else:
+            quarantine_months(folder, pl.DataFrame(schema=REJECTED_SCHEMA), start, end)
+        if any(f.may_hold_undated for f in files):
+            undated, _ = quarantine_undated(
+                folder,
+                undated_fingerprint(files),
+                _undated_rejects(spark, files, pseudonymiser, batch.name),
+            )
+        else:
+            undated = 0
+            clear_undated(folder)
+        quarantined[batch.name] = {"in_these_months": rejected_rows, "undated": undated}
     if parts:
-        frame = reduce(lambda a, b: a.unionByName(b), parts).persist(StorageLevel.MEMORY_AND_DISK)
+        frame = reduce(lambda a, b: a.unionByName(b), parts)
     else:
         frame = spark.createDataFrame(pl.DataFrame(schema=EVENT_SCHEMA).to_arrow())
     summary = frame.agg(
@@ -103,35 +174,37 @@ def claims_events(
     ).collect()[0]
     context.log.info(
         f"{summary['rows']} events in {start:%Y-%m} .. {end - dt.timedelta(days=1):%Y-%m} "
-        f"from {len(batches)} ready batches; {sum(rejected_by_batch.values())} rows quarantined"
+        f"from {len(batches)} ready batches, reading {files_read} of {files_landed} landed files; "
+        f"quarantine: {sum(q['in_these_months'] for q in quarantined.values())} rows dated in "
+        f"these months, {sum(q['undated'] for q in quarantined.values())} undated"
     )
     check = spark_pandera_check(ClaimsEvents, frame, SCHEMA_CHECK, EVENTS_KEY)
     yield dg.Output(
         frame,
         metadata={
             "engine": "spark",
+            **session_placement(spark),
             "subjects": dg.MetadataValue.int(summary["subjects"]),
-            "batches": dg.MetadataValue.json(sorted(rejected_by_batch)),
-            "quarantined_rows_by_batch": dg.MetadataValue.json(rejected_by_batch),
+            "batches": dg.MetadataValue.json(sorted(quarantined)),
+            "quarantined_rows_by_batch": dg.MetadataValue.json(quarantined),
+            "landed_files_read": dg.MetadataValue.int(files_read),
+            "landed_files": dg.MetadataValue.int(files_landed),
             "date_range": dg.MetadataValue.text(
                 f"{summary['first']} .. {summary['last']}" if summary["rows"] else "-"
             ),
         },
     )
     yield check
-    frame.unpersist()
 
 
-def _quarantine_rejected(folder, rejected: pl.DataFrame) -> None:
-    """Keep rejected rows, with their reason, outside the lake; rewriting is idempotent."""
-    target = folder / "rejected_rows.parquet"
-    if rejected.is_empty():
-        target.unlink(missing_ok=True)
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / ".rejected_rows.parquet.partial"
-    rejected.write_parquet(partial)
-    partial.replace(target)
+def _undated_rejects(spark, files, pseudonymiser, batch: str):
+    """Reads the batch's undated rows when called: only when their quarantine is not current."""
+
+    def read() -> pl.DataFrame:
+        _, rejected = pseudonymise_claims(read_undated(spark, files), pseudonymiser, batch)
+        return pl.from_arrow(rejected.toArrow())
+
+    return read
 
 
 assets = [landed_claims_files, claims_events]

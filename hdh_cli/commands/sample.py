@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 
 import click
@@ -25,13 +26,13 @@ def sample_options(function: Command) -> Command:
                 "--claims-rows",
                 default=50_000,
                 show_default=True,
-                help="Claims events to generate (thousands to hundreds of millions).",
+                help="Claims events to generate (thousands to a billion and more).",
             ),
             click.option(
                 "--chunk-rows",
                 default=1_000_000,
                 show_default=True,
-                help="Claims rows per Parquet file; bounds memory.",
+                help="Claims rows per Parquet file at most (files are per month); bounds memory.",
             ),
             click.option("--batch", default="", help="Batch name (default sample-seed<SEED>)."),
         ]
@@ -41,20 +42,41 @@ def sample_options(function: Command) -> Command:
 
 
 def sample_config(
-    seed: int, people: int, claims_rows: int, chunk_rows: int, batch: str
+    seed: int,
+    people: int,
+    claims_rows: int,
+    chunk_rows: int,
+    batch: str,
+    claims_months: int | None = None,
 ) -> SampleConfig:
     from synthetic.sample import SampleConfig
 
-    return SampleConfig(
+    config = SampleConfig(
         seed=seed, people=people, claims_rows=claims_rows, claims_chunk_rows=chunk_rows, batch=batch
     )
+    if claims_months is not None:
+        config = replace(config, claims_months=claims_months)
+    return config
 
 
 @click.command()
 @sample_options
+@click.option(
+    "--claims-months",
+    default=24,
+    show_default=True,
+    type=click.IntRange(1, 1200),
+    help="Months of claims event dates from 2023-01; the extract has files per month.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def sample(
-    seed: int, people: int, claims_rows: int, chunk_rows: int, batch: str, as_json: bool
+    seed: int,
+    people: int,
+    claims_rows: int,
+    chunk_rows: int,
+    batch: str,
+    claims_months: int,
+    as_json: bool,
 ) -> None:
     """Generate the synthetic sample into HDH_HOME/landing (DICOM, FHIR, claims)."""
     from rich.table import Table
@@ -62,7 +84,7 @@ def sample(
     from synthetic.sample import generate_sample
 
     home = platform_home().ensure()
-    config = sample_config(seed, people, claims_rows, chunk_rows, batch)
+    config = sample_config(seed, people, claims_rows, chunk_rows, batch, claims_months)
     with progress_bar(not as_json) as progress:
         summary = generate_sample(home.landing, home.sample, config, progress)
     if as_json:

@@ -188,9 +188,8 @@ def test_demo_materialises_every_asset_and_reports(demo_home):
     # Malformed DICOM files are noticed already at landing (a warning, not a failure).
     assert assets["imaging/landed_files"]["checks_warned"] == ["recognised_formats"]
     landed_claims = pl.read_parquet(home / "landing" / "claims" / "sample-seed11" / "*.parquet")
-    quarantined = pl.read_parquet(
-        home / "quarantine" / "claims" / "sample-seed11" / "rejected_rows.parquet"
-    )
+    # by raw month (rejected-YYYY-MM.parquet) and the undated rows (rejected-undated-*.parquet)
+    quarantined = pl.read_parquet(home / "quarantine" / "claims" / "sample-seed11" / "*.parquet")
     # the demo's erasure removed one person's events from the landed extract as well
     erased_nir = json.loads((home / "sample" / "identities.json").read_text())["people"][1]["nir"]
     removed = sum(

@@ -131,11 +131,9 @@ def test_fhir_ndjson_is_one_type_per_file_and_references_resolve(sample_root, id
 
 def test_claims_are_chunked_and_refer_to_the_same_people(sample_root, identities, sample_config):
     files = sorted((sample_root / "landing/claims/sample-seed7").glob("*.parquet"))
-    assert [f.name for f in files] == [
-        "events-00000.parquet",
-        "events-00001.parquet",
-        "events-00002.parquet",
-    ]
+    # one file per month of event dates (24 months from 2023-01), the undated rows apart
+    assert len(files) == 25 and files[0].name == "events-2023-01-00000.parquet"
+    assert files[-1].name == "events-undated-00000.parquet"
     claims = pl.read_parquet(files)
     assert claims.height == sample_config.claims_rows
     assert claims["event_id"].is_unique().all()
@@ -155,7 +153,14 @@ def test_claims_memory_is_bounded_by_the_chunk(tmp_path):
 
     seen = []
     names = write_claims(
-        make_population(3, 1), 10_500, tmp_path, seed=1, chunk_rows=1_000, on_chunk=seen.append
+        make_population(3, 1),
+        10_500,
+        tmp_path,
+        seed=1,
+        chunk_rows=1_000,
+        on_chunk=seen.append,
+        months=2,
     )
-    assert len(names) == 11 and seen[-1] == 500 and sum(seen) == 10_500
+    # 2023-01 holds 5 516 rows, 2023-02 4 984: six and five chunks, and the undated rows
+    assert len(names) == 12 and seen == [1_000] * 5 + [516] + [1_000] * 4 + [984]
     assert max(pl.read_parquet(tmp_path / n).height for n in names) == 1_000
