@@ -190,3 +190,54 @@ def test_hdh_spark_cluster_serves_until_interrupted_and_leaves_nothing_running(t
         stop_group(process)
     assert process.returncode is not None
     assert not [p for p in daemons if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.slow
+def test_claims_events_materialise_through_spark_connect_as_on_the_classic_session(
+    hdh_home, spark, spark_cluster, spark_connect_url
+):
+    from hdh_assets.claims.events import pseudonymise_claims
+    from resources.pseudonymisation import PseudonymisationKeyResource
+    from synthetic.claims import write_claims
+    from synthetic.people import make_population
+
+    batch = hdh_home.landing / "claims" / "connect-batch"
+    write_claims(make_population(20, 5), 20_000, batch, seed=5, months=3)
+    (batch / "_READY").touch()
+    months = ["2023-01-01", "2023-02-01", "2023-03-01"]
+    env = {**os.environ, "HDH_SPARK_REMOTE": spark_connect_url, "PYSPARK_PYTHON": sys.executable}
+    env.pop("HDH_SPARK_MASTER", None)
+    command = [sys.executable, "-m", "hdh_cli.main", "materialize", 'key:"claims/events"']
+    done = subprocess.run(
+        [*command, "--from", months[0], "--to", months[-1], "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    with dg.DagsterInstance.from_config(str(hdh_home.dagster_home)) as instance:
+        records = instance.fetch_materializations(dg.AssetKey(["claims", "events"]), limit=10)
+        metadata = {
+            r.asset_materialization.partition: r.asset_materialization.metadata
+            for r in records.records
+        }
+    assert sorted(metadata) == months
+    assert {m["spark_mode"].value for m in metadata.values()} == {"connect"}
+    assert {m["spark_master"].value for m in metadata.values()} == {spark_cluster.master_url}
+
+    written = pl.read_parquet(
+        hdh_home.lake / "claims" / "events" / "**" / "*.parquet", hive_partitioning=True
+    )
+    # The classic session, from the same landed files and key, keeps the same events.
+    key = PseudonymisationKeyResource().pseudonymiser()
+    raw = spark.read.parquet(*[str(f) for f in sorted(batch.glob("*.parquet"))])
+    events, _ = pseudonymise_claims(raw, key, "connect-batch")
+    expected = pl.from_arrow(
+        events.where(events["month"].isin(months)).select("source_event_id").toArrow()
+    )
+    assert written.height == expected.height > 0
+    assert sorted(written["source_event_id"]) == sorted(expected["source_event_id"])
