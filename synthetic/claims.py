@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from hdh_assets.claims.events import RAW_SCHEMA
 from synthetic.people import Person
 
 CARE_TYPES = ("consultation", "pharmacy", "biology", "imaging", "hospital_stay", "nursing")
@@ -55,14 +56,7 @@ ROW_GROUP_ROWS = 131_072  # a few days of a big month per row group: day-level p
 DEFECT_EVERY = 5_000  # one NIR with a wrong key and one missing date per 5 000 rows
 UNDATED_FILE = "events-undated-00000.parquet"
 
-CLAIMS_SCHEMA = {
-    "event_id": pl.Int64,
-    "nir": pl.String,
-    "event_date": pl.Date,
-    "care_type": pl.String,
-    "code": pl.String,
-    "amount_eur": pl.Float64,
-}
+CLAIMS_SCHEMA = RAW_SCHEMA  # the delivery format the platform reads
 
 
 def month_starts(months: int, first: dt.date = PERIOD_START) -> list[dt.date]:

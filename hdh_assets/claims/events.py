@@ -25,7 +25,16 @@ import pyarrow.parquet as pq
 
 from hdh_assets.pseudonymisation import InvalidNationalIdentifier, Pseudonymiser
 
-RAW_COLUMNS = ("event_id", "nir", "event_date", "care_type", "code", "amount_eur")
+# What a claims extract delivers (SNDS-like); the generator writes exactly this.
+RAW_SCHEMA = {
+    "event_id": pl.Int64,
+    "nir": pl.String,
+    "event_date": pl.Date,
+    "care_type": pl.String,
+    "code": pl.String,
+    "amount_eur": pl.Float64,
+}
+RAW_COLUMNS = tuple(RAW_SCHEMA)
 EVENT_SCHEMA = {
     "source_event_id": pl.Int64,
     "subject_pseudonym": pl.String,

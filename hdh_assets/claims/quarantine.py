@@ -25,18 +25,11 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
+from hdh_assets.claims.events import RAW_SCHEMA
+
 LEGACY_FILE = "rejected_rows.parquet"  # one file per batch, rewritten by every month run
 UNDATED_PREFIX = "rejected-undated-"
-REJECTED_SCHEMA = {
-    "event_id": pl.Int64,
-    "nir": pl.String,
-    "event_date": pl.Date,
-    "care_type": pl.String,
-    "code": pl.String,
-    "amount_eur": pl.Float64,
-    "reject_reason": pl.String,
-    "batch": pl.String,
-}
+REJECTED_SCHEMA = {**RAW_SCHEMA, "reject_reason": pl.String, "batch": pl.String}
 
 
 def month_file(month: dt.date) -> str:
