@@ -90,6 +90,24 @@ def test_every_job_of_the_code_location_carries_a_run_kind(hdh_home):
     assert landing_run_kind("claims") == "spark"
 
 
+def test_the_rights_sensors_runs_carry_the_rights_kind():
+    from hdh_assets.gdpr.steps import _run_request
+
+    request = _run_request("req-1", 1, "prepare", tags={"extra": "kept"})
+    assert request.tags[RUN_KIND_TAG] == "rights" and request.tags["extra"] == "kept"
+    config = get_user_defined_k8s_config(request.tags)
+    assert config.container_config["resources"] == RUN_KINDS["rights"].resources()
+
+
+def test_the_code_location_takes_its_executor_from_the_setting(hdh_home, monkeypatch):
+    def executor():
+        return build_definitions(hdh_home).resolve_implicit_global_asset_job_def().executor_def
+
+    assert executor() is dg.in_process_executor
+    monkeypatch.setenv("HDH_STEP_EXECUTOR", "k8s")
+    assert executor().name == "k8s_step_executor"
+
+
 def test_the_local_executor_stays_in_process_unless_asked():
     assert step_executor({}) is dg.in_process_executor
     assert step_executor({"HDH_STEP_EXECUTOR": "in_process"}) is dg.in_process_executor
