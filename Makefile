@@ -41,8 +41,8 @@ demo: install system-deps viewer-deps  ## generate the synthetic sample, materia
 test: install system-deps viewer-deps identity-deps jupyterhub-deps  ## the whole test suite (Spark, PostgreSQL, browser and R tests included)
 	$(BIN)/pytest
 
-test-fast: install viewer-deps identity-deps jupyterhub-deps  ## everything but Spark and the slow subprocess tests
-	$(BIN)/pytest -m "not spark and not slow"
+test-fast: install viewer-deps identity-deps jupyterhub-deps  ## everything but Spark, the slow subprocess tests, kernels and Orthanc
+	$(BIN)/pytest -m "not spark and not slow and not kernels and not orthanc"
 
 docs: install  ## the documentation site in .site/, links checked (--strict)
 	$(BIN)/mkdocs build --strict

@@ -41,6 +41,7 @@ def test_pydicom_corpus_is_ingested_with_reconciled_counts(hdh_home, tmp_path):
     assert len(list((hdh_home.store / "dicom").rglob("*.dcm"))) == len(stored)
 
 
+@pytest.mark.slow  # ingestion and what automation requests: whole jobs
 def test_what_follows_a_batch_is_exactly_what_the_automation_conditions_request(hdh_home, tmp_path):
     """`hdh ingest` runs the batch's own assets, then exactly what the assets' automation
     conditions request, as the daemon's automation sensor would: nothing from a written list."""

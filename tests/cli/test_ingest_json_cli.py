@@ -19,6 +19,7 @@ def _json_batch_selection(home) -> str:
     return " or ".join(f'key:"{k.to_user_string()}"' for k in keys)
 
 
+@pytest.mark.slow  # whole ingestion jobs, twice
 def test_synthea_style_export_through_the_command(hdh_home, tmp_path, monkeypatch):
     export = tmp_path / "us-export"
     synthea_style_export(export, patients=4, seed=9)

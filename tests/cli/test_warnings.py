@@ -26,6 +26,7 @@ def _hdh(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # hdh ingest in a subprocess
 def test_ingesting_a_file_with_invalid_vrs_prints_no_known_warning(hdh_home, tmp_path):
     """badVR.dcm holds an IS '1A' and an over-long UID: pydicom warns, ingestion copes."""
     delivery = tmp_path / "delivery"

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 
 import polars as pl
+import pytest
 from click.testing import CliRunner
 
 from hdh_cli.main import cli
@@ -53,6 +54,7 @@ def _corrected_export(export, target, birth_date: dt.date) -> None:
         (target / path.name).write_text("".join(f"{line}\n" for line in kept))
 
 
+@pytest.mark.slow  # the whole rectification: landing, ingestion and re-materialisations
 def test_a_rectified_birth_date_replaces_the_wrong_one_everywhere(hdh_home, tmp_path):
     home = hdh_home
     write_fhir(PEOPLE, {}, tmp_path / "export", seed=4)
