@@ -3,6 +3,9 @@ Dagster catalog, and its asset check."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import dagster as dg
 import pandera.polars as pa
 import polars as pl
@@ -99,11 +102,44 @@ def _spark_violation(column, check: pa.Check):
     raise NotImplementedError(f"pandera check '{check.name}' has no Spark translation yet")
 
 
-def spark_pandera_check(
-    schema: Schema, frame, check_name: str, asset_key: dg.AssetKey | None = None
-) -> dg.AssetCheckResult:
-    """The same pandera model, checked in Spark: exact columns and types (strict), nullability,
-    and the value checks, counted in one pass. Failures by column and check, never by value."""
+@dataclass(frozen=True)
+class SparkSchemaCheck:
+    """A pandera model checked in Spark: the column and type comparison (known from the frame's
+    schema, no data read) and the value rules as aggregations, which a caller may compute in the
+    same pass as its own (a billion rows are then read once, not twice)."""
+
+    schema: Schema
+    structural_failures: tuple[dict, ...]
+    rules: tuple[tuple[str, str, Any], ...]  # (column, check, Spark predicate of the bad rows)
+
+    def aggregations(self) -> list[Any]:
+        from pyspark.sql import functions as F
+
+        return [
+            F.sum(F.when(bad, 1).otherwise(0)).alias(f"_rule_{i}")
+            for i, (_, _, bad) in enumerate(self.rules)
+        ]
+
+    def result(
+        self, row: Any, check_name: str, asset_key: dg.AssetKey | None = None
+    ) -> dg.AssetCheckResult:
+        """The check's result from a collected row holding :meth:`aggregations`."""
+        failing = list(self.structural_failures)
+        for i, (name, check, _) in enumerate(self.rules):
+            count = int(row[f"_rule_{i}"] or 0)
+            if count:
+                failing.append({"column": name, "check": check, "rows": count})
+        metadata = {"schema": _name(self.schema), "engine": "spark"}
+        if failing:
+            metadata["failing_checks"] = dg.MetadataValue.json(failing)
+        return dg.AssetCheckResult(
+            check_name=check_name, asset_key=asset_key, passed=not failing, metadata=metadata
+        )
+
+
+def spark_schema_check(schema: Schema, frame) -> SparkSchemaCheck:
+    """The same pandera model, for a Spark frame: exact columns and types (strict), nullability,
+    and the value checks. Failures are reported by column and check, never by value."""
     from pyspark.sql import functions as F
 
     pandera_schema = schema if isinstance(schema, pa.DataFrameSchema) else schema.to_schema()
@@ -125,21 +161,14 @@ def spark_pandera_check(
         if not column.nullable:
             rules.append((name, "not_nullable", col.isNull()))
         rules += [(name, c.name, _spark_violation(col, c) & col.isNotNull()) for c in column.checks]
-    if rules:
-        counts = frame.agg(
-            *[
-                F.sum(F.when(bad, 1).otherwise(0)).alias(f"rule_{i}")
-                for i, (_, _, bad) in enumerate(rules)
-            ]
-        ).collect()[0]
-        failing += [
-            {"column": name, "check": check, "rows": int(counts[i] or 0)}
-            for i, (name, check, _) in enumerate(rules)
-            if counts[i]
-        ]
-    metadata = {"schema": _name(schema), "engine": "spark"}
-    if failing:
-        metadata["failing_checks"] = dg.MetadataValue.json(failing)
-    return dg.AssetCheckResult(
-        check_name=check_name, asset_key=asset_key, passed=not failing, metadata=metadata
-    )
+    return SparkSchemaCheck(schema, tuple(failing), tuple(rules))
+
+
+def spark_pandera_check(
+    schema: Schema, frame, check_name: str, asset_key: dg.AssetKey | None = None
+) -> dg.AssetCheckResult:
+    """:func:`spark_schema_check` counted in one pass of its own."""
+    check = spark_schema_check(schema, frame)
+    aggregations = check.aggregations()
+    row = frame.agg(*aggregations).collect()[0] if aggregations else {}
+    return check.result(row, check_name, asset_key)

@@ -38,7 +38,7 @@ from hdh_assets.claims.quarantine import (
 from hdh_assets.claims.schema import ClaimsEvents
 from hdh_assets.landing.assets import landing_inventory_asset
 from hdh_assets.landing.batches import ready_batches
-from hdh_assets.validation import column_schema, spark_pandera_check
+from hdh_assets.validation import column_schema, spark_schema_check
 from resources.platform import HomeResource
 from resources.pseudonymisation import DEMO_KEY_WARNING, PseudonymisationKeyResource
 from resources.spark import session_placement
@@ -146,7 +146,7 @@ def claims_events(
             # (the executors spill it) than reading the pruned files again for each pass.
             _, events, rejected = window_claims(raw, pseudonymiser, batch.name, start, end)
             parts.append(events)
-            # the rows to quarantine: a small share, per month; never the events
+            # the rows to quarantine, per month: only those with a refused NIR are read again
             rejected_rows = sum(
                 quarantine_months(folder, pl.from_arrow(rejected.toArrow()), start, end).values()
             )
@@ -166,11 +166,14 @@ def claims_events(
         frame = reduce(lambda a, b: a.unionByName(b), parts)
     else:
         frame = spark.createDataFrame(pl.DataFrame(schema=EVENT_SCHEMA).to_arrow())
+    # the summary and the schema check's rules in one pass over the events
+    schema_check = spark_schema_check(ClaimsEvents, frame)
     summary = frame.agg(
         F.count("*").alias("rows"),
         F.countDistinct("subject_pseudonym").alias("subjects"),
         F.min("event_date").alias("first"),
         F.max("event_date").alias("last"),
+        *schema_check.aggregations(),
     ).collect()[0]
     context.log.info(
         f"{summary['rows']} events in {start:%Y-%m} .. {end - dt.timedelta(days=1):%Y-%m} "
@@ -178,7 +181,7 @@ def claims_events(
         f"quarantine: {sum(q['in_these_months'] for q in quarantined.values())} rows dated in "
         f"these months, {sum(q['undated'] for q in quarantined.values())} undated"
     )
-    check = spark_pandera_check(ClaimsEvents, frame, SCHEMA_CHECK, EVENTS_KEY)
+    check = schema_check.result(summary, SCHEMA_CHECK, EVENTS_KEY)
     yield dg.Output(
         frame,
         metadata={

@@ -72,11 +72,15 @@ def subject_mapping(nirs: pl.Series, pseudonymiser: Pseudonymiser) -> pl.DataFra
     )
 
 
-def attribute_claims(raw: Any, pseudonymiser: Pseudonymiser, batch: str) -> Any:
-    """Raw rows with their subject's pseudonym and date offset, or the reason they are refused.
+def attribute_claims(
+    raw: Any, pseudonymiser: Pseudonymiser, batch: str
+) -> tuple[Any, list[str | None]]:
+    """Raw rows with their subject's pseudonym and date offset, or the reason they are refused;
+    and the raw NIR values that were refused (``None`` among them when some rows have none).
 
     Distinct identifiers go to the driver once (people, not events) for the keyed hash; the
-    events never leave Spark.
+    events never leave Spark. The refused values let a caller pick the refused rows without
+    joining every event again.
     """
     from pyspark.sql import functions as F
 
@@ -85,9 +89,10 @@ def attribute_claims(raw: Any, pseudonymiser: Pseudonymiser, batch: str) -> Any:
         raise ValueError(f"claims batch '{batch}' lacks columns {missing}")
     nirs = pl.from_arrow(raw.select("nir").distinct().toArrow())["nir"]
     mapping = subject_mapping(nirs, pseudonymiser).rename({"nir": "mapped_nir"})
+    refused = mapping.filter(pl.col("reject_reason").is_not_null())["mapped_nir"].to_list()
     spark = raw.sparkSession
     subjects = spark.createDataFrame(mapping.to_arrow())
-    return (
+    attributed = (
         raw.join(F.broadcast(subjects), raw["nir"].eqNullSafe(subjects["mapped_nir"]), "left")
         .withColumn(
             "reject_reason",
@@ -98,6 +103,20 @@ def attribute_claims(raw: Any, pseudonymiser: Pseudonymiser, batch: str) -> Any:
         )
         .drop("mapped_nir")
     )
+    return attributed, refused
+
+
+def with_refused_nir(frame: Any, refused: list[str | None]) -> Any:
+    """The rows of ``frame`` whose NIR is one of the refused values: a filter Spark pushes down
+    to the scan, so the few refused rows are found without computing every event."""
+    from pyspark.sql import functions as F
+
+    values = [v for v in refused if v is not None]
+    nir = F.col("nir")
+    predicate = nir.isin(values) if values else F.lit(False)
+    if len(values) < len(refused):
+        predicate = predicate | nir.isNull()
+    return frame.where(predicate)
 
 
 def _shifted() -> Any:
@@ -115,7 +134,7 @@ def events_of(attributed: Any, batch: str) -> Any:
         F.col("event_id").cast("long").alias("source_event_id"),
         F.col("subject_pseudonym"),
         shifted.alias("event_date"),
-        F.date_format(F.trunc(shifted, "month"), "yyyy-MM-dd").alias("month"),
+        F.trunc(shifted, "month").cast("string").alias("month"),  # yyyy-MM-dd, cheaper
         F.col("care_type").cast("string"),
         F.col("code").cast("string"),
         F.col("amount_eur").cast("double"),
@@ -134,7 +153,7 @@ def rejected_of(attributed: Any, batch: str) -> Any:
 
 def pseudonymise_claims(raw: Any, pseudonymiser: Pseudonymiser, batch: str) -> tuple[Any, Any]:
     """Return (events, rejected rows with reason) of one landed batch, as Spark DataFrames."""
-    attributed = attribute_claims(raw, pseudonymiser, batch)
+    attributed, _ = attribute_claims(raw, pseudonymiser, batch)
     return events_of(attributed, batch), rejected_of(attributed, batch)
 
 
@@ -272,19 +291,25 @@ def window_claims(
 
     ``kept``: the rows this window keeps, events whose shifted date is in [start, end) and
     refused rows whose raw date is (they have no offset, so they are filed by raw month: each
-    belongs to exactly one window of a backfill). The caller may persist it: events and rejected
-    rows are then both drawn from one read of the landed files. The NIR is kept for refused rows
-    only (the quarantine needs it); an event's row no longer carries it.
+    belongs to exactly one window of a backfill). The NIR is kept for refused rows only (the
+    quarantine needs it); an event's row no longer carries it. ``rejected`` is drawn from the
+    rows whose NIR the driver refused (no Spark job at all when it refused none): a window holds
+    no undated row, so no other row can be refused.
     """
     from pyspark.sql import functions as F
 
-    attributed = attribute_claims(raw, pseudonymiser, batch)
+    attributed, refused_nirs = attribute_claims(raw, pseudonymiser, batch)
     refused = F.col("reject_reason").isNotNull()
 
     def within(column: Any) -> Any:
         return (column >= F.lit(start)) & (column < F.lit(end))
 
-    kept = attributed.where(
-        F.when(refused, within(F.col("event_date"))).otherwise(within(_shifted()))
-    ).withColumn("nir", F.when(refused, F.col("nir")))
-    return kept, events_of(kept, batch), rejected_of(kept, batch)
+    def keep(rows: Any) -> Any:
+        return rows.where(
+            F.when(refused, within(F.col("event_date"))).otherwise(within(_shifted()))
+        ).withColumn("nir", F.when(refused, F.col("nir")))
+
+    kept = keep(attributed)
+    # filtered on the raw NIR before the join, so Spark pushes it down to the scan
+    refusable = keep(with_refused_nir(attributed, refused_nirs)) if refused_nirs else kept.limit(0)
+    return kept, events_of(kept, batch), rejected_of(refusable, batch)
