@@ -17,6 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hdh_assets.workspaces.kube_objects import (
+    restricted_container_security,
+    restricted_pod_security,
+)
 from hdh_assets.workspaces.specs import ProjectSpec, parse_quantity
 from hdh_assets.workspaces.workspace_layout import (
     APP_UID,
@@ -203,14 +207,6 @@ def kube_spawner_config(spec: ProjectSpec, settings: RenderSettings) -> str:
     """KubeSpawner: each member's server in the namespace, restricted, sized from ``compute``,
     with the work and read-only grants claims, no API token, labelled for the policies."""
     volumes, mounts = _server_volumes()
-    security = {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "runAsNonRoot": True,
-        "runAsUser": APP_UID,
-        "runAsGroup": APP_UID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
     values: dict[str, Any] = {
         "namespace": spec.namespace,
         "image": workspace_image(spec).reference(settings.registry),
@@ -222,11 +218,8 @@ def kube_spawner_config(spec: ProjectSpec, settings: RenderSettings) -> str:
         "fs_gid": APP_UID,
         "service_account": SERVICE_ACCOUNT,
         "automount_service_account_token": False,
-        "container_security_context": security,
-        "pod_security_context": {
-            "runAsNonRoot": True,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "container_security_context": restricted_container_security(APP_UID, gid=APP_UID),
+        "pod_security_context": restricted_pod_security(),  # uid, gid, fs_gid: above
         "cpu_limit": _cpu(spec.compute.cpu),
         "cpu_guarantee": _cpu(spec.compute.cpu),
         "mem_limit": _bytes(spec.compute.memory),

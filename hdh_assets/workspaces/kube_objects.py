@@ -1,8 +1,11 @@
-"""Kubernetes objects as plain dicts: how they are named, labelled, ordered, written and hashed.
+"""Kubernetes objects as plain dicts: how they are named, labelled, ordered, written and hashed,
+and the fragments every pod and namespace of the platform is fenced with.
 
 The renderer and every delivery target share these, so the order a project's YAML is rendered
 in, the order its GitOps files are listed in and the order a cluster is applied in are one order,
-and the labels the renderer stamps are the labels pruning looks for.
+and the labels the renderer stamps are the labels pruning looks for. The platform's deployment
+(``hdh_cli.deployment``) and every workspace build their network policies and security contexts
+from the same functions, so the two cannot drift apart in what "restricted" means.
 """
 
 from __future__ import annotations
@@ -139,6 +142,91 @@ def project_of(obj: Mapping[str, Any]) -> str:
     """The project an object belongs to: its label, else its namespace, else its own name."""
     meta = obj.get("metadata") or {}
     return labels_of(obj).get(PROJECT_LABEL) or meta.get("namespace") or meta["name"]
+
+
+# --- network policies ------------------------------------------------------------------------
+
+NETWORKING_API = "networking.k8s.io/v1"
+
+
+def tcp_ports(*ports: int | str) -> list[dict[str, Any]]:
+    """``NetworkPolicyPort`` entries for TCP ports, by number or by a container port's name."""
+    return [{"protocol": "TCP", "port": port} for port in ports]
+
+
+def egress_to_cidr(cidr: str, *ports: int | str) -> dict[str, Any]:
+    """An egress rule to an address block outside the cluster (a database, the API server, an
+    object store) on these TCP ports only."""
+    return {"to": [{"ipBlock": {"cidr": cidr}}], "ports": tcp_ports(*ports)}
+
+
+def network_policy(
+    metadata: dict[str, Any],
+    pod_selector: dict[str, Any],
+    *,
+    ingress: list[dict[str, Any]] | None = None,
+    egress: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A ``NetworkPolicy`` over the pods ``pod_selector`` (a ``LabelSelector``, ``{}`` for all)
+    selects. A direction is in ``policyTypes`` exactly when its rules are given: ``[]`` denies
+    it entirely, ``None`` leaves it to the other policies (so default-deny is
+    ``ingress=[], egress=[]`` and each opening names one direction only)."""
+    spec: dict[str, Any] = {
+        "podSelector": pod_selector,
+        "policyTypes": [
+            kind for kind, rules in (("Ingress", ingress), ("Egress", egress)) if rules is not None
+        ],
+    }
+    if ingress is not None:
+        spec["ingress"] = ingress
+    if egress is not None:
+        spec["egress"] = egress
+    return {
+        "apiVersion": NETWORKING_API,
+        "kind": "NetworkPolicy",
+        "metadata": metadata,
+        "spec": spec,
+    }
+
+
+# --- security contexts -----------------------------------------------------------------------
+
+
+def restricted_pod_security(uid: int | None = None) -> dict[str, Any]:
+    """A pod ``securityContext`` that Pod Security admission's ``restricted`` level accepts: never
+    root, the runtime's seccomp profile. With ``uid``, that fixed user and group run every
+    container and own the mounted volumes (``fsGroup``); without, the caller sets them elsewhere
+    (KubeSpawner's ``uid``/``gid``/``fs_gid``)."""
+    context: dict[str, Any] = {"runAsNonRoot": True}
+    if uid is not None:
+        context |= {"runAsUser": uid, "runAsGroup": uid, "fsGroup": uid}
+    context["seccompProfile"] = {"type": "RuntimeDefault"}
+    return context
+
+
+def restricted_container_security(
+    uid: int,
+    *,
+    gid: int | None = None,
+    read_only_root: bool | None = None,
+    explicit_unprivileged: bool = False,
+) -> dict[str, Any]:
+    """A container ``securityContext`` that ``restricted`` accepts: no escalation, every
+    capability dropped, a fixed non-root user, the runtime's seccomp profile.
+
+    ``gid`` sets ``runAsGroup`` when the pod does not; ``read_only_root`` writes
+    ``readOnlyRootFilesystem`` (``True`` where the process writes only to its volumes);
+    ``explicit_unprivileged`` writes the default ``privileged: false`` out, as the deployment's
+    pods always have (dropping it would rewrite their committed manifests)."""
+    context: dict[str, Any] = {"privileged": False} if explicit_unprivileged else {}
+    context |= {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    if read_only_root is not None:
+        context["readOnlyRootFilesystem"] = read_only_root
+    context |= {"runAsNonRoot": True, "runAsUser": uid}
+    if gid is not None:
+        context["runAsGroup"] = gid
+    context["seccompProfile"] = {"type": "RuntimeDefault"}
+    return context
 
 
 # --- digests ---------------------------------------------------------------------------------

@@ -10,7 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hdh_assets.workspaces.kube_objects import match_labels
+from hdh_assets.workspaces.kube_objects import (
+    egress_to_cidr,
+    match_labels,
+    network_policy,
+    tcp_ports,
+)
 from hdh_assets.workspaces.specs import ProjectSpec, format_bytes, format_cpu, parse_quantity
 from hdh_assets.workspaces.workspace_layout import (
     HUB_API_PORT,
@@ -161,21 +166,9 @@ def _policy(
     ingress: list[dict] | None = None,
     egress: list[dict] | None = None,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "podSelector": match_labels(pod_selector) if pod_selector else {},
-        "policyTypes": [
-            t for t, rules in (("Ingress", ingress), ("Egress", egress)) if rules is not None
-        ],
-    }
-    if ingress is not None:
-        body["ingress"] = ingress
-    if egress is not None:
-        body["egress"] = egress
-    return kube_object("networking.k8s.io/v1", "NetworkPolicy", object_meta(spec, name), spec=body)
-
-
-def _tcp(*ports: int | str) -> list[dict[str, Any]]:
-    return [{"protocol": "TCP", "port": port} for port in ports]
+    """A policy of the project's over the pods with these labels (no labels: every pod)."""
+    selector = match_labels(pod_selector) if pod_selector else {}
+    return network_policy(object_meta(spec, name), selector, ingress=ingress, egress=egress)
 
 
 def _in_namespace(namespace_name: str, pods: Mapping[str, str]) -> dict[str, Any]:
@@ -215,7 +208,7 @@ def network_policies(spec: ProjectSpec, settings: RenderSettings) -> list[dict[s
                     "from": [
                         _in_namespace(settings.gateway_namespace, settings.gateway_pod_labels)
                     ],
-                    "ports": _tcp(PROXY_PORT),
+                    "ports": tcp_ports(PROXY_PORT),
                 }
             ],
         ),
@@ -229,7 +222,7 @@ def network_policies(spec: ProjectSpec, settings: RenderSettings) -> list[dict[s
                         {"podSelector": match_labels(servers)},
                         {"podSelector": match_labels(hub)},
                     ],
-                    "ports": _tcp(HUB_API_PORT),
+                    "ports": tcp_ports(HUB_API_PORT),
                 }
             ],
         ),
@@ -240,53 +233,42 @@ def network_policies(spec: ProjectSpec, settings: RenderSettings) -> list[dict[s
             egress=[
                 {
                     "to": [_in_namespace(settings.oidc_namespace, settings.oidc_pod_labels)],
-                    "ports": _tcp(settings.oidc_port),
+                    "ports": tcp_ports(settings.oidc_port),
                 },
-                {
-                    "to": [{"ipBlock": {"cidr": settings.kube_api_cidr}}],
-                    "ports": _tcp(*settings.kube_api_ports),
-                },
-                {"to": [{"podSelector": match_labels(servers)}], "ports": _tcp(JUPYTER_PORT)},
-                {"to": [{"podSelector": match_labels(hub)}], "ports": _tcp(HUB_API_PORT)},
+                egress_to_cidr(settings.kube_api_cidr, *settings.kube_api_ports),
+                {"to": [{"podSelector": match_labels(servers)}], "ports": tcp_ports(JUPYTER_PORT)},
+                {"to": [{"podSelector": match_labels(hub)}], "ports": tcp_ports(HUB_API_PORT)},
             ],
         ),
         _policy(
             spec,
             "allow-servers-from-hub",
             servers,
-            ingress=[{"from": [{"podSelector": match_labels(hub)}], "ports": _tcp(JUPYTER_PORT)}],
+            ingress=[
+                {"from": [{"podSelector": match_labels(hub)}], "ports": tcp_ports(JUPYTER_PORT)}
+            ],
         ),
         _policy(
             spec,
             "allow-servers-to-hub-api",
             servers,
-            egress=[{"to": [{"podSelector": match_labels(hub)}], "ports": _tcp(HUB_API_PORT)}],
+            egress=[{"to": [{"podSelector": match_labels(hub)}], "ports": tcp_ports(HUB_API_PORT)}],
         ),
         _policy(
             spec,
             "allow-servers-to-package-proxy",
             servers,
-            egress=[
-                {
-                    "to": [{"ipBlock": {"cidr": settings.package_proxy_cidr}}],
-                    "ports": _tcp(*settings.package_proxy_ports),
-                }
-            ],
+            egress=[egress_to_cidr(settings.package_proxy_cidr, *settings.package_proxy_ports)],
         ),
         _policy(
             spec,
             "allow-servers-to-data-store",
             servers,
-            egress=[
-                {
-                    "to": [{"ipBlock": {"cidr": settings.data_store_cidr}}],
-                    "ports": _tcp(settings.data_store_port),
-                }
-            ],
+            egress=[egress_to_cidr(settings.data_store_cidr, settings.data_store_port)],
         ),
     ]
     if spec.applications.gitlab and settings.gitlab_cidr:
-        rule = {"to": [{"ipBlock": {"cidr": settings.gitlab_cidr}}], "ports": _tcp(443)}
+        rule = egress_to_cidr(settings.gitlab_cidr, 443)
         policies.append(_policy(spec, "allow-servers-to-gitlab", servers, egress=[rule]))
     return policies
 

@@ -16,7 +16,12 @@ from hdh_assets.workspaces.jupyterhub import (
     cluster_config,
     hub_command,
 )
-from hdh_assets.workspaces.kube_objects import match_labels, platform_labels
+from hdh_assets.workspaces.kube_objects import (
+    match_labels,
+    platform_labels,
+    restricted_container_security,
+    restricted_pod_security,
+)
 from hdh_assets.workspaces.specs import ProjectSpec, digest_of
 from hdh_assets.workspaces.workspace_layout import (
     COMPONENT_LABEL,
@@ -170,17 +175,6 @@ def _resources(cpu: str, memory: str) -> dict[str, Any]:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
-def _container_security(uid: int) -> dict[str, Any]:
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "runAsNonRoot": True,
-        "runAsUser": uid,
-        "runAsGroup": uid,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
@@ -225,7 +219,7 @@ def _hub_container(settings: RenderSettings) -> dict[str, Any]:
         "env": env,
         "ports": [{"name": "hub-api", "containerPort": HUB_API_PORT, "protocol": "TCP"}],
         "resources": _resources(settings.hub_cpu, settings.hub_memory),
-        "securityContext": _container_security(HUB_UID),
+        "securityContext": restricted_container_security(HUB_UID, gid=HUB_UID),
         "volumeMounts": [
             {"name": "config", "mountPath": HUB_CONFIG_MOUNT, "readOnly": True},
             {"name": "db", "mountPath": HUB_DB_MOUNT},
@@ -254,7 +248,9 @@ def _proxy_container(settings: RenderSettings) -> dict[str, Any]:
         "env": [_secret_env(PROXY_TOKEN_ENV, HUB_NAME, HUB_SECRET_KEYS[PROXY_TOKEN_ENV])],
         "ports": [{"name": "http", "containerPort": PROXY_PORT, "protocol": "TCP"}],
         "resources": _resources(settings.hub_cpu, settings.hub_memory),
-        "securityContext": {**_container_security(PROXY_UID), "readOnlyRootFilesystem": True},
+        "securityContext": restricted_container_security(
+            PROXY_UID, gid=PROXY_UID, read_only_root=True
+        ),
         "readinessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 10},
     }
 
@@ -292,13 +288,7 @@ def hub(spec: ProjectSpec, settings: RenderSettings) -> list[dict[str, Any]]:
         "serviceAccountName": HUB_NAME,
         "automountServiceAccountToken": True,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": HUB_UID,
-            "runAsGroup": HUB_UID,
-            "fsGroup": HUB_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_pod_security(HUB_UID),
         "containers": [_hub_container(settings), _proxy_container(settings)],
         "volumes": [
             {"name": "config", "configMap": {"name": HUB_NAME}},

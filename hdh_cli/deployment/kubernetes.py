@@ -15,13 +15,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from hdh_assets.workspaces.kube_objects import match_labels, object_yaml
+from hdh_assets.workspaces.kube_objects import (
+    egress_to_cidr,
+    match_labels,
+    network_policy,
+    object_yaml,
+    tcp_ports,
+)
 from hdh_cli.deployment import pods
 from hdh_cli.deployment.settings import DeploymentSettings
 
 CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 RBAC = "rbac.authorization.k8s.io/v1"
-NETWORKING = "networking.k8s.io/v1"
 
 
 def _meta(settings: DeploymentSettings, name: str, component: str | None = None) -> dict:
@@ -316,10 +321,6 @@ def _components(*components: str) -> dict[str, Any]:
     }
 
 
-def _tcp(*ports: int) -> list[dict[str, Any]]:
-    return [{"protocol": "TCP", "port": port} for port in ports]
-
-
 def _policy(
     settings: DeploymentSettings,
     name: str,
@@ -328,20 +329,7 @@ def _policy(
     ingress: list[dict[str, Any]] | None = None,
     egress: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "podSelector": selector,
-        "policyTypes": [t for t, r in (("Ingress", ingress), ("Egress", egress)) if r is not None],
-    }
-    if ingress is not None:
-        spec["ingress"] = ingress
-    if egress is not None:
-        spec["egress"] = egress
-    return {
-        "apiVersion": NETWORKING,
-        "kind": "NetworkPolicy",
-        "metadata": _meta(settings, name),
-        "spec": spec,
-    }
+    return network_policy(_meta(settings, name), selector, ingress=ingress, egress=egress)
 
 
 def spark_driver_component(settings: DeploymentSettings) -> str:
@@ -362,8 +350,8 @@ def network_policies(settings: DeploymentSettings) -> list[dict[str, Any]]:
     lake_users = [pods.CODE_LOCATION, pods.RUN, pods.SPARK_EXECUTOR]
     if driver == pods.SPARK_CONNECT:
         lake_users.append(pods.SPARK_CONNECT)
-    driver_ports = _tcp(pods.SPARK_DRIVER_PORT, pods.SPARK_BLOCK_MANAGER_PORT)
-    block_port = _tcp(pods.SPARK_BLOCK_MANAGER_PORT)
+    driver_ports = tcp_ports(pods.SPARK_DRIVER_PORT, pods.SPARK_BLOCK_MANAGER_PORT)
+    block_port = tcp_ports(pods.SPARK_BLOCK_MANAGER_PORT)
     policies = [
         _policy(settings, "default-deny", {}, ingress=[], egress=[]),
         _policy(
@@ -384,12 +372,7 @@ def network_policies(settings: DeploymentSettings) -> list[dict[str, Any]]:
             settings,
             "allow-postgresql",
             _components(pods.WEBSERVER, pods.DAEMON, pods.CODE_LOCATION, pods.RUN),
-            egress=[
-                {
-                    "to": [{"ipBlock": {"cidr": settings.postgres_cidr}}],
-                    "ports": _tcp(settings.postgres_port),
-                }
-            ],
+            egress=[egress_to_cidr(settings.postgres_cidr, settings.postgres_port)],
         ),
         _policy(
             settings,
@@ -398,7 +381,7 @@ def network_policies(settings: DeploymentSettings) -> list[dict[str, Any]]:
             ingress=[
                 {
                     "from": [{"podSelector": _components(pods.WEBSERVER, pods.DAEMON)}],
-                    "ports": _tcp(pods.CODE_SERVER_PORT),
+                    "ports": tcp_ports(pods.CODE_SERVER_PORT),
                 }
             ],
         ),
@@ -409,7 +392,7 @@ def network_policies(settings: DeploymentSettings) -> list[dict[str, Any]]:
             egress=[
                 {
                     "to": [{"podSelector": _components(pods.CODE_LOCATION)}],
-                    "ports": _tcp(pods.CODE_SERVER_PORT),
+                    "ports": tcp_ports(pods.CODE_SERVER_PORT),
                 }
             ],
         ),
@@ -426,7 +409,7 @@ def network_policies(settings: DeploymentSettings) -> list[dict[str, Any]]:
                             )
                         }
                     ],
-                    "ports": _tcp(pods.WEBSERVER_PORT),
+                    "ports": tcp_ports(pods.WEBSERVER_PORT),
                 }
             ],
         ),
@@ -434,23 +417,13 @@ def network_policies(settings: DeploymentSettings) -> list[dict[str, Any]]:
             settings,
             "allow-kubernetes-api",
             _components(*api_users),
-            egress=[
-                {
-                    "to": [{"ipBlock": {"cidr": settings.kube_api_cidr}}],
-                    "ports": _tcp(*pods.KUBE_API_PORTS),
-                }
-            ],
+            egress=[egress_to_cidr(settings.kube_api_cidr, *pods.KUBE_API_PORTS)],
         ),
         _policy(
             settings,
             "allow-object-store",
             _components(*lake_users),
-            egress=[
-                {
-                    "to": [{"ipBlock": {"cidr": settings.object_store_cidr}}],
-                    "ports": _tcp(settings.object_store_port),
-                }
-            ],
+            egress=[egress_to_cidr(settings.object_store_cidr, settings.object_store_port)],
         ),
         _policy(
             settings,
@@ -501,7 +474,7 @@ def network_policies(settings: DeploymentSettings) -> list[dict[str, Any]]:
                 ingress=[
                     {
                         "from": [{"podSelector": _components(pods.RUN)}],
-                        "ports": _tcp(pods.SPARK_CONNECT_PORT),
+                        "ports": tcp_ports(pods.SPARK_CONNECT_PORT),
                     }
                 ],
             ),
@@ -512,7 +485,7 @@ def network_policies(settings: DeploymentSettings) -> list[dict[str, Any]]:
                 egress=[
                     {
                         "to": [{"podSelector": _components(pods.SPARK_CONNECT)}],
-                        "ports": _tcp(pods.SPARK_CONNECT_PORT),
+                        "ports": tcp_ports(pods.SPARK_CONNECT_PORT),
                     }
                 ],
             ),

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from hdh_assets.workspaces.kube_objects import MANAGED_BY, MANAGED_BY_LABEL
+from hdh_assets.workspaces.kube_objects import (
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    restricted_container_security,
+    restricted_pod_security,
+)
 from hdh_cli.deployment.settings import DeploymentSettings
 
 COMPONENT_LABEL = "hdh.platform/component"
@@ -52,28 +57,16 @@ def labels(component: str) -> dict[str, str]:
 
 
 def pod_security_context() -> dict[str, Any]:
-    """Restricted pod security: a fixed non-root user, its group owning mounted volumes."""
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": APP_UID,
-        "runAsGroup": APP_UID,
-        "fsGroup": APP_UID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    """Restricted pod security: the image's non-root user, its group owning mounted volumes."""
+    return restricted_pod_security(APP_UID)
 
 
 def container_security_context(read_only_root: bool = True) -> dict[str, Any]:
     """No privilege, no escalation, no capability; the root filesystem read-only where the
     process writes only to its volumes (``/tmp`` and ``HDH_HOME``)."""
-    return {
-        "privileged": False,
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "readOnlyRootFilesystem": read_only_root,
-        "runAsNonRoot": True,
-        "runAsUser": APP_UID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    return restricted_container_security(
+        APP_UID, read_only_root=read_only_root, explicit_unprivileged=True
+    )
 
 
 def resources(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
