@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from package_manager.processes import free_loopback_port, stop_process_group
+from package_manager.processes import free_loopback_port, log_tail, stop_process_group
 
 HOST = "127.0.0.1"
 CONNECT_SERVER = "org.apache.spark.sql.connect.service.SparkConnectServer"
@@ -189,12 +189,12 @@ class LocalSparkCluster:
                 if process.poll() is not None:
                     raise ClusterStartError(
                         f"Spark {name} exited with {process.returncode} while starting the "
-                        f"{what}:\n{_tail(self.log(name))}"
+                        f"{what}:\n{log_tail(self.log(name))}"
                     )
             if ready():
                 return
             time.sleep(0.25)
-        logs = "\n".join(f"--- {name}\n{_tail(self.log(name))}" for name in self._processes)
+        logs = "\n".join(f"--- {name}\n{log_tail(self.log(name))}" for name in self._processes)
         raise ClusterStartError(f"the Spark {what} not ready in {self.start_timeout:.0f} s\n{logs}")
 
 
@@ -206,10 +206,3 @@ def _accepts(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
         return True
     return False
-
-
-def _tail(path: Path, size: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-size:]
-    except FileNotFoundError:
-        return "(no log)"

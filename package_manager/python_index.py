@@ -20,13 +20,11 @@ rather than the ``devpi`` client: one approval is one or two small requests.
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -35,7 +33,12 @@ import httpx
 import pkginfo
 from packaging.utils import canonicalize_name
 
-from package_manager.processes import stop_process_group
+from package_manager.processes import (
+    ServerTimeoutError,
+    answers,
+    stop_process_group,
+    wait_until,
+)
 
 APPROVED = "root/approved"
 PROJECTS_USER = "projects"
@@ -101,20 +104,19 @@ class DevpiServer:
                 env=_server_env(),
                 start_new_session=True,
             )
-        self._wait(timeout)
+        try:
+            wait_until(
+                lambda: answers(self.url + "/+api"),
+                timeout=timeout,
+                what=f"devpi-server on {self.url}",
+                process=self.process,
+                log=self.log,
+                interval=0.3,
+            )
+        except ServerTimeoutError:
+            self.stop()
+            raise
         return self
-
-    def _wait(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"devpi-server exited early; see {self.log}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/+api", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.3)
-        self.stop()
-        raise TimeoutError(f"devpi-server did not answer on {self.url} in {timeout:.0f} s")
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL, to the process group this object started (never by name)."""
@@ -280,11 +282,7 @@ def project_index_url(devpi_url: str, project: str) -> str:
 
 def devpi_answers(url: str) -> bool:
     """Whether a devpi-server answers at ``url`` (its root answers JSON with a version)."""
-    try:
-        response = httpx.get(f"{url.rstrip('/')}/+api", timeout=3)
-    except httpx.HTTPError:
-        return False
-    return response.status_code == 200
+    return answers(f"{url.rstrip('/')}/+api", timeout=3)
 
 
 def _project_name(project: str) -> str:

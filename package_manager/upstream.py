@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+from package_manager.processes import ServerTimeoutError, answers, stop_process_group, wait_until
 
 PYPI_SERVER = Path(sys.executable).parent / "pypi-server"
 
@@ -33,8 +32,6 @@ class PypiServer:
         return f"http://127.0.0.1:{self.port}/simple/"
 
     def stop(self) -> None:
-        from package_manager.processes import stop_process_group
-
         stop_process_group(self.process)
 
     def __enter__(self) -> PypiServer:
@@ -61,15 +58,16 @@ def start_pypiserver(
             start_new_session=True,
         )
     upstream = PypiServer(folder, port, process, description or {})
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"pypi-server exited: {log.read_text(errors='replace')[-2000:]}")
-        try:
-            if httpx.get(upstream.url, timeout=2).status_code == 200:
-                return upstream
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    upstream.stop()
-    raise RuntimeError(f"pypi-server did not answer on {upstream.url} within {seconds} s")
+    try:
+        wait_until(
+            lambda: answers(upstream.url),
+            timeout=seconds,
+            what=f"pypi-server on {upstream.url}",
+            process=process,
+            log=log,
+            interval=0.1,
+        )
+    except ServerTimeoutError:
+        upstream.stop()
+        raise
+    return upstream

@@ -20,6 +20,7 @@ import requests
 import uvicorn
 
 from package_manager.processes import free_loopback_port as free_port
+from package_manager.processes import wait_until
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -29,19 +30,12 @@ MISSING = (
 )
 
 
-def _wait_for(url: str, process: subprocess.Popen | None, log: Path | None, seconds: float):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:] if log else ""
-            raise RuntimeError(f"Orthanc exited with {process.returncode}:\n{tail}")
-        try:
-            if requests.get(url, timeout=2).status_code < 500:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {seconds} s")
+def _answers(url: str) -> bool:
+    """Whether Orthanc answers ``url`` with anything but a server error."""
+    try:
+        return requests.get(url, timeout=2).status_code < 500
+    except requests.ConnectionError:
+        return False
 
 
 @dataclass
@@ -103,7 +97,14 @@ def start_orthanc(folder: Path) -> Orthanc:
         )
     server = Orthanc(process, port)
     try:
-        _wait_for(f"{server.url}/system", process, log, 60)
+        wait_until(
+            lambda: _answers(f"{server.url}/system"),
+            timeout=60,
+            what=f"Orthanc on {server.url}",
+            process=process,
+            log=log,
+            interval=0.1,
+        )
     except Exception:
         server.stop()
         raise
