@@ -101,6 +101,7 @@ class RenderSettings:
 
     def project_cran_repository(self, project: str) -> str:
         return self.cran_mirror_url.format(project=project)
+
     # The data store the workspaces query (object storage of the lake's extracts).
     data_store_cidr: str = "10.30.0.0/24"
     data_store_port: int = 9000
