@@ -203,7 +203,8 @@ def groups_of(keys: list[str], per_run: int) -> list[list[str]]:
     return [keys[i : i + per_run] for i in range(0, len(keys), per_run)]
 
 
-def _materialize(assets, resources, first: str, last: str, selection=None) -> float:
+def _materialize(assets, resources, first: str, last: str, selection=None, passes=None) -> float:
+    """Seconds of one range run; ``passes`` (a dict) receives where claims/events spent them."""
     t0 = time.perf_counter()
     result = dg.materialize(
         assets,
@@ -214,7 +215,12 @@ def _materialize(assets, resources, first: str, last: str, selection=None) -> fl
         raise_on_error=True,
     )
     assert result.success
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    if passes is not None:  # a range run: every partition's materialisation has the same figures
+        metadata = result.get_asset_materialization_events()[0].materialization.metadata
+        passes.update(metadata["seconds_by_pass"].value)
+        passes["write"] = metadata["write_seconds"].value
+    return seconds
 
 
 def run_events(
@@ -233,9 +239,11 @@ def run_events(
         end = next_month(dt.date.fromisoformat(group[-1]))
         wanted = files_for_window(files, start, end, args.max_shift_days)
         sampler.phase = f"claims/events {group[0][:7]}..{group[-1][:7]}"
-        seconds = _materialize([claims_events], resources, group[0], group[-1])
+        passes: dict = {}
+        seconds = _materialize([claims_events], resources, group[0], group[-1], passes=passes)
         runs.append(
             {
+                "passes": passes,
                 "first": group[0],
                 "months": len(group),
                 "seconds": seconds,
@@ -360,6 +368,15 @@ def print_report(args, generation: dict, events: dict, product: float, home, sam
     print(
         f"data product    : {PRODUCT.to_user_string()} over the {months} months in "
         f"{product:.1f} s ({events_rows / product:,.0f} event rows/s)"
+    )
+    spent: dict = {}
+    for run in runs:
+        for name, value in run["passes"].items():
+            spent[name] = spent.get(name, 0.0) + value
+    print(
+        "where it went    : "
+        + ", ".join(f"{name} {value:.0f} s ({value / total:.0%})" for name, value in spent.items())
+        + f", the rest (Dagster, reading footers, the run's start) {total - sum(spent.values()):.0f} s"
     )
     for line in extrapolate(events, args, args.rows):
         print(f"extrapolation   : {line}")

@@ -261,7 +261,13 @@ def test_a_backfill_month_by_month_accounts_for_every_row_once(spark, tmp_path):
 
     # the same backfill as one run: the same events, the same quarantine files
     single = _home(tmp_path / "single")
-    _run(single, months[0], months[-1])
+    ranged = _run(single, months[0], months[-1])
+    # where the run's time went: each Spark pass before the write, then the range's one write
+    metadata = ranged.get_asset_materialization_events()[0].materialization.metadata
+    passes = metadata["seconds_by_pass"].value
+    assert set(passes) == {"subjects", "quarantine", "summary_and_check"}
+    assert all(value > 0 for value in passes.values())
+    assert metadata["write_seconds"].value > 0
     assert _content(_quarantine(single)) == before  # the fingerprint names other files
     assert _events(single).sort("source_event_id").equals(events.sort("source_event_id"))
 
