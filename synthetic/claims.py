@@ -174,6 +174,15 @@ def _write(frame: pl.DataFrame, path: Path) -> None:
     frame.write_parquet(path, compression="zstd", statistics=True, row_group_size=ROW_GROUP_ROWS)
 
 
+def split_undated(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows with a date, rows without), the latter copied out: a filtered frame's strings are
+    views into the whole chunk's buffers, so keeping it for the undated file would keep every
+    chunk alive (the generator grew by 15 MB per million rows before this copy)."""
+    missing = frame["event_date"].is_null()
+    undated = frame.filter(missing)
+    return frame.filter(~missing), pl.DataFrame(undated.to_dicts(), schema=frame.schema)
+
+
 def write_claims(
     people: list[Person],
     rows: int,
@@ -201,10 +210,9 @@ def write_claims(
             frame = claims_chunk(nirs, seed, chunk, first_row, size, days, month_index)
             count = defect_count(first_row, size, rows)
             frame = with_defects(frame, seed, count, (month_index, chunk))
-            missing = frame["event_date"].is_null()
             if count:
-                undated.append(frame.filter(missing))
-                frame = frame.filter(~missing)
+                frame, undated_rows = split_undated(frame)
+                undated.append(undated_rows)
             name = month_file_name(begin, chunk)
             _write(frame, folder / name)
             names.append(name)

@@ -39,6 +39,7 @@ from synthetic.claims import (
     claims_chunk,
     defect_count,
     month_rows,
+    split_undated,
     with_defects,
 )
 from synthetic.claims import (
@@ -79,6 +80,33 @@ def test_a_month_of_event_dates_lives_only_in_its_own_files_sorted(tmp_path):
     assert everything["event_id"].sort().to_list() == list(range(12_000))
     months = everything["event_date"].drop_nulls().dt.strftime("%Y-%m").unique().sort()
     assert months.to_list() == ["2023-01", "2023-02", "2023-03", "2023-04"]
+
+
+def _string_bytes(frame: pl.DataFrame) -> int:
+    """Bytes of the buffers behind a frame's string columns, shared ones included."""
+    table = frame.to_arrow(compat_level=pl.CompatLevel.newest())
+    return sum(
+        buffer.size
+        for column in table.columns
+        if "string" in str(column.type)
+        for chunk in column.chunks
+        for buffer in chunk.buffers()
+        if buffer is not None
+    )
+
+
+def test_the_undated_rows_kept_across_chunks_hold_only_their_own_bytes():
+    """The generator keeps every chunk's undated rows until the end: they must not keep the
+    chunk's buffers alive, or memory grows with the extract (a billion rows would not fit)."""
+    nirs = pl.Series("nir", [p.nir for p in PEOPLE], dtype=pl.String)
+    chunk = claims_chunk(nirs, 3, 0, 0, 200_000, (dt.date(2023, 1, 1), dt.date(2023, 2, 1)), 0)
+    chunk = with_defects(chunk, 3, 40)
+    shared = chunk.filter(pl.col("event_date").is_null())
+    dated, undated = split_undated(chunk)
+    assert undated.height == 40 and dated.height == chunk.height - 40
+    assert undated.equals(shared)
+    # the plain filter keeps the whole chunk's strings; the split's copy does not
+    assert _string_bytes(shared) > 100 * _string_bytes(undated)
 
 
 def test_a_month_is_cut_into_consecutive_day_ranges(tmp_path):
