@@ -13,7 +13,7 @@ from hdh_assets.automation import follows_upstream
 from hdh_assets.gdpr.exclusions import excluded_pseudonyms
 from hdh_assets.imaging.aggregates import series_table, studies_table
 from hdh_assets.imaging.index import INDEX
-from hdh_assets.imaging.ingest import IngestSettings, ingest_batch
+from hdh_assets.imaging.ingest import IngestSettings, committing
 from hdh_assets.imaging.model_outputs.assets import assets as model_output_assets
 from hdh_assets.imaging.previews import render_preview
 from hdh_assets.imaging.viewer import (
@@ -38,6 +38,8 @@ INDEX_CHECK = "matches_published_schema"
 RECONCILE_CHECK = "landed_equals_ingested_duplicates_quarantined"
 LEAK_CHECK = "no_identifier_in_outputs"
 CONFORMANCE_CHECK = "conforms_to_annex_e"
+UNIQUE_CHECK = "one_row_per_sop_instance_uid"
+REPEATED_EXAMPLES = 5  # pseudonymised UIDs shown by a failing UNIQUE_CHECK
 PREVIEWS_PER_PAGE = 8
 
 QUARANTINE_COLUMNS = documented_columns(
@@ -114,13 +116,71 @@ landed_dicom_files = landing_inventory_asset(
 )
 
 
+OTHER_ROWS_SCHEMA = {"batch": pl.String, "sop_instance_uid": pl.String, "sha256": pl.String}
+
+
+def other_batches_rows(lake_root: Path, batch: str) -> pl.DataFrame:
+    """Batch, SOP Instance UID and stored sha256 of every index row of the other batches
+    (derived partitions included), repeats kept."""
+    table = Lake(lake_root).table(INSTANCES.path)
+    frames = [
+        pl.scan_parquet([str(f) for f in files])
+        .select("sop_instance_uid", "sha256")
+        .with_columns(batch=pl.lit(key, pl.String))
+        .select(list(OTHER_ROWS_SCHEMA))
+        for key, files in table.files_by_partition("batch").items()
+        if key != batch and files
+    ]
+    if not frames:
+        return pl.DataFrame(schema=OTHER_ROWS_SCHEMA)
+    return pl.concat(frames).collect()
+
+
 def other_batches_index(lake_root: Path, batch: str) -> dict[str, str]:
     """SOP Instance UID -> stored sha256 for what other batches already ingested."""
-    files = [str(f) for f in Lake(lake_root).table(INSTANCES.path).files_outside("batch", batch)]
-    if not files:
-        return {}
-    frame = pl.scan_parquet(files).select("sop_instance_uid", "sha256").collect()
-    return dict(frame.iter_rows())
+    return dict(
+        other_batches_rows(lake_root, batch).select("sop_instance_uid", "sha256").iter_rows()
+    )
+
+
+def repeated_instances(others: pl.DataFrame, batch: str, index: pl.DataFrame) -> pl.DataFrame:
+    """The SOP Instance UIDs that more than one index row holds, once ``batch``'s ``index``
+    replaces the batch's partition: UID, rows, batches (sorted by UID)."""
+    rows = pl.concat(
+        [
+            others.filter(pl.col("batch") != batch).select("batch", "sop_instance_uid"),
+            index.select(pl.lit(batch, pl.String).alias("batch"), "sop_instance_uid"),
+        ]
+    )
+    return (
+        rows.group_by("sop_instance_uid")
+        .agg(pl.len().alias("rows"), pl.col("batch").unique().sort().alias("batches"))
+        .filter(pl.col("rows") > 1)
+        .sort("sop_instance_uid")
+    )
+
+
+def unique_instances_check(
+    others: pl.DataFrame, batch: str, index: pl.DataFrame
+) -> dg.AssetCheckResult:
+    """UNIQUE_CHECK over the whole index (every batch): fails on any repeated SOP Instance UID.
+    Its metadata shows pseudonymised UIDs only, and a few of them."""
+    repeated = repeated_instances(others, batch, index)
+    batches = sorted({b for found in repeated["batches"] for b in found})
+    return dg.AssetCheckResult(
+        check_name=UNIQUE_CHECK,
+        asset_key=INSTANCES,
+        passed=repeated.is_empty(),
+        metadata={
+            "repeated_sop_instance_uids": repeated.height,
+            "extra_rows": int(repeated["rows"].sum()) - repeated.height,
+            "rows_checked": others.filter(pl.col("batch") != batch).height + index.height,
+            "batches_with_repeats": dg.MetadataValue.json(batches),
+            "examples": dg.MetadataValue.json(
+                repeated["sop_instance_uid"].head(REPEATED_EXAMPLES).to_list()
+            ),
+        },
+    )
 
 
 @dg.multi_asset(
@@ -188,6 +248,17 @@ def other_batches_index(lake_root: Path, batch: str) -> dict[str, str]:
             description="every landed file (archive members included) is ingested, a duplicate, "
             "quarantined, or excluded because its person objected or asked for erasure",
         ),
+        dg.AssetCheckSpec(
+            UNIQUE_CHECK,
+            asset=INSTANCES,
+            blocking=True,
+            description="no SOP Instance UID has more than one row in the whole index (every "
+            "batch, derived objects included), or every series and study downstream would count "
+            "it twice; batches ingested at the same time commit one after the other under the "
+            "store lock, so the first ingests an instance and the others count it a duplicate. "
+            "Fails with the number of repeated (pseudonymised) UIDs and their batches: "
+            "re-running all but one of those batches removes the repeats",
+        ),
     ],
 )
 def dicom_ingestion(
@@ -215,17 +286,42 @@ def dicom_ingestion(
             context.log.info(f"batch {batch}: {done['files']} files processed")
             done["logged"] = time.monotonic()
 
+    others = {"rows": pl.DataFrame(schema=OTHER_ROWS_SCHEMA)}
+
+    def taken_elsewhere() -> dict[str, str]:
+        """Read under the store lock: what the batches that committed before this one hold."""
+        others["rows"] = other_batches_rows(home.lake, batch)
+        return dict(others["rows"].select("sop_instance_uid", "sha256").iter_rows())
+
     started = time.monotonic()
-    result = ingest_batch(batch, folder, settings, other_batches_index(home.lake, batch), progress)
-    seconds = time.monotonic() - started
-    summary = result.summary()
-    index = result.index()
-    context.log.info(
-        f"batch {batch}: {summary['landed']} landed, {summary['ingested']} ingested, "
-        f"{summary['duplicates']} duplicates, {summary['quarantined']} quarantined "
-        f"({summary['landed'] / max(seconds, 1e-9):.0f} files/s)"
-    )
+    # Prepared without the lock; committed, and its index written by the IO manager when the
+    # output is yielded, under the store lock: a batch running at the same time commits before
+    # or after all of this one (ingest.py, "Concurrent batches").
+    with committing(batch, folder, settings, taken_elsewhere, progress) as result:
+        seconds = time.monotonic() - started
+        summary = result.summary()
+        index = result.index()
+        context.log.info(
+            f"batch {batch}: {summary['landed']} landed, {summary['ingested']} ingested, "
+            f"{summary['duplicates']} duplicates, {summary['quarantined']} quarantined "
+            f"({summary['landed'] / max(seconds, 1e-9):.0f} files/s)"
+        )
+        yield _instances_output(index, summary, settings, seconds)  # the IO manager writes it now
+    quarantine = result.quarantine()
     yield dg.Output(
+        quarantine,
+        output_name=QUARANTINE.to_python_identifier(),
+        metadata={"by_reason": dg.MetadataValue.json(summary["quarantined_by_reason"])},
+    )
+    yield pandera_check(INDEX, index, INDEX_CHECK, INSTANCES)
+    yield unique_instances_check(others["rows"], batch, index)
+    yield from _outcome_checks(summary)
+
+
+def _instances_output(
+    index: pl.DataFrame, summary: dict, settings: IngestSettings, seconds: float
+) -> dg.Output:
+    return dg.Output(
         index,
         output_name=INSTANCES.to_python_identifier(),
         metadata={
@@ -245,13 +341,9 @@ def dicom_ingestion(
             "files_per_second": round(summary["landed"] / max(seconds, 1e-9), 1),
         },
     )
-    quarantine = result.quarantine()
-    yield dg.Output(
-        quarantine,
-        output_name=QUARANTINE.to_python_identifier(),
-        metadata={"by_reason": dg.MetadataValue.json(summary["quarantined_by_reason"])},
-    )
-    yield pandera_check(INDEX, index, INDEX_CHECK, INSTANCES)
+
+
+def _outcome_checks(summary: dict):
     by_reason = summary["quarantined_by_reason"]
     for check, reason in (
         (LEAK_CHECK, "identifier_leak"),

@@ -19,13 +19,16 @@ import polars as pl
 
 DERIVED_BATCH = "derived-{date}"
 DERIVED_PREFIX = "batch=derived-"
-LOCK_NAME = ".stow.lock"  # in the DICOM store's root: writers of derived objects take it
+# In the DICOM store's root: writers of derived objects take it, and so does each batch's
+# ingestion from its commit until its index is written (the name predates the latter).
+LOCK_NAME = ".stow.lock"
 INSTANCES_PATH = ("imaging", "dicom_instances")
 
 
 @contextmanager
 def store_lock(store_root: Path) -> Iterator[None]:
-    """Exclusive across processes: one writer of derived objects at a time."""
+    """Exclusive across processes: one writer of the store and its index at a time (a STOW-RS
+    request, a batch's ingestion commit, an erasure of derived rows)."""
     store_root.mkdir(parents=True, exist_ok=True)
     with open(store_root / LOCK_NAME, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -6,6 +6,16 @@ Every landed file (archive members included) ends in exactly one state: ``ingest
 parent decides duplicates and conflicts, then renames the chosen files into
 ``store/dicom/<study>/<series>/<sop>.dcm``. Output is a deterministic function of input and key,
 so a rerun after a crash rewrites the same bytes and adds nothing.
+
+Concurrent batches. Deciding "new" and writing the index must not be separated by another
+batch's decision, or two batches delivering the same instances both ingest them. So the commit
+(read what other batches indexed, decide, rename into the store) runs under the store's
+exclusive lock (:func:`hdh_assets.imaging.derived.store_lock`, the one STOW-RS takes), and the
+caller keeps the lock until this batch's index is written (:func:`committing`): the first batch
+to commit ingests an instance, any other counts it a duplicate (or a ``uid_conflict``). The lock
+is an ``flock``, released by the kernel when a process dies: a run killed while committing leaves
+stored files that no index row names yet, which the next commit (a rerun, or another batch)
+overwrites with the same bytes and indexes once.
 """
 
 from __future__ import annotations
@@ -18,8 +28,9 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,6 +39,7 @@ import pydicom
 
 from hdh_assets.imaging.archives import LandedFile, landed_files
 from hdh_assets.imaging.classify import Reason, classify_bytes
+from hdh_assets.imaging.derived import store_lock
 from hdh_assets.imaging.index import INDEX_SCHEMA, index_row
 from hdh_assets.pseudonymisation.dicom import (
     DicomProfile,
@@ -253,27 +265,26 @@ def _quarantine_original(
     (folder / f"{stem}.json").write_text(json.dumps(note, ensure_ascii=False, indent=1))
 
 
-def ingest_batch(
-    batch: str,
-    folder: Path,
-    settings: IngestSettings,
-    taken_elsewhere: dict[str, str] | None = None,
-    progress: Callable[[int], None] = lambda n: None,
-) -> BatchResult:
-    """Ingest ``folder`` as batch ``batch``.
+TakenElsewhere = dict[str, str] | Callable[[], dict[str, str]] | None
 
-    ``taken_elsewhere`` maps pseudonymised SOP Instance UIDs already ingested by other batches to
-    the sha256 of their stored file, so that a re-delivery counts as duplicates.
-    """
-    taken_elsewhere = taken_elsewhere or {}
-    files = list(landed_files(folder))
-    staging = settings.store_root / ".staging" / f"{batch}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True, exist_ok=True)
-    try:
-        outcomes = _run_workers(files, settings, staging, progress)
-        by_name = {f.name: f for f in files}
+
+@dataclass
+class PreparedBatch:
+    """A batch whose files are classified and pseudonymised into staging: nothing in the store
+    has changed yet, and nothing is decided about other batches."""
+
+    batch: str
+    settings: IngestSettings
+    files: list[LandedFile]
+    outcomes: list[FileOutcome]
+    staging: Path
+
+    def commit(self, taken_elsewhere: dict[str, str]) -> BatchResult:
+        """Decide exclusions, duplicates and conflicts, and rename the chosen files into the
+        store. Call under :func:`store_lock`, with ``taken_elsewhere`` read under the same lock."""
+        settings = self.settings
         seen: dict[str, str] = {}
-        for outcome in sorted(outcomes, key=lambda o: o.name):
+        for outcome in sorted(self.outcomes, key=lambda o: o.name):
             if outcome.state != INGESTED:
                 continue
             if outcome.row["subject_pseudonym"] in settings.excluded:
@@ -295,18 +306,89 @@ def ingest_batch(
                 raise RuntimeError("store path outside the store")  # unreachable: UIDs are checked
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(outcome.staged, target)
-        for outcome in outcomes:
+        self.outcomes.sort(key=lambda o: o.name)
+        return BatchResult(self.batch, self.outcomes)
+
+    def keep_quarantined(self) -> None:
+        """Keep the originals of quarantined files for operators (needs no lock)."""
+        by_name = {f.name: f for f in self.files}
+        folder = self.settings.quarantine_root / self.batch
+        for outcome in self.outcomes:
             if outcome.state == QUARANTINED:
-                landed = by_name[outcome.name]
                 try:
-                    data = landed.read()
+                    data = by_name[outcome.name].read()
                 except Exception:
                     data = None
-                _quarantine_original(outcome.name, outcome, data, settings.quarantine_root / batch)
-    finally:
+                _quarantine_original(outcome.name, outcome, data, folder)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def prepare_batch(
+    batch: str,
+    folder: Path,
+    settings: IngestSettings,
+    progress: Callable[[int], None] = lambda n: None,
+) -> PreparedBatch:
+    """Classify and pseudonymise every landed file of ``folder`` into a staging folder (workers)."""
+    files = list(landed_files(folder))
+    staging = settings.store_root / ".staging" / f"{batch}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        outcomes = _run_workers(files, settings, staging, progress)
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-    outcomes.sort(key=lambda o: o.name)
-    return BatchResult(batch, outcomes)
+        raise
+    return PreparedBatch(batch, settings, files, outcomes, staging)
+
+
+def _taken(taken_elsewhere: TakenElsewhere) -> dict[str, str]:
+    if callable(taken_elsewhere):
+        return taken_elsewhere()
+    return taken_elsewhere or {}
+
+
+@contextmanager
+def committing(
+    batch: str,
+    folder: Path,
+    settings: IngestSettings,
+    taken_elsewhere: TakenElsewhere = None,
+    progress: Callable[[int], None] = lambda n: None,
+) -> Iterator[BatchResult]:
+    """Ingest ``folder`` as batch ``batch`` and hold the store lock while the caller writes the
+    batch's index (inside the ``with`` block): the files are prepared without the lock, then
+    ``taken_elsewhere`` is read, the batch committed, and the index written, all under it, so
+    that a batch running at the same time sees either none of this batch or all of it.
+
+    ``taken_elsewhere`` maps pseudonymised SOP Instance UIDs already ingested by other batches
+    to the sha256 of their stored file (or is a function returning that map, called under the
+    lock: pass one that reads the index for batches that may run at the same time).
+    """
+    prepared = prepare_batch(batch, folder, settings, progress)
+    try:
+        with store_lock(settings.store_root):
+            result = prepared.commit(_taken(taken_elsewhere))
+            yield result
+        prepared.keep_quarantined()
+    finally:
+        prepared.discard()
+
+
+def ingest_batch(
+    batch: str,
+    folder: Path,
+    settings: IngestSettings,
+    taken_elsewhere: TakenElsewhere = None,
+    progress: Callable[[int], None] = lambda n: None,
+) -> BatchResult:
+    """Ingest ``folder`` as batch ``batch`` (see :func:`committing`; here the caller writes the
+    index after the lock is released, which is enough when no other batch runs at the same
+    time or when nothing reads its index)."""
+    with committing(batch, folder, settings, taken_elsewhere, progress) as result:
+        pass
+    return result
 
 
 def outcome_json(outcome: FileOutcome) -> dict:

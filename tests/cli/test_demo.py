@@ -207,6 +207,7 @@ def test_demo_materialises_every_asset_and_reports(demo_home):
         "landed_equals_ingested_duplicates_quarantined",
         "matches_published_schema",
         "no_identifier_in_outputs",
+        "one_row_per_sop_instance_uid",
     }
     dicom_quarantined = len(list((home / "quarantine" / "dicom").rglob("*.bin")))
     assert dicom_quarantined == assets["imaging/dicom_quarantine"]["rows"] > 0
