@@ -30,6 +30,7 @@ from hdh_cli.commands.viewer import viewer
 from hdh_cli.commands.workspaces import workspaces
 from hdh_cli.console import platform_home
 from hdh_cli.warning_filters import silence_known_warnings
+from package_manager.processes import make_stoppable
 
 
 @click.group()
@@ -38,6 +39,7 @@ from hdh_cli.warning_filters import silence_known_warnings
 def cli(context: click.Context) -> None:
     """Health-data hub platform. Data lives under HDH_HOME (default ./.hdh)."""
     silence_known_warnings()
+    make_stoppable()  # what it starts must stop on SIGTERM, even when run as a background job
     # A command that loaded the code location leaves its shape for the read-only ones.
     context.call_on_close(lambda: remember_loaded_definitions(platform_home()))
 

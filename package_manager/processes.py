@@ -29,6 +29,21 @@ class ServerTimeoutError(ServerStartError, TimeoutError):
     """The server was not ready in time (a ``TimeoutError`` too, for callers that catch that)."""
 
 
+def make_stoppable() -> None:
+    """Give SIGINT and SIGTERM back their default effect when this process was started ignoring
+    them (a shell's background job ignores SIGINT).
+
+    Dagster maps SIGTERM to SIGINT's handler after every run it executes in-process, so an
+    ignored SIGINT becomes an ignored SIGTERM; an ignored signal is inherited by every program
+    started afterwards, and the servers this platform starts and stops by SIGTERM (devpi, the
+    upstreams, Orthanc, Spark, a Pool's workers) would then only stop at SIGKILL, or never.
+    Called where a process begins: the ``hdh`` command and the test session."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def free_loopback_port() -> int:
     """A loopback port free now and not handed out before by this process: callers pick several
     ports before starting anything on them, and the system may offer a just-closed one again."""

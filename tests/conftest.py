@@ -9,10 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from package_manager.processes import make_stoppable
 from resources.home import HdhHome
 from synthetic.sample import SampleConfig, generate_sample
 
 pytest_plugins = ["tests.no_silent_skip", "pytester"]
+
+# A suite started in the background ignores SIGINT, and the first in-process Dagster run would
+# make it ignore SIGTERM too, and every server it starts after that (stops would wait for SIGKILL).
+make_stoppable()
 
 TEST_KEY = "5ad1c0ffee" * 7  # 35 bytes of hex; tests never use the demo key
 
