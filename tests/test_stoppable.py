@@ -45,6 +45,7 @@ def _ignored_by_a_child(mode: str, tmp_path: Path) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("mode", "ignored"),
     [

@@ -330,6 +330,7 @@ def test_the_backfill_policy_is_a_setting():
             claims_backfill_policy({MONTHS_PER_RUN_ENV: wrong})
 
 
+@pytest.mark.slow
 def test_the_definitions_read_the_setting_when_they_load():
     code = (
         "from hdh_assets.claims.assets import claims_events as a;"

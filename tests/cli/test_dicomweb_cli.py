@@ -92,6 +92,7 @@ def test_refusals_name_what_is_wrong(home, args, message):
         assert result.exit_code == 1
 
 
+@pytest.mark.slow
 def test_token_loads_neither_spark_nor_the_definitions(home, tmp_path):
     commands = [
         ["dicomweb", "token", "--all", "--json"],
@@ -153,6 +154,7 @@ def test_ui_starts_the_dicomweb_service_beside_the_portal(home, monkeypatch):
     assert [Path(a[0]).name for a in started] == ["dagster-webserver", "dagster-daemon"]
 
 
+@pytest.mark.slow
 def test_the_service_answers_qido_for_a_token_only(home, tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()

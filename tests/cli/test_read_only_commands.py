@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from hdh_cli.catalog import (
@@ -35,6 +36,7 @@ with open(report, "w") as handle:
 """
 
 
+@pytest.mark.slow
 def test_read_only_commands_load_neither_spark_nor_the_definitions(hdh_home, tmp_path):
     runner = CliRunner()
     assert runner.invoke(cli, ["status", "--json"]).exit_code == 0  # writes the catalog

@@ -135,6 +135,7 @@ def test_a_backlog_of_10000_requests_drains_over_ticks_oldest_first(registry, hd
     assert {r.tags[steps.STEP_TAG] for r in requests} == {"prepare"}
 
 
+@pytest.mark.slow
 def test_a_run_left_by_a_killed_hdh_is_cancelled_and_its_step_runs_again(registry, graph, hdh_home):
     import socket
     import subprocess

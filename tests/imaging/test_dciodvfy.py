@@ -41,6 +41,7 @@ def _inputs(sample_root: Path) -> list[Path]:
     return sample + corpus
 
 
+@pytest.mark.slow
 def test_no_new_dciodvfy_error(sample_root, tmp_path):
     engine = DicomPseudonymiser(Pseudonymiser(bytes(range(32))))
     checked, introduced = 0, {}

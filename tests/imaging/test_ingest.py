@@ -115,6 +115,7 @@ def test_quarantine_keeps_originals_outside_the_store(corpus_result):
     assert set(frame.columns) == {"file_sha256", "reason", "message"}  # no path in the lake
 
 
+@pytest.mark.slow
 def test_rerun_is_byte_identical_and_adds_nothing(corpus_batch, corpus_result, tmp_path):
     root, first = corpus_result
     again = ingest_batch("corpus", corpus_batch, _settings(root))
@@ -145,6 +146,7 @@ def test_a_run_killed_mid_batch_loses_nothing_when_run_again(corpus_batch, tmp_p
     assert _tree(tmp_path / "a" / "store" / "dicom") == _tree(tmp_path / "b" / "store" / "dicom")
 
 
+@pytest.mark.slow
 def test_a_batch_delivered_again_is_all_duplicates(corpus_batch, corpus_result, tmp_path):
     root, first = corpus_result
     taken = dict(zip(first.index()["sop_instance_uid"], first.index()["sha256"], strict=True))

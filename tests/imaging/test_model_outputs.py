@@ -273,6 +273,7 @@ def test_nothing_delivered_is_a_no_op(hdh_home):
     assert not list(hdh_home.store.rglob("*.dcm"))
 
 
+@pytest.mark.slow
 def test_deliveries_are_stored_as_segs_and_measured_against_the_reference(
     platform, identities, monkeypatch
 ):
