@@ -136,13 +136,6 @@ def other_batches_rows(lake_root: Path, batch: str) -> pl.DataFrame:
     return pl.concat(frames).collect()
 
 
-def other_batches_index(lake_root: Path, batch: str) -> dict[str, str]:
-    """SOP Instance UID -> stored sha256 for what other batches already ingested."""
-    return dict(
-        other_batches_rows(lake_root, batch).select("sop_instance_uid", "sha256").iter_rows()
-    )
-
-
 def repeated_instances(others: pl.DataFrame, batch: str, index: pl.DataFrame) -> pl.DataFrame:
     """The SOP Instance UIDs that more than one index row holds, once ``batch``'s ``index``
     replaces the batch's partition: UID, rows, batches (sorted by UID)."""
