@@ -131,50 +131,66 @@ def classify_bytes(data: bytes) -> Classified:
         return _quarantine(Reason.UNREADABLE, "the DICOM header cannot be parsed")
     except Exception as error:  # pydicom raises many types on corrupt input
         return _quarantine(Reason.UNREADABLE, f"parsing failed ({type(error).__name__})")
-    if not len(ds):
-        return _quarantine(Reason.NOT_DICOM, "no data element could be read")
     meta = getattr(ds, "file_meta", None)
-    if (meta is not None and meta.get("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY) or (
-        "DirectoryRecordSequence" in ds
-    ):
-        return _quarantine(
+    media_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+    refused = NO_ELEMENT if not len(ds) else refusal(ds, media_class, native_pixel_bytes(ds))
+    if refused:
+        return _quarantine(*refused)
+    return Classified(ds, has_file_meta=has_preamble)
+
+
+NO_ELEMENT = (Reason.NOT_DICOM, "no data element could be read")
+
+
+def refusal(ds, media_sop_class: str, pixel_bytes: int | None) -> tuple[Reason, str] | None:
+    """Why a parsed instance is not ingested, if it is not: ``pixel_bytes`` is the length of its
+    native pixel data (None when there is none or it is encapsulated). ``ds`` is a pydicom
+    dataset or a header's values (``get`` and ``in`` by keyword), and not empty."""
+    if media_sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
+        return (
             Reason.DIRECTORY_ONLY,
             "a DICOMDIR index: the instances it lists are ingested from their own files",
         )
     missing = [name for name in REQUIRED_UIDS if not str(ds.get(name, "") or "").strip()]
     if missing:
-        return _quarantine(Reason.MISSING_REQUIRED_UIDS, f"missing {', '.join(missing)}")
-    truncated = _pixel_data_shortfall(ds)
+        return Reason.MISSING_REQUIRED_UIDS, f"missing {', '.join(missing)}"
+    truncated = _pixel_data_shortfall(ds, pixel_bytes)
     if truncated:
-        return _quarantine(Reason.TRUNCATED, truncated)
+        return Reason.TRUNCATED, truncated
     if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
-        return _quarantine(
+        return (
             Reason.BURNED_IN_ANNOTATION,
             "BurnedInAnnotation is YES and the platform does not clean pixel data",
         )
-    return Classified(ds, has_file_meta=has_preamble)
+    return None
 
 
-def _pixel_data_shortfall(ds: Dataset) -> str:
-    """A native (uncompressed) pixel data element shorter than its frames need."""
+def native_pixel_bytes(ds: Dataset) -> int | None:
+    """The length of a parsed dataset's native pixel data (None if none or encapsulated)."""
     if "PixelData" not in ds:
-        return ""
+        return None
     syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
     if syntax.startswith(ENCAPSULATED_SYNTAX_PREFIXES):
+        return None
+    return len(ds.PixelData or b"")
+
+
+def _pixel_data_shortfall(ds, actual: int | None) -> str:
+    """A native (uncompressed) pixel data element shorter than its frames need."""
+    if actual is None:
         return ""
     try:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         expected = (
-            int(ds.Rows)
-            * int(ds.Columns)
+            int(ds.get("Rows"))
+            * int(ds.get("Columns"))
             * int(ds.get("SamplesPerPixel", 1))
             * frames
-            * int(ds.BitsAllocated)
+            * int(ds.get("BitsAllocated"))
             // 8
         )
-    except (AttributeError, TypeError, ValueError):
+    except (TypeError, ValueError):  # an attribute missing (None) or not a number
         return ""
-    actual = len(ds.PixelData or b"")
     if actual < expected:
         return f"pixel data holds {actual} of the {expected} bytes its {frames} frame(s) need"
     return ""

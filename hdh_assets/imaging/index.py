@@ -145,9 +145,21 @@ def _date(ds: Dataset, keyword: str) -> dt.date | None:
 
 
 def index_row(
-    ds: Dataset, subject_kind: str, file_bytes: int, sha256: str, store_path: str
+    ds: Dataset,
+    subject_kind: str,
+    file_bytes: int,
+    sha256: str,
+    store_path: str,
+    has_pixel_data: bool | None = None,
+    transfer_syntax: str | None = None,
 ) -> dict:
-    """The row of a pseudonymised dataset (never of an original: it would carry identifiers)."""
+    """The row of a pseudonymised dataset (never of an original: it would carry identifiers).
+    ``ds`` is a pydicom dataset, or anything with its ``get`` (a header's values, which then
+    say whether the file has pixel data and its transfer syntax)."""
+    if has_pixel_data is None:
+        has_pixel_data = "PixelData" in ds
+    if transfer_syntax is None:
+        transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
     return {
         "sop_instance_uid": _text(ds, "SOPInstanceUID"),
         "series_instance_uid": _text(ds, "SeriesInstanceUID"),
@@ -156,7 +168,7 @@ def index_row(
         "subject_kind": subject_kind,
         "sop_class_uid": _text(ds, "SOPClassUID"),
         "modality": _text(ds, "Modality"),
-        "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID),
+        "transfer_syntax_uid": transfer_syntax,
         "study_date": _date(ds, "StudyDate"),
         "series_date": _date(ds, "SeriesDate"),
         "content_date": _date(ds, "ContentDate"),
@@ -168,7 +180,7 @@ def index_row(
         "patient_age": _text(ds, "PatientAge"),
         "rows": _int(ds, "Rows"),
         "columns": _int(ds, "Columns"),
-        "number_of_frames": _int(ds, "NumberOfFrames") or (1 if "PixelData" in ds else None),
+        "number_of_frames": _int(ds, "NumberOfFrames") or (1 if has_pixel_data else None),
         "samples_per_pixel": _int(ds, "SamplesPerPixel"),
         "bits_allocated": _int(ds, "BitsAllocated"),
         "photometric_interpretation": _text(ds, "PhotometricInterpretation"),

@@ -36,10 +36,25 @@ from pathlib import Path
 
 import polars as pl
 import pydicom
+from pydicom.dataset import Dataset
 
 from hdh_assets.imaging.archives import LandedFile, landed_files
-from hdh_assets.imaging.classify import Reason, classify_bytes
+from hdh_assets.imaging.classify import (
+    NO_ELEMENT,
+    Reason,
+    classify_bytes,
+    refusal,
+)
 from hdh_assets.imaging.derived import store_lock
+from hdh_assets.imaging.elements import (
+    Header,
+    HeaderValues,
+    Malformed,
+    NotWalkable,
+    native_pixel_length,
+    read_header,
+)
+from hdh_assets.imaging.encodings import Comparison, compare_instances
 from hdh_assets.imaging.index import INDEX_SCHEMA, index_row
 from hdh_assets.pseudonymisation.dicom import (
     DicomProfile,
@@ -47,9 +62,17 @@ from hdh_assets.pseudonymisation.dicom import (
     conformance_violations,
     leaked_values,
 )
+from hdh_assets.pseudonymisation.dicom_header import (
+    HeaderPseudonymiser,
+    leaked,
+    violations,
+)
 from hdh_assets.pseudonymisation.subjects import Pseudonymiser
 
 INGESTED, DUPLICATE, QUARANTINED = "ingested", "duplicate", "quarantined"
+HEADER, PYDICOM = "header", "pydicom"  # how a file was read: see process_file
+SAME_INSTANCE_OTHER_ENCODING = "same_instance_other_encoding"  # a duplicate's reason
+MEDIA_STORAGE_SOP_CLASS = 0x00020002
 EXCLUDED = "excluded"  # the person objected or asked for erasure: nothing of the file is kept
 _STORE_UID = re.compile(r"^2\.25\.[0-9]{1,40}$")  # what remapping produces: safe as a file name
 QUARANTINE_SCHEMA = {"file_sha256": pl.String, "reason": pl.String, "message": pl.String}
@@ -75,6 +98,7 @@ class FileOutcome:
     message: str = ""
     row: dict | None = None
     staged: str | None = None
+    parser: str = ""  # "header" (bytes walked, pixel data copied) or "pydicom" (parsed whole)
 
     @property
     def sop_instance_uid(self) -> str | None:
@@ -106,6 +130,10 @@ class BatchResult:
             "quarantined": self.count(QUARANTINED),
             "excluded": self.count(EXCLUDED),
             "quarantined_by_reason": self.quarantined_by_reason,
+            "same_instance_other_encoding": sum(
+                o.reason == SAME_INSTANCE_OTHER_ENCODING for o in self.outcomes
+            ),
+            "read_by_pydicom": sum(o.parser == PYDICOM for o in self.outcomes),
         }
 
     def index(self) -> pl.DataFrame:
@@ -127,6 +155,7 @@ class BatchResult:
 
 # -- worker side ---------------------------------------------------------------------------------
 _ENGINES: dict[tuple, DicomPseudonymiser] = {}
+_HEADER_ENGINES: dict[DicomPseudonymiser, HeaderPseudonymiser] = {}
 
 
 def _engine(settings: IngestSettings) -> DicomPseudonymiser:
@@ -139,12 +168,24 @@ def _engine(settings: IngestSettings) -> DicomPseudonymiser:
     return _ENGINES[cache_key]
 
 
+def _header_engine(settings: IngestSettings) -> HeaderPseudonymiser:
+    engine = _engine(settings)
+    if engine not in _HEADER_ENGINES:
+        _HEADER_ENGINES[engine] = HeaderPseudonymiser(engine)
+    return _HEADER_ENGINES[engine]
+
+
 def store_relative_path(row: dict) -> str:
     return f"{row['study_instance_uid']}/{row['series_instance_uid']}/{row['sop_instance_uid']}.dcm"
 
 
 def process_file(landed: LandedFile, settings: IngestSettings, staging: Path) -> FileOutcome:
-    """Classify and pseudonymise one file; write the result to ``staging``. Never raises."""
+    """Classify and pseudonymise one file; write the result to ``staging``. Never raises.
+
+    The header is rewritten at the level of its bytes and the pixel data copied unchanged
+    (:mod:`hdh_assets.pseudonymisation.dicom_header`); a file that walk cannot follow (no File
+    Meta, a deflated dataset, elements out of order, a sequence written as UN) is parsed whole
+    by pydicom instead, as ``parser`` records."""
     try:
         data = landed.read()
     except Exception as error:
@@ -154,11 +195,95 @@ def process_file(landed: LandedFile, settings: IngestSettings, staging: Path) ->
         message = landed.error or f"the file cannot be read ({type(error).__name__})"
         return FileOutcome(landed.name, "", QUARANTINED, reason, message)
     source_sha = hashlib.sha256(data).hexdigest()
+    try:
+        original = read_header(data)
+    except (NotWalkable, Malformed):
+        return _process_with_pydicom(landed.name, data, source_sha, settings, staging)
+    return _process_header(landed.name, original, source_sha, settings, staging)
+
+
+def _quarantined(name: str, source_sha: str, reason: Reason, message: str, parser: str):
+    return FileOutcome(name, source_sha, QUARANTINED, reason, message, parser=parser)
+
+
+def _process_header(
+    name: str, original: Header, source_sha: str, settings: IngestSettings, staging: Path
+) -> FileOutcome:
+    if not original.elements:
+        return _quarantined(name, source_sha, *NO_ELEMENT, HEADER)
+    refused = refusal(
+        HeaderValues.of(original),
+        original.meta.get(MEDIA_STORAGE_SOP_CLASS, ""),
+        native_pixel_length(original),
+    )
+    if refused:
+        return _quarantined(name, source_sha, *refused, HEADER)
+    engine = _header_engine(settings)
+    try:
+        rewritten = engine.rewrite(original)
+    except Exception as error:
+        return _quarantined(
+            name,
+            source_sha,
+            Reason.PSEUDONYMISATION_FAILED,
+            f"de-identification or writing failed ({type(error).__name__})",
+            HEADER,
+        )
+    out = HeaderValues.of(rewritten.header)
+    failed = _verification_failure(
+        leaked(original, rewritten, engine), violations(rewritten, engine), out
+    )
+    if failed:
+        return _quarantined(name, source_sha, *failed, HEADER)
+    written = rewritten.data
+    row = index_row(
+        out,
+        rewritten.subject.kind,
+        len(written),
+        "",
+        "",
+        has_pixel_data=rewritten.has_pixel_data,
+        transfer_syntax=rewritten.transfer_syntax,
+    )
+    return _stage(name, source_sha, written, row, staging, HEADER)
+
+
+def _verification_failure(
+    leaks: int, violations: list[str], out: Dataset | HeaderValues
+) -> tuple[Reason, str] | None:
+    """Verify before storing: a bug in de-identification must never reach the store."""
+    if leaks:
+        return (
+            Reason.IDENTIFIER_LEAK,
+            f"{leaks} identifying value(s) of the original remained in the output",
+        )
+    if violations:
+        return Reason.NONCONFORMING_OUTPUT, "; ".join(sorted(set(violations))[:5])
+    if not all(
+        _STORE_UID.match(str(out.get(k, "")))
+        for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+    ):
+        return Reason.INVALID_UID, "a study, series or instance UID is not a remapped UID"
+    return None
+
+
+def _stage(
+    name: str, source_sha: str, written: bytes, row: dict, staging: Path, parser: str
+) -> FileOutcome:
+    out_sha = hashlib.sha256(written).hexdigest()
+    staged = staging / f"{out_sha}.dcm"
+    staged.write_bytes(written)
+    row["sha256"] = out_sha
+    row["store_path"] = store_relative_path(row)
+    return FileOutcome(name, source_sha, INGESTED, row=row, staged=str(staged), parser=parser)
+
+
+def _process_with_pydicom(
+    name: str, data: bytes, source_sha: str, settings: IngestSettings, staging: Path
+) -> FileOutcome:
     classified = classify_bytes(data)
     if not classified.ok:
-        return FileOutcome(
-            landed.name, source_sha, QUARANTINED, classified.reason, classified.message
-        )
+        return _quarantined(name, source_sha, classified.reason, classified.message, PYDICOM)
     try:
         out, subject, _ = _engine(settings).apply(classified.dataset)
         buffer = io.BytesIO()
@@ -166,50 +291,23 @@ def process_file(landed: LandedFile, settings: IngestSettings, staging: Path) ->
         written = buffer.getvalue()
         pydicom.dcmread(io.BytesIO(written))  # every output must read back
     except Exception as error:
-        return FileOutcome(
-            landed.name,
+        return _quarantined(
+            name,
             source_sha,
-            QUARANTINED,
             Reason.PSEUDONYMISATION_FAILED,
             f"de-identification or writing failed ({type(error).__name__})",
+            PYDICOM,
         )
-    # Verify before storing: a bug in de-identification must never reach the store.
     profile = settings.profile
-    leaks = leaked_values(classified.dataset, written, profile)
-    if leaks:
-        return FileOutcome(
-            landed.name,
-            source_sha,
-            QUARANTINED,
-            Reason.IDENTIFIER_LEAK,
-            f"{leaks} identifying value(s) of the original remained in the output",
-        )
-    violations = conformance_violations(out, profile)
-    if violations:
-        return FileOutcome(
-            landed.name,
-            source_sha,
-            QUARANTINED,
-            Reason.NONCONFORMING_OUTPUT,
-            "; ".join(sorted(set(violations))[:5]),
-        )
-    if not all(
-        _STORE_UID.match(str(out.get(k, "")))
-        for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-    ):
-        return FileOutcome(
-            landed.name,
-            source_sha,
-            QUARANTINED,
-            Reason.INVALID_UID,
-            "a study, series or instance UID is not a remapped UID",
-        )
-    out_sha = hashlib.sha256(written).hexdigest()
-    staged = staging / f"{out_sha}.dcm"
-    staged.write_bytes(written)
-    row = index_row(out, subject.kind, len(written), out_sha, "")
-    row["store_path"] = store_relative_path(row)
-    return FileOutcome(landed.name, source_sha, INGESTED, row=row, staged=str(staged))
+    failed = _verification_failure(
+        leaked_values(classified.dataset, written, profile),
+        conformance_violations(out, profile),
+        out,
+    )
+    if failed:
+        return _quarantined(name, source_sha, *failed, PYDICOM)
+    row = index_row(out, subject.kind, len(written), "", "")
+    return _stage(name, source_sha, written, row, staging, PYDICOM)
 
 
 def _process_many(args: tuple[list[LandedFile], IngestSettings, Path]) -> list[FileOutcome]:
@@ -268,6 +366,20 @@ def _quarantine_original(
 TakenElsewhere = dict[str, str] | Callable[[], dict[str, str]] | None
 
 
+def _decide_other_encoding(outcome: FileOutcome, stored: Path) -> None:
+    """A taken SOP Instance UID with other bytes: the same instance in another encoding is a
+    duplicate (``same_instance_other_encoding``), anything else a ``uid_conflict``."""
+    message = "same SOP Instance UID as another file, different content"
+    if stored.exists():
+        verdict, why = compare_instances(stored.read_bytes(), Path(outcome.staged).read_bytes())
+        if verdict is Comparison.SAME:
+            outcome.state, outcome.reason = DUPLICATE, SAME_INSTANCE_OTHER_ENCODING
+            outcome.message = "the same instance as a stored file, in another transfer syntax"
+            return
+        message = f"{message}: {why}"
+    outcome.state, outcome.reason, outcome.message = QUARANTINED, Reason.UID_CONFLICT, message
+
+
 @dataclass
 class PreparedBatch:
     """A batch whose files are classified and pseudonymised into staging: nothing in the store
@@ -293,17 +405,16 @@ class PreparedBatch:
             sop = outcome.sop_instance_uid
             out_sha = outcome.row["sha256"]
             earlier = seen.get(sop) or taken_elsewhere.get(sop)
+            target = settings.store_root / outcome.row["store_path"]
+            if not target.resolve().is_relative_to(settings.store_root.resolve()):
+                raise RuntimeError("store path outside the store")  # unreachable: UIDs are checked
             if earlier is not None:
                 if earlier == out_sha:
                     outcome.state = DUPLICATE
                 else:
-                    outcome.state, outcome.reason = QUARANTINED, Reason.UID_CONFLICT
-                    outcome.message = "same SOP Instance UID as another file, different content"
+                    _decide_other_encoding(outcome, target)
                 continue
             seen[sop] = out_sha
-            target = settings.store_root / outcome.row["store_path"]
-            if not target.resolve().is_relative_to(settings.store_root.resolve()):
-                raise RuntimeError("store path outside the store")  # unreachable: UIDs are checked
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(outcome.staged, target)
         self.outcomes.sort(key=lambda o: o.name)

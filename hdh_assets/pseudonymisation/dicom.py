@@ -35,8 +35,8 @@ DEFAULT_OPTIONS = (
 # for every type: a dummy (D) or empty (Z) value never breaks a Type 1 or 2 requirement.
 _COMBINED = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "U*"}
 _DATE_VRS = {"DA", "DT", "TM"}
-_REAL_UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
-_PLACEHOLDER_UID = re.compile(r"^[0-9]{1,3}$")
+REAL_UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
+PLACEHOLDER_UID = re.compile(r"^[0-9]{1,3}$")
 DEFLATED = "1.2.840.10008.1.2.1.99"
 EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
 _SYNTAX_BY_ENCODING = {
@@ -45,8 +45,8 @@ _SYNTAX_BY_ENCODING = {
     (False, False): "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still read)
     (True, False): "1.2.840.10008.1.2.2",
 }
-_TEXT_DUMMY = "ANONYMIZED"
-_DUMMY_BY_VR = {
+TEXT_DUMMY = "ANONYMIZED"
+DUMMY_BY_VR = {
     "DA": "19000101",
     "DT": "19000101000000",
     "TM": "000000",
@@ -63,7 +63,7 @@ _DUMMY_BY_VR = {
     "FL": 0.0,
     "FD": 0.0,
 }
-_MAX_LENGTH = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "PN": 64}
+MAX_LENGTH = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "PN": 64}
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,16 @@ class DicomPseudonymiser:
     def __init__(self, pseudonymiser: Pseudonymiser, profile: DicomProfile | None = None):
         self.pseudonymiser = pseudonymiser
         self.profile = profile or DicomProfile()
+        self._actions: dict[int, str] = {}
+
+    def action(self, tag: int) -> str:
+        """The profile's action for an attribute (combined codes resolved), looked up once."""
+        action = self._actions.get(tag)
+        if action is None:
+            rule = rule_for(tag)
+            action = rule.action(self.profile.options) if rule else "K"
+            action = self._actions[tag] = _COMBINED.get(action, action)
+        return action
 
     def apply(self, ds: Dataset) -> tuple[Dataset, Subject, DeidentificationReport]:
         subject = subject_of(ds, self.pseudonymiser, self.profile.subject_rule)
@@ -168,10 +178,7 @@ class DicomPseudonymiser:
             if not _well_formed(elem):
                 report.unreadable_removed += 1
                 continue
-            rule = rule_for(int(tag))
-            action = rule.action(self.profile.options) if rule else "K"
-            action = _COMBINED.get(action, action)
-            new = self._act(elem, action, offset, report)
+            new = self._act(elem, self.action(int(tag)), offset, report)
             if new is not None:
                 out.add(new)
         return out
@@ -214,7 +221,7 @@ class DicomPseudonymiser:
     def _remap_one(self, uid: str) -> str:
         # A placeholder such as "0" or "1" names nothing; remapping it would invent a reference.
         # Anything else is remapped, valid UID or not: an odd value must never pass through.
-        if _PLACEHOLDER_UID.match(uid.strip().rstrip("\x00")):
+        if PLACEHOLDER_UID.match(uid.strip().rstrip("\x00")):
             return uid
         return self.pseudonymiser.remap_uid(uid)
 
@@ -263,23 +270,23 @@ def _code(option: Option) -> Dataset:
 
 
 def _dummy(vr: str, value):
-    if vr in _DUMMY_BY_VR:
-        dummy = _DUMMY_BY_VR[vr]
+    if vr in DUMMY_BY_VR:
+        dummy = DUMMY_BY_VR[vr]
     elif vr in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
         dummy = b""
     elif vr == "UI":
         dummy = ""
     else:
-        dummy = _TEXT_DUMMY[: _MAX_LENGTH.get(vr, 64)]
+        dummy = TEXT_DUMMY[: MAX_LENGTH.get(vr, 64)]
     multiple = isinstance(value, list | tuple) or type(value).__name__ == "MultiValue"
     return [dummy] * len(value) if multiple and len(value) > 1 else dummy
 
 
-def _shift_date_text(text: str, offset: int) -> str:
+def shift_date_text(text: str, offset: int) -> str:
     try:
         day = dt.datetime.strptime(text[:8], "%Y%m%d").date()
     except ValueError:
-        return _DUMMY_BY_VR["DA"] + text[8:] if len(text) > 8 else _DUMMY_BY_VR["DA"]
+        return DUMMY_BY_VR["DA"] + text[8:] if len(text) > 8 else DUMMY_BY_VR["DA"]
     return (day + dt.timedelta(days=offset)).strftime("%Y%m%d") + text[8:]
 
 
@@ -290,14 +297,14 @@ def _shift(value, vr: str, offset: int):
     if vr not in ("DA", "DT"):
         return value
     if isinstance(value, str):
-        return _shift_date_text(value, offset)
+        return shift_date_text(value, offset)
     if isinstance(value, Iterable):
-        return [_shift_date_text(str(v), offset) for v in value]
-    return _shift_date_text(str(value), offset)
+        return [shift_date_text(str(v), offset) for v in value]
+    return shift_date_text(str(value), offset)
 
 
 # -- verification ------------------------------------------------------------------------------
-_IDENTIFYING = (
+IDENTIFYING_KEYWORDS = (
     "PatientName",
     "PatientID",
     "PatientBirthDate",
@@ -315,15 +322,15 @@ _IDENTIFYING = (
     "SeriesInstanceUID",
     "FrameOfReferenceUID",
 )
-_DEVICE = ("DeviceSerialNumber", "StationName")
-_MIN_NEEDLE = 5
+DEVICE_KEYWORDS = ("DeviceSerialNumber", "StationName")
+MIN_NEEDLE = 5
 
 
 def identifying_values(original: Dataset, profile: DicomProfile) -> set[str]:
     """Values of the original that must not appear in the output (names split into parts)."""
-    keywords = _IDENTIFYING
+    keywords = IDENTIFYING_KEYWORDS
     if Option.RETAIN_DEVICE_IDENTITY not in profile.options:
-        keywords = keywords + _DEVICE
+        keywords = keywords + DEVICE_KEYWORDS
     found: set[str] = set()
     elsewhere: set[str] = set()  # the same text in an attribute the profile keeps as it is
     for item in original.iterall():
@@ -341,7 +348,7 @@ def identifying_values(original: Dataset, profile: DicomProfile) -> set[str]:
                 found.update(part.strip() for part in re.split(r"[\^=]", text))
     # e.g. a manufacturer's name used as institution name stays, as the manufacturer
     kept_text = "\n".join(elsewhere)
-    return {v for v in found if len(v) >= _MIN_NEEDLE and v not in kept_text}
+    return {v for v in found if len(v) >= MIN_NEEDLE and v not in kept_text}
 
 
 def _kept(tag: int, profile: DicomProfile) -> bool:
@@ -371,7 +378,7 @@ def conformance_violations(ds: Dataset, profile: DicomProfile) -> list[str]:
             problems.append(f"{describe(tag)} should be removed")
         elif action in ("U", "U*") and item.VR == "UI" and item.value:
             values = item.value if type(item.value).__name__ == "MultiValue" else [item.value]
-            if any(_REAL_UID.match(str(v)) and not str(v).startswith("2.25.") for v in values):
+            if any(REAL_UID.match(str(v)) and not str(v).startswith("2.25.") for v in values):
                 problems.append(f"{describe(tag)} is not a remapped UID")
     if ds.get("PatientIdentityRemoved") != "YES":
         problems.append("PatientIdentityRemoved is not YES")

@@ -11,6 +11,7 @@ import pydicom
 import pydicom.data
 import pytest
 
+from hdh_assets.imaging import ingest
 from hdh_assets.imaging.ingest import DUPLICATE, INGESTED, QUARANTINED, IngestSettings, ingest_batch
 from tests.conftest import identity_needles
 
@@ -188,6 +189,7 @@ def test_a_leaking_profile_is_stopped_before_the_store(corpus_batch, tmp_path, m
         return real_rule_for(tag)
 
     monkeypatch.setattr(dicom, "rule_for", keep_names)
+    monkeypatch.setattr(ingest, "_ENGINES", {})  # engines cache each attribute's action
     result = ingest_batch("leaky", corpus_batch, _settings(tmp_path, workers=1))
     reasons = result.quarantined_by_reason
     assert reasons.get("identifier_leak", 0) > 0
@@ -227,6 +229,7 @@ def test_a_leak_is_caught_even_when_a_removed_attribute_repeats_the_value(tmp_pa
     monkeypatch.setattr(
         dicom, "rule_for", lambda tag: None if tag == 0x00080080 else real_rule_for(tag)
     )
+    monkeypatch.setattr(ingest, "_ENGINES", {})  # engines cache each attribute's action
     ds = Dataset()
     ds.PatientID, ds.Modality, ds.SOPClassUID = "LOCAL1", "OT", "1.2.840.10008.5.1.4.1.1.7"
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = "1.2.3", "1.2.3.4", "1.2.3.4.5"
