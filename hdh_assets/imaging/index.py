@@ -8,6 +8,8 @@ import pandera.polars as pa
 import polars as pl
 from pydicom.dataset import Dataset
 
+from hdh_assets.imaging.elements import da_date
+
 _UID = r"^[0-9]+(\.[0-9]+)*$"
 _PSEUDONYM = r"^[0-9a-f]{32}$"
 
@@ -139,7 +141,7 @@ def _date(ds: Dataset, keyword: str) -> dt.date | None:
     if not text:
         return None
     try:
-        return dt.datetime.strptime(text[:8], "%Y%m%d").date()
+        return da_date(text)
     except ValueError:
         return None
 

@@ -18,6 +18,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 
+from hdh_assets.imaging.elements import da_date
 from hdh_assets.pseudonymisation.annex_e import SUPPORTED_OPTIONS, Option, describe, rule_for
 from hdh_assets.pseudonymisation.identifiers import INS_NIR_OID, InvalidNationalIdentifier
 from hdh_assets.pseudonymisation.subjects import Pseudonymiser
@@ -137,12 +138,13 @@ class DicomPseudonymiser:
 
     def action(self, tag: int) -> str:
         """The profile's action for an attribute (combined codes resolved), looked up once."""
-        action = self._actions.get(tag)
-        if action is None:
+        try:
+            return self._actions[tag]
+        except KeyError:
             rule = rule_for(tag)
             action = rule.action(self.profile.options) if rule else "K"
-            action = self._actions[tag] = _COMBINED.get(action, action)
-        return action
+            self._actions[tag] = _COMBINED.get(action, action)
+            return self._actions[tag]
 
     def apply(self, ds: Dataset) -> tuple[Dataset, Subject, DeidentificationReport]:
         subject = subject_of(ds, self.pseudonymiser, self.profile.subject_rule)
@@ -284,10 +286,11 @@ def _dummy(vr: str, value):
 
 def shift_date_text(text: str, offset: int) -> str:
     try:
-        day = dt.datetime.strptime(text[:8], "%Y%m%d").date()
+        day = da_date(text)
     except ValueError:
         return DUMMY_BY_VR["DA"] + text[8:] if len(text) > 8 else DUMMY_BY_VR["DA"]
-    return (day + dt.timedelta(days=offset)).strftime("%Y%m%d") + text[8:]
+    shifted = day + dt.timedelta(days=offset)
+    return f"{shifted.year:04d}{shifted.month:02d}{shifted.day:02d}" + text[8:]
 
 
 def _shift(value, vr: str, offset: int):

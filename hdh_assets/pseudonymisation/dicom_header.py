@@ -120,25 +120,29 @@ class HeaderPseudonymiser:
         top: bool = False,
     ) -> dict[int, bytes]:
         overlays = {
-            e.group for e in elements if 0x6000 <= e.group <= 0x601E and e.tag & 0xFFFF == 0x3000
+            e.tag >> 16
+            for e in elements
+            if 0x60003000 <= e.tag <= 0x601E3000 and e.tag & 0xFFFF == 0x3000
         }
         out: dict[int, bytes] = {}
+        action = self.action
         for element in elements:
             tag = element.tag
-            if element.group == 0x0002:
+            group = tag >> 16
+            if group == 0x0002:
                 continue
-            if element.group in overlays:
-                report.removed += 1
-                continue
-            if element.is_private:
+            if group & 1:
                 report.private_removed += 1
                 continue
-            if tag & 0xFFFF == 0:  # a retired group length: it would be wrong after the rewrite
+            if group in overlays:
+                report.removed += 1
+                continue
+            if not tag & 0xFFFF:  # a retired group length: it would be wrong after the rewrite
                 continue
             if top and tag in PIXEL_TAGS:
                 out[tag] = data[element.start : element.end]
                 continue
-            new = self._act(data, element, self.action(tag), encoding, offset, report)
+            new = self._act(data, element, action(tag), encoding, offset, report)
             if new is not None:
                 out[tag] = new
         return out
