@@ -209,3 +209,19 @@ def test_the_index_row_of_a_header_is_the_row_pydicom_would_give(tmp_path):
         k: v for k, v in expected.items() if k not in ("sha256", "store_path")
     }
     assert outcome.row["number_of_frames"] == 1 and outcome.row["rows"] == 128
+
+
+def test_every_ingested_file_keeps_its_pixel_bytes(both_paths):
+    """Whichever path read it, a stored file's pixel data is the delivered file's, byte for
+    byte (pydicom reads both; a deflated file's pixel data is compared inflated)."""
+    compared = 0
+    for path, chosen, _ in both_paths:
+        if chosen.state != INGESTED:
+            continue
+        delivered = pydicom.dcmread(path, force=True)
+        if "PixelData" not in delivered:
+            continue
+        stored = pydicom.dcmread(chosen.staged)
+        assert stored.PixelData == delivered.PixelData, path.name
+        compared += 1
+    assert compared > 80
