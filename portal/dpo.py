@@ -9,8 +9,11 @@ own: these pages need the DPO role. The session is server-side (``dpo_sessions``
 signing out here, or at the provider through a back-channel logout, ends it at once. Local
 operator accounts remain only as a break-glass option for the DPO's pages, off unless
 configured, each sign-in audited. Every decision posts a form with a CSRF token and lands in
-the registry's audit log as ``dpo:<username>``. The identity the person gave is decrypted only
-on an explicit request, and that read is audited too. Nothing identifying reaches a log line.
+the registry's audit log as ``dpo:<username>``; its CSRF token is bound to the session (one
+per session, so every tab holds a valid one). The identity the person gave, and the free text
+they wrote, are decrypted only on an explicit request, and each read is audited too. Failed
+break-glass sign-ins make the account wait, longer after each failure. Over https every cookie
+is Secure and prefixed (``__Host-`` / ``__Secure-``). Nothing identifying reaches a log line.
 """
 
 from __future__ import annotations
@@ -57,7 +60,16 @@ from portal.dpo_sessions import (
     SessionStore,
     same_state,
 )
-from portal.security import CSRF_COOKIE, CSRF_FIELD, SECURITY_HEADERS, CsrfTokens, RateLimiter
+from portal.security import (
+    CSRF_FIELD,
+    CsrfTokens,
+    FormRefused,
+    RateLimiter,
+    client_address,
+    cookie_name,
+    has_control_characters,
+    is_https,
+)
 from resources.rights_registry import RightsRegistry, UnknownRequest, audit_table
 
 log = logging.getLogger("hdh.portal.dpo")
@@ -65,7 +77,7 @@ SESSION_COOKIE = "hdh_dpo"  # Path=/dpo: the DPO's pages, signing in and out
 STAFF_SESSION_COOKIE = "hdh_staff"  # Path=/staff: the same session, for the referents' pages
 PENDING_COOKIE = "hdh_dpo_sign_in"
 DPO_FIELDS = ("username", "password", "reason")
-ACTIONS = ("verify", "reject", "extend", "retry", "identity")
+ACTIONS = ("verify", "reject", "extend", "retry", "identity", "free_text")
 BREAK_GLASS_ACTOR = "dpo:break-glass"
 LOGIN_PATH = "/dpo/login"
 STAFF_ROLES = frozenset({DPO, DATA_REFERENT})
@@ -86,9 +98,11 @@ def home_of(roles: Iterable[str]) -> str:
     return "/dpo" if DPO in roles else PACKAGES_PATH
 
 
-def session_token(request: Request) -> str | None:
+def session_token(request: Request, https: bool = False) -> str | None:
     """The session cookie of the area this request is for (the paths do not overlap)."""
-    return request.cookies.get(SESSION_COOKIE) or request.cookies.get(STAFF_SESSION_COOKIE)
+    return request.cookies.get(cookie_name(SESSION_COOKIE, https, "/dpo")) or request.cookies.get(
+        cookie_name(STAFF_SESSION_COOKIE, https, "/staff")
+    )
 
 
 def account_audit(registry: RightsRegistry) -> list[dict]:
@@ -122,6 +136,11 @@ class DpoPages:
         self.sessions = SessionStore(registry.engine, settings.operator_session_hours)
         self.logins = RateLimiter(settings.operator_logins_per_minute)
         self.sign_ins = RateLimiter(settings.sign_ins_per_minute)
+        self.backoff = {
+            "free": settings.failed_sign_ins_before_backoff,
+            "base_seconds": settings.sign_in_backoff_seconds,
+            "max_seconds": settings.sign_in_backoff_max_seconds,
+        }
         self._keys: dict[str, KeySet] = {}
 
     def routes(self) -> list[Route]:
@@ -140,9 +159,20 @@ class DpoPages:
 
     # -- rendering -----------------------------------------------------------------------
     def page(
-        self, name: str, status_code: int = 200, session: DpoSession | None = None, **values
+        self,
+        name: str,
+        status_code: int = 200,
+        session: DpoSession | None = None,
+        request: Request | None = None,
+        **values,
     ) -> Response:
-        token = self.csrf.issue()
+        """A staff page. Its forms carry the session's CSRF token; without a session (the
+        sign-in form) the browser's, when ``request`` is given; else none."""
+        binding, new_cookie = self.csrf.browser_session(request) if request else ("", False)
+        if session is not None:
+            token = self.csrf.for_session(session.key)
+        else:
+            token = self.csrf.for_browser(binding) if binding else ""
         html = self.templates.get_template(name).render(
             csrf_field=CSRF_FIELD,
             csrf=token,
@@ -152,10 +182,9 @@ class DpoPages:
             break_glass_session=bool(session and session.method == BREAK_GLASS),
             **values,
         )
-        response = HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
-        response.set_cookie(
-            CSRF_COOKIE, token, httponly=True, samesite="strict", max_age=self.csrf.max_age
-        )
+        response = HTMLResponse(html, status_code=status_code)
+        if session is None and new_cookie:
+            self.csrf.set_cookie(response, request, binding)
         return response
 
     def message(
@@ -175,9 +204,28 @@ class DpoPages:
         """The portal's address: configured, else the one this request reached."""
         return self.auth.base_url or str(request.base_url).rstrip("/")
 
-    def _cookie(self, response: Response, request: Request, name: str, value: str, **kw) -> None:
-        secure = self.base_url(request).startswith("https://")
-        response.set_cookie(name, value, httponly=True, samesite="lax", secure=secure, **kw)
+    def https(self, request: Request) -> bool:
+        """Served over https: the setting, the scheme after the trusted proxies, or the
+        configured address says so."""
+        configured = (self.auth.base_url or "").startswith("https://")
+        return configured or is_https(request, self.csrf.https)
+
+    def cookie(self, request: Request, name: str, path: str) -> str:
+        """A cookie's name as this request carries it (prefixed over https)."""
+        return cookie_name(name, self.https(request), path)
+
+    def _cookie(
+        self, response: Response, request: Request, name: str, value: str, path: str, **kw
+    ) -> None:
+        response.set_cookie(
+            self.cookie(request, name, path),
+            value,
+            path=path,
+            httponly=True,
+            samesite="lax",
+            secure=self.https(request),
+            **kw,
+        )
 
     def _drop_session_cookie(self, response: Response, request: Request, name: str) -> None:
         path = SESSION_COOKIES[name]
@@ -185,7 +233,7 @@ class DpoPages:
 
     def signed_in(self, request: Request) -> DpoSession | None:
         """The live session of this browser, any staff role; pages check theirs (``require``)."""
-        session = self.sessions.get(session_token(request))
+        session = self.sessions.get(session_token(request, self.https(request)))
         if session is None:
             return None
         if session.method == OIDC:  # only while a provider is configured
@@ -224,14 +272,19 @@ class DpoPages:
             home=home_of(session.roles),
         )
 
-    async def posted(self, request: Request) -> dict[str, str] | None:
-        """The form's fields when its CSRF token holds, else None."""
-        fields = await self.read_form(request, DPO_FIELDS)
-        if fields is None or not self.csrf.valid(
-            request.cookies.get(CSRF_COOKIE), fields.get(CSRF_FIELD)
-        ):
-            return None
-        return fields
+    async def posted(
+        self,
+        request: Request,
+        session: DpoSession | None = None,
+        allowed: tuple[str, ...] = DPO_FIELDS,
+    ) -> dict[str, str] | None:
+        """The form's fields when its CSRF token holds (the session's, or without one the
+        browser's), else None. A body not read raises ``FormRefused`` (400 or 413)."""
+        fields = await self.read_form(request, allowed)
+        token = fields.get(CSRF_FIELD)
+        if session is not None:
+            return fields if self.csrf.valid_for_session(session.key, token) else None
+        return fields if self.csrf.valid_request(request, token) else None
 
     def _start_session(
         self, request: Request, token: str, roles: frozenset[str], method: str = OIDC
@@ -239,8 +292,8 @@ class DpoPages:
         """Set the session's cookies: the DPO's area always (signing out is there), the staff
         area for a provider sign-in, so that someone without the referent role gets a clear
         403 there; break-glass sessions never reach it."""
-        self.sessions.end(request.cookies.get(SESSION_COOKIE))  # never two for one browser
-        response = RedirectResponse(home_of(roles), 303, headers=SECURITY_HEADERS)
+        self.sessions.end(session_token(request, self.https(request)))  # never two for a browser
+        response = RedirectResponse(home_of(roles), 303)
         age = self.sessions.max_age
         self._cookie(response, request, SESSION_COOKIE, token, path="/dpo", max_age=age)
         if method == OIDC:
@@ -272,16 +325,22 @@ class DpoPages:
         if provider is None and not self.auth.break_glass:
             return self.not_configured()
         return self.page(
-            "dpo_login.html", provider=provider is not None, break_glass=self.auth.break_glass
+            "dpo_login.html",
+            request=request,
+            provider=provider is not None,
+            break_glass=self.auth.break_glass,
         )
 
     async def start_sign_in(self, request: Request) -> Response:
         settings = self.auth.provider()
         if settings is None:
             return self.not_configured()
-        if not self.sign_ins.allow(request.client.host if request.client else "unknown"):
+        wait = self.sign_ins.wait(client_address(request))
+        if wait:
             log.warning("dpo: sign-in rate limit reached")
-            return self.message(429, "Too many sign-ins; wait a minute.")
+            refused = self.message(429, "Too many sign-ins; wait a minute.")
+            refused.headers["Retry-After"] = str(wait)
+            return refused
         try:
             metadata = await self._metadata(settings)
         except OidcError:
@@ -297,7 +356,7 @@ class DpoPages:
             code_challenge=pkce.challenge,
             scopes=settings.scopes,
         )
-        response = RedirectResponse(url, 303, headers=SECURITY_HEADERS)
+        response = RedirectResponse(url, 303)
         self._cookie(
             response, request, PENDING_COOKIE, binding, path="/dpo/auth", max_age=PENDING_SECONDS
         )
@@ -307,9 +366,12 @@ class DpoPages:
         settings = self.auth.provider()
         if settings is None:
             return self.not_configured()
-        pending = self.sessions.take_sign_in(request.cookies.get(PENDING_COOKIE))
+        pending_cookie = self.cookie(request, PENDING_COOKIE, "/dpo/auth")
+        pending = self.sessions.take_sign_in(request.cookies.get(pending_cookie))
         response = await self._finish_sign_in(request, settings, pending)
-        response.delete_cookie(PENDING_COOKIE, path="/dpo/auth")
+        response.delete_cookie(
+            pending_cookie, path="/dpo/auth", secure=self.https(request), httponly=True
+        )
         return response
 
     async def _finish_sign_in(
@@ -405,18 +467,28 @@ class DpoPages:
     async def break_glass_login(self, request: Request) -> Response:
         if not self.auth.break_glass:
             return Response("not found", 404)
-        client = request.client.host if request.client else "unknown"
-        if not self.logins.allow(client):
+        wait = self.logins.wait(client_address(request))
+        if wait:
             log.warning("dpo: break-glass sign-in rate limit reached")
-            return self._login_error(429, "Too many attempts; wait a minute.")
+            return self._login_error(request, 429, "Too many attempts; wait a minute.", wait)
         fields = await self.posted(request)
         if fields is None:
-            return self._login_error(403, "The form expired; sign in again.")
-        username = fields.get("username", "").strip().lower()
+            return self._login_error(request, 403, "The form expired; sign in again.")
+        username = fields.get("username", "").strip().lower()[:64]
+        # Per account, whatever the address: a waiting account's password is not even checked,
+        # and an unknown name waits alike, so the answer tells nothing about who exists.
+        wait = self.sessions.sign_in_wait(username)
+        if wait:
+            log.warning("dpo: break-glass sign-in refused: the account is backing off")
+            return self._login_error(request, 429, "Too many failed sign-ins; wait.", wait)
         if not self.registry.check_operator(username, fields.get("password", "")):
             log.info("dpo: break-glass sign-in refused")
             self._audit_account(BREAK_GLASS_ACTOR, "break_glass_sign_in_refused")
-            return self._login_error(401, "Unknown operator or wrong password.")
+            wait = self.sessions.sign_in_failed(username, **self.backoff)
+            if wait:
+                log.warning("dpo: failed break-glass sign-ins: the account waits %d s", wait)
+            return self._login_error(request, 401, "Unknown operator or wrong password.")
+        self.sessions.sign_in_succeeded(username)
         token = self.sessions.create(
             method=BREAK_GLASS,
             subject=username,
@@ -428,11 +500,21 @@ class DpoPages:
         log.warning("dpo: break-glass sign-in with a local operator account")
         return self._start_session(request, token, frozenset({DPO}), BREAK_GLASS)
 
-    def _login_error(self, status_code: int, error: str) -> Response:
+    def _login_error(
+        self, request: Request, status_code: int, error: str, retry_after: int = 0
+    ) -> Response:
         provider = self.auth.provider() is not None
-        return self.page(
-            "dpo_login.html", status_code, provider=provider, break_glass=True, error=error
+        response = self.page(
+            "dpo_login.html",
+            status_code,
+            request=request,
+            provider=provider,
+            break_glass=True,
+            error=error,
         )
+        if retry_after:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
 
     def _audit_account(self, actor: str, action: str) -> None:
         with self.registry.engine.begin() as db:
@@ -449,10 +531,10 @@ class DpoPages:
     # -- signing out ---------------------------------------------------------------------
     async def logout(self, request: Request) -> Response:
         session = self.signed_in(request)
-        if session is not None and await self.posted(request) is None:
+        if session is not None and await self.posted(request, session) is None:
             return self.message(403, "The form expired; sign out again.", session)
         # The staff area's cookie holds the same session: it ends too.
-        self.sessions.end(request.cookies.get(SESSION_COOKIE))
+        self.sessions.end(session_token(request, self.https(request)))
         target = SIGNED_OUT_PATH
         settings = self.auth.provider() if session and session.method == OIDC else None
         if settings is not None:
@@ -469,7 +551,7 @@ class DpoPages:
         if session is not None:
             log.info("dpo: signed out")
         if target == SIGNED_OUT_PATH:
-            response = RedirectResponse(target, 303, headers=SECURITY_HEADERS)
+            response = RedirectResponse(target, 303)
         else:
             # The provider is another origin: a browser refuses to follow a form's redirect
             # there (the pages' Content-Security-Policy says form-action 'self'), so this page
@@ -487,8 +569,11 @@ class DpoPages:
         settings = self.auth.provider()
         if settings is None:
             return self._logout_refused("no identity provider is configured")
-        fields = await self.read_form(request, ("logout_token",))
-        token = (fields or {}).get("logout_token")
+        try:
+            fields = await self.read_form(request, ("logout_token",))
+        except FormRefused as refused:
+            return self._logout_refused(f"the body was refused ({refused.reason})")
+        token = fields.get("logout_token")
         if not token:
             return self._logout_refused("logout_token is missing")
         try:
@@ -563,17 +648,24 @@ class DpoPages:
         action, request_id = request.path_params["action"], request.path_params["request_id"]
         if action not in ACTIONS:
             return Response("not found", 404)
-        fields = await self.posted(request)
+        fields = await self.posted(request, session)
         if fields is None:
             return await self.request_page(
                 request, status_code=403, error="The form expired; try again."
             )
         actor = session.actor
         reason = fields.get("reason", "").strip()[:500]
+        if has_control_characters(reason):
+            return await self.request_page(
+                request, status_code=422, error="A reason has no control or invisible characters."
+            )
         try:
             if action == "identity":
                 identity = self.registry.identity(request_id, actor)
                 return await self.request_page(request, identity=identity)
+            if action == "free_text":
+                free_text = self.registry.free_text(request_id, actor)
+                return await self.request_page(request, free_text=free_text)
             if action == "verify":
                 self.registry.verify(request_id, actor)
             elif action == "retry":
@@ -587,4 +679,4 @@ class DpoPages:
         except (TransitionRefused, ValueError) as refused:
             return await self.request_page(request, status_code=409, error=str(refused))
         log.info("dpo: %s on %s by an operator", action, request_id)
-        return RedirectResponse(f"/dpo/requests/{request_id}", 303, headers=SECURITY_HEADERS)
+        return RedirectResponse(f"/dpo/requests/{request_id}", 303)

@@ -4,7 +4,10 @@ Sessions live in a table rather than in a signed cookie so that signing out (her
 provider through a back-channel logout) ends them at once. The browser holds only a random id;
 the table keeps its SHA-256, so a copy of the database opens no session. Pending sign-ins (state,
 nonce, PKCE verifier) are kept the same way, bound to the browser by their own random cookie, and
-used once. Seen logout token ids are kept until the token expires, to refuse a replay.
+used once. Seen logout token ids are kept until the token expires, to refuse a replay. Failed
+break-glass sign-ins are counted per account name (by digest), in the database so that every
+worker process sees them: past a few, the account waits, longer after each new failure,
+whichever address the attempts come from.
 
 A session also keeps the staff roles the provider asserted at sign-in (DPO, data referent), so
 each area checks its own role on every page. A database from before roles were kept gains the
@@ -53,6 +56,14 @@ pending_table = sa.Table(
     sa.Column("nonce", sa.String(128), nullable=False),
     sa.Column("verifier", sa.String(128), nullable=False),
     sa.Column("expires_at", sa.Integer, nullable=False, index=True),
+)
+sign_in_failures_table = sa.Table(
+    "portal_sign_in_failures",
+    metadata,
+    sa.Column("account_sha256", sa.String(64), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("blocked_until", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.Integer, nullable=False, index=True),
 )
 logout_tokens_table = sa.Table(
     "portal_dpo_logout_tokens",
@@ -112,6 +123,7 @@ class DpoSession:
     id_token: str | None = field(default=None, repr=False)
     stamp: str | None = field(default=None, repr=False)
     roles: frozenset[str] = frozenset()
+    key: str = field(default="", repr=False)  # the id's digest: what CSRF tokens are bound to
 
     def has_role(self, role: str) -> bool:
         return role in self.roles
@@ -198,6 +210,7 @@ class SessionStore:
             id_token=row.id_token,
             stamp=row.stamp,
             roles=_roles_of(row.roles),
+            key=row.id_sha256,
         )
 
     def end(self, token: str | None) -> None:
@@ -255,6 +268,74 @@ class SessionStore:
         if deleted.rowcount != 1 or row.expires_at <= _now(now):
             return None  # expired, or another request took it first
         return PendingSignIn(row.state, row.nonce, row.verifier)
+
+    # -- failed sign-ins, per account -----------------------------------------------------
+    def sign_in_wait(self, account: str, now: float | None = None) -> int:
+        """Seconds this account must still wait before its password is checked again."""
+        with self.engine.connect() as db:
+            row = db.execute(
+                sa.select(sign_in_failures_table.c.blocked_until).where(
+                    sign_in_failures_table.c.account_sha256 == _digest(account)
+                )
+            ).first()
+        return max(0, row.blocked_until - _now(now)) if row else 0
+
+    def sign_in_failed(
+        self,
+        account: str,
+        *,
+        free: int = 5,
+        base_seconds: int = 60,
+        max_seconds: int = 900,
+        now: float | None = None,
+    ) -> int:
+        """Count a failure; past ``free`` of them the account waits ``base_seconds``, doubling
+        with each further failure up to ``max_seconds``. Returns the wait (0: none yet)."""
+        at, key = _now(now), _digest(account)
+        for _ in range(3):  # two first failures at once: the second insert retries as an update
+            try:
+                return self._count_failure(key, at, free, base_seconds, max_seconds)
+            except sa.exc.IntegrityError:
+                continue
+        return max_seconds
+
+    def _count_failure(
+        self, key: str, at: int, free: int, base_seconds: int, max_seconds: int
+    ) -> int:
+        with self.engine.begin() as db:
+            # Forget accounts quiet for a day: the table stays small under a flood of names.
+            db.execute(
+                sign_in_failures_table.delete().where(
+                    sign_in_failures_table.c.updated_at < at - 86_400
+                )
+            )
+            row = db.execute(
+                sa.select(sign_in_failures_table.c.failures).where(
+                    sign_in_failures_table.c.account_sha256 == key
+                )
+            ).first()
+            failures = (row.failures if row else 0) + 1
+            wait = 0
+            if failures >= free:
+                wait = min(max_seconds, base_seconds * 2 ** min(failures - free, 16))
+            values = {"failures": failures, "blocked_until": at + wait, "updated_at": at}
+            if row is None:
+                db.execute(sign_in_failures_table.insert().values(account_sha256=key, **values))
+            else:
+                db.execute(
+                    sign_in_failures_table.update()
+                    .where(sign_in_failures_table.c.account_sha256 == key)
+                    .values(**values)
+                )
+        return wait
+
+    def sign_in_succeeded(self, account: str) -> None:
+        with self.engine.begin() as db:
+            db.execute(
+                sign_in_failures_table.delete().where(
+                    sign_in_failures_table.c.account_sha256 == _digest(account)
+                )
+            )
 
     # -- back-channel logout tokens ------------------------------------------------------
     def first_use_of_logout_token(

@@ -45,6 +45,7 @@ TEXT = {
         "failed_state": "being processed (a step is retried)",
         "too_many": "Too many requests from your connection. Please try again in a minute.",
         "too_large": "This request is too large.",
+        "bad_form": "This request could not be read. Please send the form again.",
         "expired": "This form expired. Please send it again.",
         "other_language": "Version française",
         "new_request": "Make a request",
@@ -90,6 +91,7 @@ TEXT = {
         "failed_state": "en cours de traitement (une étape est relancée)",
         "too_many": "Trop de demandes depuis votre connexion. Réessayez dans une minute.",
         "too_large": "Cette demande est trop volumineuse.",
+        "bad_form": "Cette demande n'a pas pu être lue. Merci d'envoyer à nouveau le formulaire.",
         "expired": "Ce formulaire a expiré. Merci de l'envoyer à nouveau.",
         "other_language": "English version",
         "new_request": "Faire une demande",
@@ -110,6 +112,8 @@ FIELD_MESSAGES_FR = {
     "does not match the year and month of birth in the number": "ne correspond pas à l'année "
     "et au mois de naissance du numéro",
     "a valid e-mail address": "une adresse e-mail valide",
+    "no control or invisible formatting characters": "sans caractère de contrôle ni de mise "
+    "en forme invisible",
 }
 
 

@@ -38,7 +38,6 @@ from package_manager.store import PackageStore, PackageVerdict, RequestVetting
 from portal.dpo import DpoPages
 from portal.dpo_auth import PACKAGES_PATH
 from portal.dpo_sessions import DpoSession
-from portal.security import CSRF_COOKIE, CSRF_FIELD, SECURITY_HEADERS
 from resources.home import HdhHome
 
 log = logging.getLogger("hdh.portal.packages")
@@ -397,10 +396,8 @@ class PackagePages:
         session = self._referent(request)
         if isinstance(session, Response):
             return session
-        fields = await self.staff.read_form(request, DECIDE_FIELDS)
-        if fields is None or not self.staff.csrf.valid(
-            request.cookies.get(CSRF_COOKIE), fields.get(CSRF_FIELD)
-        ):
+        fields = await self.staff.posted(request, session, DECIDE_FIELDS)
+        if fields is None:
             return await self.request_page(
                 request, status_code=403, error="The form expired; nothing was recorded. Try again."
             )
@@ -482,4 +479,4 @@ class PackagePages:
             len(recorded),
             request_id,
         )
-        return RedirectResponse(request_path(request_id), 303, headers=SECURITY_HEADERS)
+        return RedirectResponse(request_path(request_id), 303)

@@ -5,7 +5,9 @@ Identity data needed for verification is encrypted at rest (AES-256-GCM, the req
 associated data, so a ciphertext cannot be moved to another request); otherwise the person is
 known by pseudonym. Every change of state appends to an audit log (who, when, what) in the same
 transaction, and a change only applies to the state it was read in (compare-and-set), so two
-operators or two sensor ticks never both move a request.
+operators or two sensor ticks never both move a request. Reading the identity or the free text
+is audited too. A SQLite registry's folder and files are created readable by the platform's
+user only (0700 / 0600): they hold the encrypted identities and the audit log.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import re
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -189,8 +192,35 @@ class UnknownRequest(LookupError):
     pass
 
 
+def private_directory(path: Path) -> None:
+    """Create the folder ``path`` readable by this user only (0700); its parents as usual. An
+    existing folder is left as it is: its mode is the deployment's choice."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def private_sqlite_file(url: str) -> None:
+    """For a SQLite file database: its folder made 0700 if created here, and the file created
+    0600 before SQLite opens it (its -wal and -shm files then get the same mode from SQLite)."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    if parsed.database.startswith("file:"):
+        return  # a URI filename: SQLite's own options, left as given
+    path = Path(parsed.database)
+    private_directory(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    if path.stat().st_uid == os.getuid():
+        os.chmod(path, 0o600)  # an older, wider file is narrowed too
+
+
 class RightsRegistry:
     def __init__(self, url: str, secret: bytes):
+        private_sqlite_file(url)
         self.engine = sa.create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":  # concurrent submissions wait, not fail
 
@@ -300,6 +330,18 @@ class RightsRegistry:
                 raise UnknownRequest(f"no request {request_id}")
             self._audit(db, request_id, actor, "identity_read", None, None, None)
         return self.cipher.open(request_id, row.identity)
+
+    def free_text(self, request_id: str, actor: str) -> str:
+        """Decrypted free text (for a rectification: what to correct); the read is audited,
+        like the identity's, since a person may name themselves or others in it."""
+        with self.engine.begin() as db:
+            row = db.execute(
+                sa.select(requests_table.c.free_text).where(requests_table.c.id == request_id)
+            ).first()
+            if row is None:
+                raise UnknownRequest(f"no request {request_id}")
+            self._audit(db, request_id, actor, "free_text_read", None, None, None)
+        return self.cipher.open(request_id, row.free_text)["text"] if row.free_text else ""
 
     def list(self, status: Status | None = None) -> list[RightsRequest]:
         query = sa.select(requests_table).order_by(requests_table.c.received_at)
@@ -567,7 +609,7 @@ class RightsRegistryResource(dg.ConfigurableResource):
     def registry(self, home: HdhHome) -> RightsRegistry:
         url = self.url
         if not url:
-            home.rights.mkdir(parents=True, exist_ok=True)
+            private_directory(home.rights)
             url = f"sqlite:///{home.rights / 'registry.db'}"
         secret = self.key.encode() if self.key else load_demo_key(home, DEMO_KEY_FILE)
         return _open(url, secret)

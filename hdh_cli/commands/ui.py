@@ -76,7 +76,7 @@ def ui(
         settings = start_development_provider(home, host, identity_port, apps)
     if portal_port:
         children.append(
-            subprocess.Popen([hdh, "portal", "--host", host, "--port", str(portal_port)])
+            subprocess.Popen([hdh, "portal", "--host", host, "--port", str(portal_port), "--demo"])
         )
         console.print(f"Rights portal on http://{host}:{portal_port}/fr/request")
     if dicomweb_port:

@@ -544,7 +544,7 @@ def test_an_erasure_filed_in_chromium_is_processed_and_shown_completed(demo_copy
 
     home = demo_copy[0]
     person = json.loads((home / "sample" / "identities.json").read_text())["people"][3]
-    portal = start_service(app_from_env(HdhHome(home)), lifespan="auto")
+    portal = start_service(app_from_env(HdhHome(home), demo=True), lifespan="auto")
     base = f"http://127.0.0.1:{portal.port}"
     try:
         with chromium_browser() as browser:

@@ -127,7 +127,7 @@ def test_ui_starts_the_dicomweb_service_beside_the_portal(home, monkeypatch):
     assert result.exit_code == 0, result.output
     service = ["--dicomweb-url", "http://127.0.0.1:4002/dicom-web"]
     assert [[Path(a[0]).name, *a[1:]] if "dagster" in a[0] else a[1:] for a in started] == [
-        ["portal", "--host", "127.0.0.1", "--port", "4001"],
+        ["portal", "--host", "127.0.0.1", "--port", "4001", "--demo"],
         ["dicomweb", "--host", "127.0.0.1", "--port", "4002"],
         ["viewer", "--all", "--host", "127.0.0.1", "--port", "4003", *service],
         ["viewer", "--project", "alpha", "--host", "127.0.0.1", "--port", "4004", *service],

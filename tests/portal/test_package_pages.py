@@ -325,7 +325,7 @@ def test_a_forged_or_missing_csrf_token_changes_nothing(staff: Staff) -> None:
     forged = staff.decide(request_id, token="abc.1.def", decision="approve", reason="forged")
     assert forged.status_code == 403
     token = staff.csrf(f"/staff/packages/{request_id}")
-    staff.client.cookies.delete("hdh_csrf")  # the page's token, without this browser's cookie
+    staff.sign_in(DATA_REFERENT)  # another session: the token of the first is worth nothing
     stolen = staff.decide(request_id, token=token, decision="approve", reason="forged")
     assert stolen.status_code == 403
     assert service.package_store(staff.home).decisions.entries() == []
