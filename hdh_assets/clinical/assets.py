@@ -11,6 +11,7 @@ from hdh_assets import owners
 from hdh_assets.clinical.earlier import RANK, EarlierBatches
 from hdh_assets.clinical.flatten import ALL_TABLES, TABLES
 from hdh_assets.clinical.ingest import QUARANTINE_SCHEMA, JsonIngestSettings, ingest_json_batch
+from hdh_assets.clinical.linkage import unlinked_person_rows
 from hdh_assets.clinical.providers import provider_named
 from hdh_assets.gdpr.exclusions import excluded_pseudonyms
 from hdh_assets.landing.assets import landed_batch, landing_inventory_asset
@@ -50,6 +51,8 @@ COLUMN_TEXT = {
     "code_display": "display of the first coding",
 }
 REFERENCE_CHECK = "subjects_resolve_to_patients"
+LINKED_CHECK = "rows_about_a_person_have_a_subject"
+LINKED_TABLES = [t for t, schema in ALL_TABLES.items() if "subject_pseudonym" in schema]
 RECONCILE_CHECK = "records_in_equal_ingested_duplicates_quarantined"
 
 landed_json_files = landing_inventory_asset(
@@ -199,7 +202,7 @@ def without_excluded_people(
                         "line": ("int", "line of the NDJSON file, or entry number of the Bundle"),
                         "reason": (
                             "string",
-                            "invalid_json, missing_resource_type, not_a_resource, wrong_type, unknown_reference, invalid_date, conflicting_version, unreadable, not_json, missing_id",
+                            "invalid_json, missing_resource_type, not_a_resource, wrong_type, unknown_reference, unresolved_subject, invalid_date, conflicting_version, unreadable, not_json, missing_id",
                         ),
                         "message": ("string", "what was wrong, never a value of the record"),
                     }
@@ -221,6 +224,16 @@ def without_excluded_people(
                 description="strict pandera schema; subject pseudonyms well formed",
             )
             for t in ALL_TABLES
+        ],
+        *[
+            dg.AssetCheckSpec(
+                LINKED_CHECK,
+                asset=clinical_key(t),
+                blocking=True,
+                description="no row about a person lacks a subject pseudonym (an erasure could "
+                "not find it): see hdh_assets/clinical/linkage.py for which rows are about a person",
+            )
+            for t in LINKED_TABLES
         ],
         dg.AssetCheckSpec(
             REFERENCE_CHECK,
@@ -281,6 +294,7 @@ def _ingest_json(
         {name: frame.lazy() for name, frame in result.tables.items()},
         excluded_pseudonyms(hdh_home.home.lake),
     )
+    unlinked = unlinked_person_rows(tables)
     systems = dict(
         tables["codings"]
         .group_by("system")
@@ -332,6 +346,13 @@ def _ingest_json(
         yield pandera_check(
             SCHEMAS[table], checked, "matches_published_schema", clinical_key(table)
         )
+        if table in LINKED_TABLES:
+            yield dg.AssetCheckResult(
+                check_name=LINKED_CHECK,
+                asset_key=clinical_key(table),
+                passed=unlinked.get(table, 0) == 0,
+                metadata={"rows_about_a_person_without_subject": unlinked.get(table, 0)},
+            )
     yield dg.Output(
         result.quarantine.cast(QUARANTINE_SCHEMA),
         output_name=QUARANTINE_KEY.to_python_identifier(),

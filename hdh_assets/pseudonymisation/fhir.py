@@ -1,7 +1,10 @@
 """FHIR R4 resources pseudonymised with the same key, pseudonyms and date offsets as imaging.
 
 - the subject becomes the platform pseudonym (from the first identifier of a national system,
-  else provider-scoped from the Patient id), so a person links across DICOM and FHIR;
+  else provider-scoped from the Patient id), so a person links across DICOM and FHIR; a resource
+  naming its subject by identifier (``{"identifier": {"system": ..., "value": ...}}``) gets the
+  subject of the Patient carrying that identifier, or is refused (``unresolved_subject``): a
+  person's data is never stored unlinked, where an erasure could not find it;
 - resource ids are remapped with the key; references (``Type/id``, ``urn:uuid:...``, absolute
   URLs) are rewritten to the remapped ids, so they still resolve;
 - names, addresses, telecom, identifiers, contacts, photos, narrative, notes, comments and
@@ -16,6 +19,7 @@ import datetime as dt
 import hmac
 import re
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs
 
 from hdh_assets.pseudonymisation.bulk import date_offsets, remap_ids
 from hdh_assets.pseudonymisation.identifiers import InvalidNationalIdentifier
@@ -43,6 +47,7 @@ REMOVED_KEYS = {
 }
 MAX_DEPTH = 64  # deeper nesting is not FHIR; refused rather than recursed
 SUBJECT_FIELDS = ("subject", "patient", "beneficiary")
+UNRESOLVED_SUBJECT = "unresolved_subject"
 REMAP_MEMO_SIZE = 200_000
 # Extensions whose value can name or locate a person (mother's maiden name, birth place, ...).
 IDENTIFYING_EXTENSION_VALUES = {
@@ -128,9 +133,30 @@ def parse_reference(
     return (match.group(1), match.group(2)) if match else None
 
 
+def national_key(pseudonym: str) -> tuple[str, str]:
+    """How a Patient's national identifier is indexed: by its pseudonym, never its value."""
+    return ("nir", pseudonym)
+
+
+def local_key(system: str, value: str) -> tuple[str, str, str]:
+    """How a Patient's identifier of any other system is indexed (exact system and value)."""
+    return ("local", system, value)
+
+
+def conditional_identifier(reference: str) -> dict:
+    """The Identifier of a conditional reference ``Patient?identifier=system|value`` (empty when
+    it searches by anything else, which then resolves to nobody)."""
+    query = parse_qs(reference.partition("?")[2])
+    found = query.get("identifier") or []
+    if len(found) != 1 or "|" not in found[0] or len(query) != 1:
+        return {}
+    system, _, value = found[0].partition("|")
+    return {"system": system, "value": value}
+
+
 @dataclass
 class FhirContext:
-    """What a batch knows before its second pass: patients and Bundle fullUrls."""
+    """What a batch knows before its second pass: patients, their identifiers, Bundle fullUrls."""
 
     pseudonymiser: Pseudonymiser
     provider: str
@@ -139,6 +165,10 @@ class FhirContext:
     full_urls: dict[str, tuple[str, str]] = field(default_factory=dict)
     # remapped Patient id -> subject, for this batch and earlier ones
     subjects: dict[str, Subject] = field(default_factory=dict)
+    # identifiers the batch's Patients carry (national_key / local_key) -> their subject, None
+    # when Patients with different subjects carry the same one
+    identified: dict[tuple, Subject | None] = field(default_factory=dict, repr=False)
+    _national: tuple[int, frozenset[str]] = field(default=(-1, frozenset()), repr=False)
     _remapped: dict[str, str] = field(default_factory=dict, repr=False)
     _offsets: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -202,7 +232,73 @@ class FhirContext:
         self.subjects[self.remap(key)] = subject
         if full_url:
             self.full_urls[full_url] = ("Patient", key)
+        for identifier in patient.get("identifier") or []:
+            system, value = _system_value(identifier)
+            if system is None:
+                continue
+            if system in self.national_systems:
+                try:
+                    self.remember(
+                        national_key(self.pseudonymiser.subject_pseudonym(value)), subject
+                    )
+                except InvalidNationalIdentifier:
+                    continue
+            else:
+                self.remember(local_key(system, value), subject)
         return subject
+
+    def remember(self, key: tuple, subject: Subject) -> None:
+        """A Patient of the batch carries this identifier (see :func:`national_key`)."""
+        if key in self.identified and self.identified[key] != subject:
+            self.identified[key] = None  # two people: a reference by it names nobody for sure
+        else:
+            self.identified[key] = subject
+
+    def _known_national(self) -> frozenset[str]:
+        """National pseudonyms of the Patients known, this batch's and earlier batches'."""
+        if self._national[0] != len(self.subjects):
+            pseudonyms = frozenset(
+                s.pseudonym for s in self.subjects.values() if s.kind == "national"
+            )
+            self._national = (len(self.subjects), pseudonyms)
+        return self._national[1]
+
+    def subject_by_identifier(self, system: object, value: object) -> Subject:
+        """The subject of the Patient carrying this identifier: a national one (per the provider's
+        systems) names a Patient of this or an earlier batch, any other system one of this batch.
+        :class:`InvalidRecord` (``unresolved_subject``, the value never quoted) otherwise."""
+        if not isinstance(system, str) or not isinstance(value, str) or not system or not value:
+            raise InvalidRecord(UNRESOLVED_SUBJECT, "an identifier without system or value")
+        if system in self.national_systems:
+            try:
+                pseudonym = self.pseudonymiser.subject_pseudonym(value)
+            except InvalidNationalIdentifier:
+                raise InvalidRecord(
+                    UNRESOLVED_SUBJECT, "a national identifier that is not valid"
+                ) from None
+            key = national_key(pseudonym)
+            if key not in self.identified and pseudonym in self._known_national():
+                return Subject(pseudonym, "national")
+        else:
+            key = local_key(system, value)
+        if key not in self.identified:
+            raise InvalidRecord(UNRESOLVED_SUBJECT, "an identifier no known Patient carries")
+        subject = self.identified[key]
+        if subject is None:
+            raise InvalidRecord(
+                UNRESOLVED_SUBJECT, "an identifier that Patients of different people carry"
+            )
+        return subject
+
+
+def _system_value(identifier: object) -> tuple[str | None, str]:
+    """(system, value) of an Identifier that has both as text, else (None, "")."""
+    if not isinstance(identifier, dict):
+        return None, ""
+    system, value = identifier.get("system"), identifier.get("value")
+    if isinstance(system, str) and system and isinstance(value, str) and value:
+        return system, value
+    return None, ""
 
 
 def _shift_text(value: str, offset: int) -> str:
@@ -233,13 +329,24 @@ class FhirPseudonymiser:
             return context.subjects.get(remapped) or context.register_patient(resource, full_url)
         for name in SUBJECT_FIELDS:
             value = resource.get(name)
-            if not isinstance(value, dict) or "reference" not in value:
+            if not isinstance(value, dict):
                 continue
+            if "reference" not in value:
+                if "identifier" in value and value.get("type") in (None, "Patient"):
+                    return self._identified(value["identifier"], resource["resourceType"], name)
+                continue  # a display alone, or an identifier of a Group, Device...
             if not isinstance(value["reference"], str):
                 raise InvalidRecord(
                     "wrong_type", f"{resource['resourceType']}.{name}.reference is not a string"
                 )
             target = parse_reference(value["reference"], context.full_urls)
+            if target is None and "identifier" in value and value.get("type") in (None, "Patient"):
+                # contained or conditional: the identifier beside it says who
+                return self._identified(value["identifier"], resource["resourceType"], name)
+            if target is None and value["reference"].startswith("Patient?"):
+                # conditional (Patient?identifier=system|value): a reference by identifier too
+                identifier = conditional_identifier(value["reference"])
+                return self._identified(identifier, resource["resourceType"], name)
             if target is None or target[0] not in ("Patient", None):
                 continue
             subject = context.subjects.get(context.remap(target[1]))
@@ -250,6 +357,17 @@ class FhirPseudonymiser:
                 )
             return subject
         return None
+
+    def _identified(self, identifier: object, rtype: str, name: str) -> Subject:
+        """The subject a reference by identifier names (the reason's message quotes no value)."""
+        if not isinstance(identifier, dict):
+            raise InvalidRecord("wrong_type", f"{rtype}.{name}.identifier is not an object")
+        try:
+            return self.context.subject_by_identifier(
+                identifier.get("system"), identifier.get("value")
+            )
+        except InvalidRecord as problem:
+            raise InvalidRecord(problem.reason, f"{rtype}.{name} names {problem}") from None
 
     def apply(self, resource: dict, full_url: str | None = None) -> tuple[dict, Subject | None]:
         rtype = resource.get("resourceType")

@@ -28,17 +28,21 @@ to the per-record path, in line order, otherwise:
   ``THH:MM:SS[.ffffff][Z|±HH:MM]``) or not a real day, any other text that looks like a date
   (the per-record path would shift it), two variants of one choice element (``value[x]``: there
   the first in the text wins), a subject Patient not known yet (learnt later in the file), a
-  missing id, an identity (type, id) already ingested or met twice in the chunk (equal or
-  conflicting versions are told apart by content digests, one by one; a record equal in identity
-  to a row made here is compared at the end of the batch, the row's line read again).
+  subject named by an identifier no Patient known carries, beside a reference or with a
+  ``type`` (resolved ones are read here, once per distinct identifier), a conditional
+  ``Patient?`` reference, a missing id, an identity (type, id) already ingested or met twice in
+  the chunk (equal or conflicting versions are told apart by content digests, one by one; a
+  record equal in identity to a row made here is compared at the end of the batch, the row's
+  line read again).
 
 Resource types read here: Patient, Encounter, Condition, Observation (every value[x] variant of
 flatten.py, components), MedicationRequest, Procedure, DiagnosticReport, Immunization,
 AllergyIntolerance. Other types, Bundles and JSON documents, declared records and lines sent back
 go one by one. Patients are learnt alike in the first pass (the first valid national identifier
-in the provider's order, else a provider-scoped pseudonym of the id); a Patient line that cannot
-be read here is learnt one by one, in its turn. Anything unexpected while computing a chunk's
-rows sends the whole chunk one by one: nothing is committed before every row is computed.
+in the provider's order, else a provider-scoped pseudonym of the id), with the identifiers they
+carry for references by identifier; a Patient line that cannot be read here is learnt one by
+one, in its turn. Anything unexpected while computing a chunk's rows sends the whole chunk one
+by one: nothing is committed before every row is computed.
 
 Each file's lines are counted by the way they went (:class:`LineCounts`: ``lines_columnwise`` and
 ``lines_per_record`` of :attr:`hdh_assets.clinical.ingest.JsonBatchResult.path_counts`), so that a

@@ -26,7 +26,7 @@ from hdh_assets.clinical.vectorised.interface import LearnRecord, PerRecordPath
 from hdh_assets.clinical.vectorised.rows import PieceRows, RowMaker
 from hdh_assets.clinical.vectorised.shapes import LEARN_SCHEMA, SCHEMAS
 from hdh_assets.pseudonymisation.bulk import provider_pseudonyms, subject_pseudonyms
-from hdh_assets.pseudonymisation.fhir import Subject
+from hdh_assets.pseudonymisation.fhir import Subject, local_key, national_key
 
 PREFETCH = False  # True: decode the next chunk in a thread meanwhile (+~300 MB peak RSS)
 _END = object()
@@ -106,14 +106,15 @@ class NdjsonFastPath:
         if not patients.height:
             return []
         systems = list(context.national_systems)
-        found = (
+        carried = (
             patients.select("_i", "identifier")
             .with_columns(_pos=pl.int_ranges(0, pl.col("identifier").list.len()))
             .explode("identifier", "_pos")
             .drop_nulls("identifier")
             .unnest("identifier")
-            .filter(pl.col("system").is_in(systems) & (pl.col("value") != ""))
+            .filter((pl.col("system") != "") & (pl.col("value") != ""))
         )
+        found = carried.filter(pl.col("system").is_in(systems))
         values = found["value"].unique().to_list()
         pseudonyms = dict(zip(values, subject_pseudonyms(key, values), strict=True))
         national = (
@@ -142,8 +143,22 @@ class NdjsonFastPath:
             (i, rid, Subject(next(scoped), "provider") if s == "provider" else s)
             for i, rid, s in out
         ]
+        self._remember(out, found, pseudonyms, carried.filter(~pl.col("system").is_in(systems)))
         remapped = iter(context.remap_many([r[1] for r in out if r[2] is not None]))
         return [(i, next(remapped) if s is not None else "", s) for i, _, s in out]
+
+    def _remember(
+        self, out: list[tuple], national: pl.DataFrame, pseudonyms: dict, local: pl.DataFrame
+    ) -> None:
+        """The identifiers these Patients carry, indexed as register_patient indexes them, so
+        that references by identifier resolve alike on both paths."""
+        subjects = {i: s for i, _, s in out if s is not None}
+        for i, value in national.select("_i", "value").rows():
+            if i in subjects and pseudonyms.get(value):
+                self.context.remember(national_key(pseudonyms[value]), subjects[i])
+        for i, system, value in local.select("_i", "system", "value").rows():
+            if i in subjects:
+                self.context.remember(local_key(system, value), subjects[i])
 
     # second pass ---------------------------------------------------------------------------------
     def ingest_file(self, path: Path, name: str) -> None:

@@ -27,7 +27,12 @@ from hdh_assets.clinical.vectorised.expressions import (
 from hdh_assets.clinical.vectorised.interface import SeenIdentities
 from hdh_assets.clinical.vectorised.shapes import CHOICES, REFERENCED, SUBJECT_FIELD, is_variant
 from hdh_assets.pseudonymisation.bulk import remap_ids
-from hdh_assets.pseudonymisation.fhir import REMOVED_KEYS, FhirContext, parse_reference
+from hdh_assets.pseudonymisation.fhir import (
+    REMOVED_KEYS,
+    FhirContext,
+    InvalidRecord,
+    parse_reference,
+)
 
 SUBJECT_ANSWERS = {  # what a reference tells of its subject, as columns
     "ref": pl.String,
@@ -137,8 +142,9 @@ class RowMaker:
             columns["_offset"] = pl.Series(offsets, dtype=pl.Int64)
             columns["_unknown"] = pl.Series([s is None for s in subjects], dtype=pl.Boolean)
         else:
-            refs = frame[SUBJECT_FIELD.get(rtype, "subject")].struct.field("reference")
-            columns.update(self._subjects_of(refs).to_dict())
+            named = frame[SUBJECT_FIELD.get(rtype, "subject")]
+            columns.update(self._subjects_of(named.struct.field("reference")).to_dict())
+            columns.update(self._identified(named, columns))
         for name, path in (
             ("_encounter_id", "encounter"),
             ("_service_provider_id", "serviceProvider"),
@@ -232,14 +238,15 @@ class RowMaker:
         distinct = refs.drop_nulls().unique()
         if known.height:
             distinct = distinct.filter(~distinct.is_in(known["ref"]))
-        answers, targets = [], {}
+        answers, targets, unknown = [], {}, []
         for reference in distinct.to_list():
             target = parse_reference(reference, context.full_urls)
-            if target is None or target[0] not in ("Patient", None):
+            if target is None and reference.startswith("Patient?"):
+                unknown.append(reference)  # by identifier, conditionally: one by one
+            elif target is None or target[0] not in ("Patient", None):
                 answers.append((reference, False, None, None, 0))
             else:
                 targets[reference] = target[1]
-        unknown = []
         if targets:
             subjects = [context.subjects.get(r) for r in context.remap_many(list(targets.values()))]
             offsets = context.offsets_many(subjects)
@@ -269,6 +276,54 @@ class RowMaker:
             .select(pl.all().gather(at))
             .with_columns(pl.col("_unknown").fill_null(False), pl.col("_offset").fill_null(0))
         )
+
+    def _identified(self, named: pl.Series, answers: dict[str, pl.Series]) -> dict:
+        """``answers`` (the references' subjects) completed with those named by identifier, as
+        the per-record path's subject_of resolves them: once per distinct identifier. One that
+        resolves to nobody, or beside a reference, sends the row back (the per-record path
+        quarantines it with its reason)."""
+        identifier = named.struct.field("identifier")
+        if not identifier.is_not_null().any():
+            return {}
+        context = self.context
+        alone = identifier.is_not_null() & named.struct.field("reference").is_null()
+        rows = pl.DataFrame(
+            {
+                "s": identifier.struct.field("system"),
+                "v": identifier.struct.field("value"),
+                "alone": alone,
+            }
+        )
+        found = []
+        for system, value in rows.filter("alone").select("s", "v").unique().drop_nulls().rows():
+            try:
+                found.append((system, value, context.subject_by_identifier(system, value)))
+            except InvalidRecord:
+                continue
+        subjects = [subject for _, _, subject in found]
+        table = pl.DataFrame(
+            {
+                "s": [f[0] for f in found],
+                "v": [f[1] for f in found],
+                "_subject": [s.pseudonym for s in subjects],
+                "_kind": [s.kind for s in subjects],
+                "_offset": context.offsets_many(subjects),
+            },
+            schema={
+                "s": pl.String,
+                "v": pl.String,
+                "_subject": pl.String,
+                "_kind": pl.String,
+                "_offset": pl.Int64,
+            },
+        )
+        joined = rows.join(table, on=["s", "v"], how="left", maintain_order="left")
+        unresolved = alone & joined["_subject"].is_null()
+        out = {"_unknown": answers["_unknown"] | (identifier.is_not_null() & ~alone) | unresolved}
+        for name in ("_subject", "_kind", "_offset"):
+            out[name] = joined[name].zip_with(alone, answers[name]).alias(name)
+        out["_offset"] = out["_offset"].fill_null(0)
+        return out
 
     def _ref_ids_of(self, refs: pl.Series) -> pl.Series:
         """flatten._ref_id of each rewritten reference: the remapped id of the reference's

@@ -26,6 +26,8 @@ def _list(item: pa.DataType) -> pa.DataType:
 CODING = _struct(system=S, version=S, code=S, display=S, userSelected=B)
 CC = _struct(coding=_list(CODING), text=S)
 REF = _struct(reference=S, display=S)
+# where a resource names its subject: by reference, or by identifier (resolved to a Patient's)
+SUBJECT_REF = _struct(reference=S, display=S, identifier=_struct(system=S, value=S))
 PERIOD = _struct(start=S, end=S)
 QUANTITY = _struct(value=F, comparator=S, unit=S, system=S, code=S)
 RANGE = _struct(low=QUANTITY, high=QUANTITY)
@@ -96,7 +98,7 @@ SHAPES: dict[str, dict[str, pa.DataType]] = {
         "type": _list(CC),
         "serviceType": CC,
         "priority": CC,
-        "subject": REF,
+        "subject": SUBJECT_REF,
         "episodeOfCare": _list(REF),
         "basedOn": _list(REF),
         "participant": _list(_struct(type=_list(CC), period=PERIOD, individual=REF)),
@@ -120,7 +122,7 @@ SHAPES: dict[str, dict[str, pa.DataType]] = {
         "severity": CC,
         "code": CC,
         "bodySite": _list(CC),
-        "subject": REF,
+        "subject": SUBJECT_REF,
         "encounter": REF,
         "onsetDateTime": S,
         "onsetPeriod": PERIOD,
@@ -142,7 +144,7 @@ SHAPES: dict[str, dict[str, pa.DataType]] = {
         "partOf": _list(REF),
         "category": _list(CC),
         "code": CC,
-        "subject": REF,
+        "subject": SUBJECT_REF,
         "focus": _list(REF),
         "encounter": REF,
         "effectiveDateTime": S,
@@ -181,7 +183,7 @@ SHAPES: dict[str, dict[str, pa.DataType]] = {
         "reportedBoolean": B,
         "medicationCodeableConcept": CC,
         "medicationReference": REF,
-        "subject": REF,
+        "subject": SUBJECT_REF,
         "encounter": REF,
         "authoredOn": S,
         "requester": REF,
@@ -203,7 +205,7 @@ SHAPES: dict[str, dict[str, pa.DataType]] = {
         "statusReason": CC,
         "category": CC,
         "code": CC,
-        "subject": REF,
+        "subject": SUBJECT_REF,
         "encounter": REF,
         "performedDateTime": S,
         "performedPeriod": PERIOD,
@@ -227,7 +229,7 @@ SHAPES: dict[str, dict[str, pa.DataType]] = {
         "status": S,
         "category": _list(CC),
         "code": CC,
-        "subject": REF,
+        "subject": SUBJECT_REF,
         "encounter": REF,
         "effectiveDateTime": S,
         "effectivePeriod": PERIOD,
@@ -246,7 +248,7 @@ SHAPES: dict[str, dict[str, pa.DataType]] = {
         "status": S,
         "statusReason": CC,
         "vaccineCode": CC,
-        "patient": REF,
+        "patient": SUBJECT_REF,
         "encounter": REF,
         "occurrenceDateTime": S,
         "occurrenceString": S,
@@ -278,7 +280,7 @@ SHAPES: dict[str, dict[str, pa.DataType]] = {
         "category": _list(S),
         "criticality": S,
         "code": CC,
-        "patient": REF,
+        "patient": SUBJECT_REF,
         "encounter": REF,
         "onsetDateTime": S,
         "onsetPeriod": PERIOD,
@@ -300,7 +302,7 @@ SHAPES: dict[str, dict[str, pa.DataType]] = {
     },
 }
 SCHEMAS = {rtype: pa.schema(list(fields.items())) for rtype, fields in SHAPES.items()}
-_DATATYPES = {CODING, CC, REF, PERIOD, QUANTITY, RANGE, RATIO, ATTACHMENT}
+_DATATYPES = {CODING, CC, REF, SUBJECT_REF, PERIOD, QUANTITY, RANGE, RATIO, ATTACHMENT}
 REFERENCED = {"Patient", "Encounter"}  # their remapped ids are kept for the references
 LEARN_SCHEMA = pa.schema(
     [("resourceType", S), ("id", S), ("identifier", _list(_struct(system=S, value=S)))]
