@@ -322,26 +322,24 @@ class RightsRegistry:
 
     def identity(self, request_id: str, actor: str) -> dict:
         """Decrypted identity for verification; the read itself is audited."""
-        with self.engine.begin() as db:
-            row = db.execute(
-                sa.select(requests_table.c.identity).where(requests_table.c.id == request_id)
-            ).first()
-            if row is None:
-                raise UnknownRequest(f"no request {request_id}")
-            self._audit(db, request_id, actor, "identity_read", None, None, None)
-        return self.cipher.open(request_id, row.identity)
+        return self.cipher.open(request_id, self._audited_read(request_id, actor, "identity"))
 
     def free_text(self, request_id: str, actor: str) -> str:
         """Decrypted free text (for a rectification: what to correct); the read is audited,
         like the identity's, since a person may name themselves or others in it."""
+        sealed = self._audited_read(request_id, actor, "free_text")
+        return self.cipher.open(request_id, sealed)["text"] if sealed else ""
+
+    def _audited_read(self, request_id: str, actor: str, column: str):
+        """One encrypted column of a request, the read recorded as ``<column>_read``."""
         with self.engine.begin() as db:
             row = db.execute(
-                sa.select(requests_table.c.free_text).where(requests_table.c.id == request_id)
+                sa.select(requests_table.c[column]).where(requests_table.c.id == request_id)
             ).first()
             if row is None:
                 raise UnknownRequest(f"no request {request_id}")
-            self._audit(db, request_id, actor, "free_text_read", None, None, None)
-        return self.cipher.open(request_id, row.free_text)["text"] if row.free_text else ""
+            self._audit(db, request_id, actor, f"{column}_read", None, None, None)
+        return row[0]
 
     def list(self, status: Status | None = None) -> list[RightsRequest]:
         query = sa.select(requests_table).order_by(requests_table.c.received_at)

@@ -206,6 +206,12 @@ def _quarantined(name: str, source_sha: str, reason: Reason, message: str, parse
     return FileOutcome(name, source_sha, QUARANTINED, reason, message, parser=parser)
 
 
+def _failed(name: str, source_sha: str, error: Exception, parser: str) -> FileOutcome:
+    """A bug or an unwritable value: the type is named, never the message (it may quote)."""
+    message = f"de-identification or writing failed ({type(error).__name__})"
+    return _quarantined(name, source_sha, Reason.PSEUDONYMISATION_FAILED, message, parser)
+
+
 def _process_header(
     name: str, original: Header, source_sha: str, settings: IngestSettings, staging: Path
 ) -> FileOutcome:
@@ -222,13 +228,7 @@ def _process_header(
     try:
         rewritten = engine.rewrite(original)
     except Exception as error:
-        return _quarantined(
-            name,
-            source_sha,
-            Reason.PSEUDONYMISATION_FAILED,
-            f"de-identification or writing failed ({type(error).__name__})",
-            HEADER,
-        )
+        return _failed(name, source_sha, error, HEADER)
     out = HeaderValues.of(rewritten.header)
     failed = _verification_failure(
         leaked(original, rewritten, engine), violations(rewritten, engine), out
@@ -291,13 +291,7 @@ def _process_with_pydicom(
         written = buffer.getvalue()
         pydicom.dcmread(io.BytesIO(written))  # every output must read back
     except Exception as error:
-        return _quarantined(
-            name,
-            source_sha,
-            Reason.PSEUDONYMISATION_FAILED,
-            f"de-identification or writing failed ({type(error).__name__})",
-            PYDICOM,
-        )
+        return _failed(name, source_sha, error, PYDICOM)
     profile = settings.profile
     failed = _verification_failure(
         leaked_values(classified.dataset, written, profile),
