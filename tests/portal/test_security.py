@@ -149,6 +149,10 @@ def test_hdh_portal_leaves_forwarded_headers_to_the_application(tmp_path, monkey
 
     ran = {}
     monkeypatch.setenv("HDH_HOME", str(tmp_path / "hdh"))
+    # the command sets HDH_PORTAL_URL for the app it serves: restored after the test, or every
+    # later process started from this session would inherit this port
+    monkeypatch.setenv("HDH_PORTAL_URL", "")
+    monkeypatch.delenv("HDH_PORTAL_URL")
     for name in ("HDH_PORTAL_SECRET", "HDH_RIGHTS_KEY", "HDH_PSEUDONYM_KEY", "HDH_PORTAL_DEMO"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(kw))
