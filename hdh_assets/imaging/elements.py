@@ -450,7 +450,7 @@ class HeaderValues:
         if vr in CHARSET_VRS and not _PRINTABLE_ASCII.fullmatch(raw_value(self.data, element)):
             context = [self.charset, element] if self.charset is not None else [element]
             return as_dataset(self.data, context, self.encoding).get(keyword, default)
-        values = [_number(v, vr) for v in text_values(self.data, element)]
+        values = [number_value(v, vr) for v in text_values(self.data, element)]
         if not values:
             return ""
         return values[0] if len(values) == 1 else values
@@ -492,7 +492,7 @@ def da_date(text: str) -> dt.date:
     return dt.datetime.strptime(head, "%Y%m%d").date()
 
 
-def _number(text: str, vr: str) -> str | int | float:
+def number_value(text: str, vr: str) -> str | int | float:
     """An IS or DS value as pydicom reads it (the text itself when it is not a number)."""
     try:
         if vr == "DS":

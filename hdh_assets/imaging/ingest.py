@@ -217,8 +217,9 @@ def _process_header(
 ) -> FileOutcome:
     if not original.elements:
         return _quarantined(name, source_sha, *NO_ELEMENT, HEADER)
+    values = HeaderValues.of(original)
     refused = refusal(
-        HeaderValues.of(original),
+        values,
         original.meta.get(MEDIA_STORAGE_SOP_CLASS, ""),
         native_pixel_length(original),
     )
@@ -226,7 +227,7 @@ def _process_header(
         return _quarantined(name, source_sha, *refused, HEADER)
     engine = _header_engine(settings)
     try:
-        rewritten = engine.rewrite(original)
+        rewritten = engine.rewrite(original, values)
     except Exception as error:
         return _failed(name, source_sha, error, HEADER)
     out = HeaderValues.of(rewritten.header)

@@ -30,6 +30,7 @@ from hdh_assets.imaging.elements import (
     encode_element,
     encode_meta,
     encode_sequence,
+    number_value,
     pad,
     read_header,
     text_values,
@@ -83,11 +84,12 @@ class HeaderPseudonymiser:
         self._codes: dict[Encoding, bytes] = {}
 
     # -- the rewrite ------------------------------------------------------------------------
-    def rewrite(self, original: Header) -> Rewritten:
-        """De-identify a walked file (:func:`~hdh_assets.imaging.elements.read_header`)."""
+    def rewrite(self, original: Header, values: HeaderValues | None = None) -> Rewritten:
+        """De-identify a walked file (:func:`~hdh_assets.imaging.elements.read_header`);
+        ``values`` are its values when the caller has read them already."""
         data, encoding = original.data, original.encoding
         subject = subject_of(
-            HeaderValues.of(original),
+            values or HeaderValues.of(original),
             self.engine.pseudonymiser,
             self.profile.subject_rule,
         )
@@ -234,24 +236,12 @@ def _text(encoded: bytes | None, encoding: Encoding) -> str:
 
 
 def _well_formed(data: bytes, element: Element) -> bool:
-    """Numbers written as text that are not numbers would not re-read (pydicom drops them too)."""
+    """Numbers written as text that are not numbers would not re-read (pydicom drops them too):
+    read as :class:`HeaderValues` reads them, such a value stays text."""
     if element.vr not in ("IS", "DS") or element.length == 0:
         return True
-    for value in text_values(data, element):
-        if not value:
-            continue
-        try:
-            float(value) if element.vr == "DS" else int(value)
-        except ValueError:
-            if element.vr == "IS":
-                try:
-                    if float(value) != int(float(value)):
-                        return False
-                except ValueError:
-                    return False
-                continue
-            return False
-    return True
+    values = text_values(data, element)
+    return not any(isinstance(number_value(v, element.vr), str) for v in values if v)
 
 
 def _dummy_bytes(data: bytes, element: Element, encoding: Encoding) -> bytes:
