@@ -168,16 +168,27 @@ _DELIMITERS = (ITEM, ITEM_END, SEQUENCE_END)
 
 def walk(data: bytes, start: int, end: int, encoding: Encoding, *, top: bool) -> list[Element]:
     """The elements between ``start`` and ``end`` (an item's or the dataset's bounds)."""
+    elements, _ = _elements(data, start, end, encoding, top=top, delimited=False)
+    return elements
+
+
+def _elements(
+    data: bytes, start: int, end: int, encoding: Encoding, *, top: bool, delimited: bool
+) -> tuple[list[Element], int]:
+    """Elements in tag order from ``start`` up to ``end`` or, when ``delimited``, up to an item
+    delimiter; and where they stop (after the delimiter)."""
     elements: list[Element] = []
     position, previous = start, -1
-    while position < end:
+    while position < end or delimited:
+        if delimited and _item_header(data, position, end, encoding.little)[0] == ITEM_END:
+            return elements, position + 8
         element = element_at(data, position, end, encoding, top=top)
         if element.tag <= previous:
             raise NotWalkable("elements out of order")  # pydicom sorts them; let it
         previous = element.tag
         elements.append(element)
         position = element.end
-    return elements
+    return elements, position
 
 
 def element_at(data: bytes, position: int, end: int, encoding: Encoding, *, top: bool) -> Element:
@@ -253,18 +264,7 @@ def _item(data: bytes, position: int, end: int, encoding: Encoding) -> tuple[lis
         if body + length > end:
             raise Truncated("an item runs past the end of its sequence")
         return walk(data, body, body + length, encoding, top=False), body + length
-    elements: list[Element] = []
-    position, previous = body, -1
-    while True:
-        tag, _ = _item_header(data, position, end, encoding.little)
-        if tag == ITEM_END:
-            return elements, position + 8
-        element = element_at(data, position, end, encoding, top=False)
-        if element.tag <= previous:
-            raise NotWalkable("elements out of order")
-        previous = element.tag
-        elements.append(element)
-        position = element.end
+    return _elements(data, body, end, encoding, top=False, delimited=True)
 
 
 def _items_within(data: bytes, start: int, end: int, encoding: Encoding) -> list[list[Element]]:
