@@ -81,7 +81,7 @@ def _index_chunk(paths: list[str]) -> int:
             0,
             "",
             "",
-            has_pixel_data=header.pixel_element() is not None,
+            has_pixel_data=header.has_pixel_data,
             transfer_syntax=header.transfer_syntax,
         )
         rows += 1

@@ -129,6 +129,11 @@ class Header:
     def transfer_syntax(self) -> str:
         return self.meta.get(0x00020010, "")
 
+    @property
+    def has_pixel_data(self) -> bool:
+        """Pixel Data proper (7FE0,0010), as an index row counts frames."""
+        return any(e.tag == 0x7FE00010 for e in self.elements)
+
     def pixel_element(self) -> Element | None:
         for element in reversed(self.elements):
             if element.tag in PIXEL_TAGS:

@@ -243,7 +243,7 @@ def _process_header(
         len(written),
         "",
         "",
-        has_pixel_data=rewritten.has_pixel_data,
+        has_pixel_data=rewritten.header.has_pixel_data,
         transfer_syntax=rewritten.transfer_syntax,
     )
     return _stage(name, source_sha, written, row, staging, HEADER)

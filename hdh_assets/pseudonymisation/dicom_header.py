@@ -69,10 +69,6 @@ class Rewritten:
     report: DeidentificationReport
     transfer_syntax: str
 
-    @property
-    def has_pixel_data(self) -> bool:
-        return any(e.tag == 0x7FE00010 for e in self.header.elements)
-
 
 class HeaderPseudonymiser:
     """One profile and key applied to files' headers; pixel data is copied, never decoded."""
